@@ -1,0 +1,17 @@
+# The README's two commands: `make demo` (the main job on the bundled default) and `make test`.
+# Both create .venv/ and install what they need on a machine with only Python 3.11.
+.PHONY: demo test lint format
+
+demo:
+	@scripts/venv.sh
+	.venv/bin/shunted demo
+
+test:
+	@scripts/venv.sh test,onnx
+	.venv/bin/ruff check shunted tests benchmarks tools hubconf.py
+	.venv/bin/ruff format --check shunted tests benchmarks tools hubconf.py
+	.venv/bin/python -m pytest -q
+
+format:
+	.venv/bin/ruff format shunted tests benchmarks tools hubconf.py
+	.venv/bin/ruff check --fix shunted tests benchmarks tools hubconf.py

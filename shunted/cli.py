@@ -1,0 +1,71 @@
+"""The ``shunted`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in ``shunted/commands/<name>.py`` and provides ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``. Command modules import Paddle lazily so ``--help`` stays fast.
+User-facing errors (``ShuntedError``, missing files) print one line and exit 2; ``--debug`` or ``SHUNTED_DEBUG=1``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from .errors import ShuntedError
+
+COMMANDS = ("demo", "convert", "eval", "predict", "train", "export", "bench", "info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="shunted",
+        description="Shunted Transformer in PaddlePaddle: convert official weights, evaluate, predict, "
+        "fine-tune, export, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"shunted-paddle {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"shunted.commands.{name.replace('-', '_')}")
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("SHUNTED_DEBUG") == "1"
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"shunted {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ShuntedError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"shunted {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The one place for the variants and their pretrained/preprocessing configuration.
+
+Every other module (evaluation defaults, converter sidecars, benchmarks, README tables) reads these facts from
+here; nothing repeats them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Shared by all variants (SPEC.md "Variants").
+EMBED_DIMS = (64, 128, 256, 512)
+NUM_HEADS = (2, 4, 8, 16)
+MLP_RATIOS = (8, 8, 4, 4)
+SR_RATIOS = (8, 4, 2, 1)
+STRIDES = (4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """Preprocessing and classifier facts that travel with the weights (timm's ``pretrained_cfg``)."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+    classifier: str = "head"
+    first_conv: str = "patch_embed1.conv.0"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Architecture hyper-parameters, the official training knobs and the paper's figures for one variant."""
+
+    name: str
+    depths: tuple[int, int, int, int]
+    num_conv: int
+    drop_path_rate: float  # official training value; the default at inference is 0
+    grad_clip: float | None
+    official_params: int  # trainable parameters with 1000 classes, as the official code counts them
+    paper_params_m: float
+    paper_gflops: float
+    paper_top1: float
+    official_checkpoint: str
+    pretrained_cfg: PretrainedConfig = field(default_factory=PretrainedConfig)
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("shunted_t", (1, 2, 4, 1), 0, 0.1, None, 11_553_576, 11.5, 2.1, 79.8, "ckpt_T.pth"),
+        Variant("shunted_s", (2, 4, 12, 1), 1, 0.2, None, 22_401_256, 22.4, 4.9, 82.9, "ckpt_S.pth"),
+        Variant("shunted_b", (3, 4, 24, 2), 2, 0.3, 1.0, 39_614_376, 39.6, 8.1, 84.0, "ckpt_B.pth"),
+    )
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`shunted.create_model`."""
+    return sorted(VARIANTS)
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())}") from None
+
+
+def get_pretrained_cfg(name: str) -> PretrainedConfig:
+    return get_variant(name).pretrained_cfg
+
+
+def variant_for(depths: tuple[int, ...], num_conv: int) -> str | None:
+    """The variant with these block depths and stem convs, or None (used to recognise checkpoints)."""
+    for v in VARIANTS.values():
+        if tuple(v.depths) == tuple(depths) and v.num_conv == num_conv:
+            return v.name
+    return None
