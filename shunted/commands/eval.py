@@ -1,0 +1,15 @@
+"""shunted eval (work in progress)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "eval (work in progress)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("shunted eval is not finished yet")
