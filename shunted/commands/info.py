@@ -1,0 +1,78 @@
+"""Print the variant table: trainable parameters and multiply-accumulates (G) next to the paper's figures.
+
+The README's variant table is this command's ``--markdown`` output.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "variant table: parameters, FLOPs (MACs) and the paper's figures"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", default=None, help="variants (default: all)")
+    parser.add_argument(
+        "--img-size", type=int, default=224, help="input size for the FLOP count (default 224)"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+
+
+def variant_rows(models: list[str], img_size: int) -> list[dict]:
+    from ..engine.summary import count_macs, count_trainable_params
+    from ..models import create_model, get_variant
+
+    rows = []
+    for name in models:
+        variant = get_variant(name)
+        model = create_model(name)
+        macs = count_macs(model, img_size)
+        rows.append(
+            {
+                "model": name,
+                "params": count_trainable_params(model),
+                "gmacs_layers": macs.layers / 1e9,
+                "gmacs_total": macs.total / 1e9,
+                "paper_params_m": variant.paper_params_m,
+                "paper_gflops": variant.paper_gflops,
+                "paper_top1": variant.paper_top1,
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict], img_size: int, markdown: bool) -> str:
+    header = [
+        "model",
+        "params",
+        "params (paper)",
+        f"GMACs @{img_size} (layers + attention)",
+        "FLOPs (paper)",
+        "top-1 official (paper)",
+    ]
+    body = [
+        [
+            r["model"],
+            f"{r['params']:,}",
+            f"{r['paper_params_m']} M",
+            f"{r['gmacs_total']:.2f} ({r['gmacs_layers']:.2f} + {r['gmacs_total'] - r['gmacs_layers']:.2f})",
+            f"{r['paper_gflops']} G",
+            f"{r['paper_top1']} %",
+        ]
+        for r in rows
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header)] + [fmt.format(*row) for row in body])
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import list_models
+
+    models = args.models or list_models()
+    print(format_table(variant_rows(models, args.img_size), args.img_size, args.markdown))
+    return 0
