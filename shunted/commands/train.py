@@ -1,0 +1,71 @@
+"""Train or fine-tune a Shunted Transformer with the official (DeiT-style) recipe.
+
+Every knob lives in configs/shunted_{t,s,b}_train.yaml (the official values; -c picks the file, default the
+one of --model) and can be overridden with -o Section.key=value; the flags below override the config.
+
+Fine-tune the bundled CIFAR-10 checkpoint on your own classes (head re-initialised when --num-classes differs):
+    shunted train --model shunted_t --data train/ --val-data val/ --output runs/ft \\
+        --pretrained ckpt.pth --num-classes 5 --epochs 10 --batch-size 64 --img-size 64
+
+Resume a run that stopped (crash, SIGKILL, Ctrl-C): the same command with --resume.
+
+Many processes (CPU: gloo; GPUs: NCCL) through Paddle's launcher, which takes a script path:
+    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py train --model shunted_t ...
+Outputs in --output: last.pdckpt (full state), last.pdparams / best.pdparams (weights), metrics.csv/.json,
+metrics.png (if matplotlib is installed), config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train or fine-tune (official recipe, resumable, multi-process via paddle.distributed.launch)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="shunted_t / shunted_s / shunted_b (default: from -c)")
+    parser.add_argument(
+        "--data", required=True, help="training images: class folders, or a folder + --labels"
+    )
+    parser.add_argument(
+        "--labels", default=None, help="label list file ('relative/path label' lines) for --data"
+    )
+    parser.add_argument("--val-data", default=None, help="validation images (top-1 per epoch, best.pdparams)")
+    parser.add_argument("--val-labels", default=None, help="label list file for --val-data")
+    parser.add_argument("--output", required=True, help="run folder for checkpoints and metrics")
+    parser.add_argument(
+        "--pretrained", default=None, help="initial weights: official .pth, .pdparams, .safetensors"
+    )
+    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: from the data)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per process and step")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (default: 5e-4 x batch/512)"
+    )
+    parser.add_argument("--img-size", type=int, default=None, help="training crop size (default 224)")
+    parser.add_argument("--workers", type=int, default=None, help="data loader worker processes")
+    parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
+    parser.add_argument("--freeze", type=int, default=None, help="freeze the first N stages (0-4)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision (GPU)")
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="stop each epoch after N steps (smoke tests)"
+    )
+    parser.add_argument(
+        "-c", "--config", default=None, help="YAML config (default configs/<model>_train.yaml)"
+    )
+    parser.add_argument(
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.train import train_from_args
+
+    train_from_args(args)
+    return 0
