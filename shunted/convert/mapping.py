@@ -41,15 +41,22 @@ def is_linear_weight(key: str, value: np.ndarray) -> bool:
     return key.endswith(".weight") and value.ndim == 2
 
 
+def torch_item_to_paddle(key: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """One official entry → its Paddle name and layout (None for ``num_batches_tracked``); prefixes stay."""
+    if key.rpartition(".")[2] == DROPPED_TORCH_BUFFER:
+        return None
+    if is_linear_weight(key, value):
+        value = np.ascontiguousarray(value.T)
+    return _rename_last(key, TORCH_TO_PADDLE_BUFFERS), value
+
+
 def torch_to_paddle(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Official (PyTorch) names and layouts → this package's Paddle names and layouts."""
     out = {}
     for key, value in strip_prefix(state).items():
-        if key.rpartition(".")[2] == DROPPED_TORCH_BUFFER:
-            continue
-        if is_linear_weight(key, value):
-            value = np.ascontiguousarray(value.T)
-        out[_rename_last(key, TORCH_TO_PADDLE_BUFFERS)] = value
+        item = torch_item_to_paddle(key, value)
+        if item is not None:
+            out[item[0]] = item[1]
     return out
 
 

@@ -1,0 +1,320 @@
+"""Checkpoint conversion without PyTorch: official ``.pth`` ⇄ ``.pdparams`` / ``.safetensors``.
+
+``read_weights`` turns any supported file into a Paddle-layout state dict of numpy arrays, recognising the variant
+and class count and checking every key and shape strictly; ``convert_file`` writes it (atomically, with a JSON
+sidecar) as ``.pdparams``, ``.safetensors`` or, in the other direction, as an official torch ``.pth``.
+
+No format is unpickled with a normal unpickler: ``.pth`` and ``.pdparams`` both go through the allow-list of
+:mod:`shunted.convert.torch_pickle`, so a file cannot run code. Floating tensors are returned as float32 (float16,
+bfloat16 and float64 are converted) unless ``keep_dtype``; with ``keep_dtype`` float16/float64 stay as they are,
+and bfloat16 — which numpy cannot hold — is still widened to float32 (exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import hashlib
+import os
+import pickle
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointFormatError, WeightsError
+from ..fileio import atomic_path, write_json_atomic
+from . import safetensors_io
+from .detect import Detected, detect
+from .mapping import DATA_PARALLEL_PREFIX, TORCH_TO_PADDLE_BUFFERS, paddle_to_torch, torch_item_to_paddle
+from .torch_pickle import NumpyArray, PthFile, TensorRef, safe_loads
+from .torch_writer import write_checkpoint
+
+__all__ = ["LoadedWeights", "convert_file", "read_weights"]
+
+STATE_KEYS = ("model", "state_dict", "model_ema")
+PADDLE_SUFFIXES = (".pdparams",)
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_OUT_SUFFIXES = (".pth", ".pt")
+PADDLE_STRUCTURE_KEY = "StructuredToParameterName@@"
+TORCH_BUFFER_NAMES = (*TORCH_TO_PADDLE_BUFFERS, "num_batches_tracked")
+
+
+@dataclass
+class LoadedWeights:
+    """A checkpoint read into memory: Paddle names and layouts, numpy arrays (some may be read-only views)."""
+
+    state: dict[str, np.ndarray]
+    variant: str | None
+    num_classes: int
+    dtype: str  # floating dtype of the file ("float32", "float16", "bfloat16" or "mixed(...)")
+    path: Path
+    sha256: str
+    format: str = ""  # "pth-zip", "pth-legacy", "pdparams", "safetensors"
+    key: str | None = None  # entry of the checkpoint dict the weights came from (None: bare state dict)
+    size: int = 0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a checkpoint file", str(path))
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, TensorRef | NumpyArray | np.ndarray)
+
+
+def _unwrap(root: Any, key: str | None, source: Path) -> tuple[Mapping[str, Any], str | None]:
+    """The state dict inside a checkpoint: ``root[key]``, the first of STATE_KEYS, or ``root`` itself."""
+    if not isinstance(root, dict):
+        raise CheckpointFormatError(f"{source}: holds a {type(root).__name__}, not a dict of weights")
+    if key is not None:
+        if key not in root:
+            raise CheckpointFormatError(
+                f"{source}: has no entry {key!r} (--key); its entries: {', '.join(map(str, list(root)[:12]))}"
+            )
+        state, used = root[key], key
+    elif root and all(_is_tensor(v) for k, v in root.items() if k != PADDLE_STRUCTURE_KEY):
+        state, used = root, None
+    else:
+        used = next((k for k in STATE_KEYS if isinstance(root.get(k), dict)), None)
+        if used is None:
+            entries = ", ".join(map(str, list(root)[:12])) or "none"
+            raise CheckpointFormatError(
+                f"{source}: no state dict found (looked for {', '.join(STATE_KEYS)}); its entries: {entries}"
+            )
+        state = root[used]
+    if not isinstance(state, dict):
+        raise CheckpointFormatError(f"{source}: entry {used!r} is a {type(state).__name__}, not a state dict")
+    state = {k: v for k, v in state.items() if k != PADDLE_STRUCTURE_KEY}
+    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not _is_tensor(v)]
+    if bad:
+        raise CheckpointFormatError(
+            f"{source}: entry {used or '(top level)'!r} is not a state dict: {', '.join(bad[:5])} "
+            "are not tensors; choose the weights with --key"
+        )
+    if not state:
+        raise CheckpointFormatError(f"{source}: the state dict is empty")
+    return state, used
+
+
+def _strip(key: str) -> str:
+    while key.startswith(DATA_PARALLEL_PREFIX):
+        key = key[len(DATA_PARALLEL_PREFIX) :]
+    return key
+
+
+def _is_torch_layout(keys: list[str], default: bool) -> bool:
+    last = {k.rpartition(".")[2] for k in keys}
+    if last & set(TORCH_BUFFER_NAMES):
+        return True
+    if last & set(TORCH_TO_PADDLE_BUFFERS.values()):
+        return False
+    return default
+
+
+def _open_source(path: Path) -> tuple[str, Any, PthFile | None]:
+    """(format, root object, open PthFile or None) for a checkpoint file."""
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        state, _metadata = safetensors_io.read(path)
+        return "safetensors", state, None
+    if suffix in PADDLE_SUFFIXES:
+        with open(path, "rb") as fh:
+            if not fh.read(1):
+                raise CheckpointFormatError(f"{path}: empty file")
+            fh.seek(0)
+            return "pdparams", safe_loads(fh, path), None
+    pth = PthFile(path)
+    return f"pth-{pth.format}", pth.root, pth
+
+
+def _arrays(state: Mapping[str, Any], pth: PthFile | None) -> Iterator[tuple[str, np.ndarray, str]]:
+    """(key, array, source dtype name) for each entry, reading lazily from ``pth``."""
+    if pth is not None:
+        refs = {k: v for k, v in state.items() if isinstance(v, TensorRef)}
+        for key, array in pth.arrays(refs):
+            yield key, array, refs[key].dtype
+    for key, value in state.items():
+        if isinstance(value, NumpyArray):
+            value = value.__dict__.get("array")
+            if value is None:
+                raise CheckpointFormatError(f"{key}: numpy array without data")
+        if isinstance(value, np.ndarray):
+            yield key, value, value.dtype.name
+
+
+def _describe_dtypes(names: set[str]) -> str:
+    if len(names) == 1:
+        return next(iter(names))
+    return f"mixed({','.join(sorted(names))})" if names else "none"
+
+
+def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bool = False) -> LoadedWeights:
+    """Read an official ``.pth`` (zip or legacy), a ``.pdparams`` or a ``.safetensors`` file, strictly.
+
+    key: the checkpoint entry holding the weights (default ``model``, ``state_dict``, then ``model_ema``, or a
+        bare state dict). ``module.`` prefixes are stripped. The variant and class count are detected from the
+        keys and shapes, and every key and shape is checked against that variant (WeightsError naming them).
+    """
+    path = Path(path)
+    _check_readable(path)
+    size = path.stat().st_size
+    sha256 = file_sha256(path)
+    fmt, root, pth = _open_source(path)
+    try:
+        state, used_key = _unwrap(root, key, path)
+        keys = [_strip(k) for k in state]
+        if len(set(keys)) != len(keys):
+            raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
+        torch_layout = _is_torch_layout(keys, default=pth is not None)
+        out: dict[str, np.ndarray] = {}
+        source_dtypes: set[str] = set()
+        for name, array, dtype in _arrays(state, pth):
+            name = _strip(name)
+            if array.dtype.kind == "f" or dtype == "bfloat16":
+                source_dtypes.add(dtype)
+                if not keep_dtype:
+                    array = array.astype(np.float32, copy=False)
+            if torch_layout:
+                item = torch_item_to_paddle(name, array)
+                if item is None:
+                    continue
+                name, array = item
+            out[name] = array
+    finally:
+        if pth is not None:
+            pth.close()
+    found = detect(out, str(path))
+    _check_strict(out, found, path)
+    return LoadedWeights(
+        state=out,
+        variant=found.variant,
+        num_classes=found.num_classes,
+        dtype=_describe_dtypes(source_dtypes),
+        path=path,
+        sha256=sha256,
+        format=fmt,
+        key=used_key,
+        size=size,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_model(variant: str, num_classes: int):
+    """The variant's model with lazily created (unallocated) parameters: only names and shapes are needed."""
+    import paddle
+
+    from ..models.registry import get_variant
+    from ..models.shunted import ShuntedTransformer
+
+    v = get_variant(variant)
+    with paddle.LazyGuard():
+        return ShuntedTransformer(v.depths, v.num_conv, num_classes=num_classes)
+
+
+def _check_strict(state: Mapping[str, np.ndarray], found: Detected, path: Path) -> None:
+    from ..models.weights import check_state_dict
+
+    model = _expected_model(found.variant, found.num_classes)
+    check_state_dict(model, state, source=f"{path} ({found.variant}, {found.num_classes} classes)")
+
+
+def _output_format(dst: Path) -> str:
+    suffix = dst.suffix.lower()
+    if suffix in PADDLE_SUFFIXES:
+        return "pdparams"
+    if suffix in SAFETENSORS_SUFFIXES:
+        return "safetensors"
+    if suffix in TORCH_OUT_SUFFIXES:
+        return "pth"
+    raise CheckpointFormatError(f"{dst}: unsupported output extension; use .pdparams, .safetensors or .pth")
+
+
+def write_pdparams(path: Path, state: Mapping[str, np.ndarray]) -> None:
+    """What ``paddle.save`` writes for a dict of numpy arrays (a protocol-4 pickle), without importing paddle."""
+    with open(path, "wb") as fh:
+        pickle.dump({k: np.asarray(v) for k, v in state.items()}, fh, protocol=4)
+
+
+def convert_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    model: str | None = None,
+    num_classes: int | None = None,
+    key: str | None = None,
+    keep_dtype: bool = False,
+) -> dict:
+    """Convert ``src`` to ``dst`` (format by extension) and write ``dst.json``; returns the sidecar dict.
+
+    model / num_classes: what the caller expects; a file holding something else is an error. ``dst`` is written
+    atomically (an existing file is replaced only on success); ``src`` is only read.
+    """
+    from .. import __version__
+    from ..models.registry import get_pretrained_cfg, get_variant
+
+    src, dst = Path(src), Path(dst)
+    out_format = _output_format(dst)
+    if model is not None:
+        try:
+            get_variant(model)
+        except ValueError as exc:
+            raise WeightsError(f"--model: {exc}") from None
+    _check_readable(src)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise CheckpointFormatError(f"{dst}: the output would overwrite the input; choose another DST")
+    weights = read_weights(src, key=key, keep_dtype=keep_dtype)
+    if model is not None and model != weights.variant:
+        raise WeightsError(f"--model {model} contradicts {src}: the file holds {weights.variant} weights")
+    if num_classes is not None and num_classes != weights.num_classes:
+        raise WeightsError(
+            f"--num-classes {num_classes} contradicts {src}: its head has {weights.num_classes} classes"
+        )
+    out_dtypes = {v.dtype.name for v in weights.state.values() if v.dtype.kind == "f"}
+    sidecar = {
+        "source": {
+            "name": src.name,
+            "size": weights.size,
+            "sha256": weights.sha256,
+            "format": weights.format,
+            "key": weights.key,
+            "dtype": weights.dtype,
+        },
+        "output": {
+            "name": dst.name,
+            "format": out_format,
+            "layout": "torch" if out_format == "pth" else "paddle",
+        },
+        "variant": weights.variant,
+        "num_classes": weights.num_classes,
+        "dtype": _describe_dtypes(out_dtypes),
+        "num_tensors": len(weights.state),
+        "preprocessing": dataclasses.replace(
+            get_pretrained_cfg(weights.variant), num_classes=weights.num_classes
+        ).to_dict(),
+        "package": {"name": "shunted-paddle", "version": __version__},
+    }
+    with atomic_path(dst) as tmp:
+        if out_format == "pdparams":
+            write_pdparams(tmp, weights.state)
+        elif out_format == "safetensors":
+            metadata = {"format": "np", "layout": "paddle", "variant": weights.variant}
+            metadata["num_classes"] = str(weights.num_classes)
+            safetensors_io.write(tmp, weights.state, metadata)
+        else:
+            write_checkpoint(tmp, paddle_to_torch(weights.state), archive_name=dst.stem or "archive")
+    write_json_atomic(dst.with_name(dst.name + ".json"), sidecar)
+    return sidecar

@@ -1,0 +1,690 @@
+"""Read PyTorch ``.pth`` files without torch and without running anything named in them.
+
+A ``.pth`` is a pickle. A normal unpickler imports and calls whatever the file names (``os.system`` included);
+this one resolves globals from an allow-list only (like ``torch.load(weights_only=True)``): tensor-rebuild
+functions, storage types, dtypes, ``collections.OrderedDict`` and a few plain containers. Every allowed global
+resolves to an object of this module — never to the real function — and anything else raises
+:class:`UnsafeCheckpointError` naming ``module.name`` before a single call is made. ``argparse.Namespace`` (the
+``args`` of training checkpoints) becomes an inert record of its state.
+
+Two containers are understood:
+
+* zip (torch >= 1.6): ``<folder>/data.pkl`` (the object graph; storages are persistent ids), ``<folder>/byteorder``
+  and one entry ``<folder>/data/<key>`` per storage;
+* legacy pickle stream (``_use_new_zipfile_serialization=False``): magic number, protocol version and sys-info
+  pickles, the object pickle, the list of storage keys, then each storage as an int64 element count + raw bytes.
+
+Tensors come out as :class:`TensorRef` (storage, offset, size, stride); their bytes are read only when
+:meth:`PthFile.array` asks for them, so the optimizer state of a training checkpoint is never loaded.
+bfloat16 storages (numpy has no bfloat16) are widened to float32 exactly (bits << 16).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..errors import CheckpointFormatError, UnsafeCheckpointError
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+
+# torch storage / dtype names → numpy dtype ("bfloat16" is handled by hand).
+STORAGE_DTYPES = {
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "DoubleStorage": "float64",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "UntypedStorage": "uint8",
+}
+TORCH_DTYPES = {
+    "float32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "float64": "float64",
+    "double": "float64",
+    "int64": "int64",
+    "long": "int64",
+    "int32": "int32",
+    "int": "int32",
+    "int16": "int16",
+    "short": "int16",
+    "int8": "int8",
+    "uint8": "uint8",
+    "bool": "bool",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inert objects the allow-list resolves to
+
+
+class _Frozen(type):
+    """Metaclass refusing attribute assignment, so a pickle's BUILD cannot patch an allowed class."""
+
+    def __setattr__(cls, name, value):
+        raise pickle.UnpicklingError(f"cannot set attribute {name!r} of {cls.__name__}")
+
+
+class _Marker:
+    """A named, immutable stand-in for a torch type or dtype; calling it is refused."""
+
+    __slots__ = ("qualname", "dtype")
+
+    def __init__(self, qualname: str, dtype: str | None = None):
+        object.__setattr__(self, "qualname", qualname)
+        object.__setattr__(self, "dtype", dtype)
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError(f"cannot set attribute {name!r} of {self.qualname}")
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(f"{self.qualname} is a type marker and cannot be called")
+
+    def __repr__(self) -> str:
+        return f"<{self.qualname}>"
+
+
+class _Function:
+    """An allowed callable: immutable wrapper around this module's own implementation."""
+
+    __slots__ = ("qualname", "impl")
+
+    def __init__(self, qualname: str, impl):
+        object.__setattr__(self, "qualname", qualname)
+        object.__setattr__(self, "impl", impl)
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError(f"cannot set attribute {name!r} of {self.qualname}")
+
+    def __call__(self, *args):
+        return self.impl(*args)
+
+    def __repr__(self) -> str:
+        return f"<{self.qualname}>"
+
+
+class PickledObject(metaclass=_Frozen):
+    """Inert record of an allowed plain object (e.g. ``argparse.Namespace``): its state, never its code."""
+
+    qualname = "object"
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__["args"] = args
+        self.__dict__["kwargs"] = kwargs
+
+    def __setstate__(self, state):
+        self.__dict__["state"] = state
+
+    @property
+    def state(self) -> dict:
+        state = self.__dict__.get("state")
+        return dict(state) if isinstance(state, dict) else {}
+
+    def __getattr__(self, name):
+        state = self.__dict__.get("state")
+        if isinstance(state, dict) and name in state:
+            return state[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"{self.qualname}({', '.join(f'{k}={v!r}' for k, v in self.state.items())})"
+
+
+class Namespace(PickledObject):
+    qualname = "argparse.Namespace"
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """One storage of the file: its key, element dtype and count; ``offset`` (elements) for legacy views."""
+
+    key: str
+    dtype: str
+    numel: int
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor as a strided view of a storage; :meth:`PthFile.array` turns it into a numpy array."""
+
+    storage: StorageRef
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    @property
+    def dtype(self) -> str:
+        return self.storage.dtype
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Implementations of the allowed callables (arguments are validated: they come from an untrusted file)
+
+
+def _ints(value, what: str) -> tuple[int, ...]:
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise pickle.UnpicklingError(f"tensor {what} must be a tuple of ints, got {value!r}")
+    return value
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> TensorRef:
+    if not isinstance(storage, StorageRef):
+        raise pickle.UnpicklingError(
+            f"tensor storage must be a storage reference, got {type(storage).__name__}"
+        )
+    if not isinstance(storage_offset, int) or storage_offset < 0:
+        raise pickle.UnpicklingError(f"bad storage offset {storage_offset!r}")
+    size, stride = _ints(size, "size"), _ints(stride, "stride")
+    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
+        raise pickle.UnpicklingError(f"bad tensor size/stride {size}/{stride}")
+    if all(size):
+        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+        if last >= storage.numel:
+            raise pickle.UnpicklingError(
+                f"tensor of size {size} at offset {storage_offset} exceeds its storage of {storage.numel} elements"
+            )
+    return TensorRef(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, *_ignored):
+    if not isinstance(data, TensorRef):
+        raise pickle.UnpicklingError("a parameter must wrap a tensor")
+    return data
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    if not (isinstance(func, _Function) and isinstance(new_type, _Marker) and isinstance(args, tuple)):
+        raise pickle.UnpicklingError("unsupported tensor subclass reconstruction")
+    if new_type.qualname not in ("torch.Tensor", "torch.nn.parameter.Parameter"):
+        raise pickle.UnpicklingError(f"unsupported tensor type {new_type.qualname}")
+    return func(*args)
+
+
+def _size(*args):
+    return tuple(_ints(args[0] if args else (), "size"))
+
+
+def _device(*args):
+    return ":".join(str(a) for a in args)
+
+
+def _codecs_encode(text, encoding="utf-8", *_ignored):
+    # Protocol-2 pickles write bytes as _codecs.encode(str, 'latin1').
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed for latin1 bytes")
+    return text.encode("latin1")
+
+
+def _plain(factory):
+    def build(*args):
+        if any(isinstance(a, _Marker | _Function | type) for a in args):
+            raise pickle.UnpicklingError(f"{factory.__name__}() of a type is not allowed")
+        return factory(*args)
+
+    return build
+
+
+def _path(*parts):
+    if not all(isinstance(p, str) for p in parts):
+        raise pickle.UnpicklingError("a path must be made of strings")
+    return os.path.join(*parts) if parts else "."
+
+
+# numpy scalars and arrays (found in some training checkpoints and in every .pdparams).
+
+
+class _NumpyDType(_Marker):
+    __slots__ = ()
+
+    def __setstate__(self, state):  # (version, byteorder, ...): only the byte order matters here
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in (">", "<", "|", "="):
+            dtype = np.dtype(self.dtype).newbyteorder(state[1]) if state[1] in "<>" else np.dtype(self.dtype)
+            object.__setattr__(self, "dtype", dtype.str)
+
+
+def _numpy_dtype(spec, *_ignored):
+    if not isinstance(spec, str):
+        raise pickle.UnpicklingError("numpy dtype spec must be a string")
+    dtype = np.dtype(spec)
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r} is not a plain numeric dtype")
+    return _NumpyDType("numpy.dtype", dtype.str)
+
+
+class NumpyArray(PickledObject):
+    """A numpy array pickled by numpy's ``__reduce__``: built from its state, numeric dtypes only."""
+
+    qualname = "numpy.ndarray"
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("bad numpy array state")
+        _version, shape, dtype, fortran, raw = state
+        shape = _ints(shape, "shape")
+        if not isinstance(dtype, _NumpyDType) or not isinstance(raw, bytes | bytearray):
+            raise pickle.UnpicklingError("numpy array state must hold a numeric dtype and raw bytes")
+        dt = np.dtype(dtype.dtype)
+        if len(raw) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+            raise pickle.UnpicklingError(f"numpy array data has {len(raw)} bytes, shape {shape} needs more")
+        array = np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C")
+        self.__dict__["array"] = array.astype(dt.newbyteorder("="), copy=True)
+
+
+def _numpy_reconstruct(subtype, shape, _typecode):
+    if not (isinstance(subtype, _Marker) and subtype.qualname == "numpy.ndarray"):
+        raise pickle.UnpicklingError("numpy _reconstruct is only allowed for numpy.ndarray")
+    return NumpyArray()
+
+
+def _numpy_scalar(dtype, raw=b""):
+    if not isinstance(dtype, _NumpyDType) or not isinstance(raw, bytes):
+        raise pickle.UnpicklingError("numpy scalar needs a numeric dtype and bytes")
+    return np.frombuffer(raw, dtype=np.dtype(dtype.dtype), count=1)[0]
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    table: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("torch", "Size"): _size,
+        ("torch", "device"): _device,
+        ("_codecs", "encode"): _codecs_encode,
+        ("builtins", "set"): _plain(set),
+        ("builtins", "frozenset"): _plain(frozenset),
+        ("builtins", "complex"): _plain(complex),
+        ("builtins", "bytearray"): _plain(bytearray),
+        ("argparse", "Namespace"): Namespace,
+        ("pathlib", "PosixPath"): _path,
+        ("pathlib", "WindowsPath"): _path,
+        ("pathlib", "PurePosixPath"): _path,
+        ("pathlib", "PureWindowsPath"): _path,
+    }
+    out: dict[tuple[str, str], Any] = {}
+    for (module, name), impl in table.items():
+        if callable(impl) and not isinstance(impl, type):
+            impl = _Function(f"{module}.{name}", impl)
+        out[(module, name)] = impl
+    for name, dtype in STORAGE_DTYPES.items():
+        out[("torch", name)] = _Marker(f"torch.{name}", dtype)
+        out[("torch.storage", name)] = _Marker(f"torch.{name}", dtype)
+    out[("torch.storage", "TypedStorage")] = _Marker("torch.storage.TypedStorage")
+    for name, dtype in TORCH_DTYPES.items():
+        out[("torch", name)] = _Marker(f"torch.{name}", dtype)
+    out[("torch", "Tensor")] = _Marker("torch.Tensor")
+    out[("torch.nn.parameter", "Parameter")] = _Marker("torch.nn.parameter.Parameter")
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(module, "_reconstruct")] = _Function(f"{module}._reconstruct", _numpy_reconstruct)
+        out[(module, "scalar")] = _Function(f"{module}.scalar", _numpy_scalar)
+    out[("numpy", "dtype")] = _Function("numpy.dtype", _numpy_dtype)
+    out[("numpy", "ndarray")] = _Marker("numpy.ndarray")
+    return out
+
+
+ALLOWED_GLOBALS = _allowed_globals()
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """``find_class`` is the gate: every global resolves through :data:`ALLOWED_GLOBALS` or is refused.
+
+    All opcodes that call something (REDUCE, NEWOBJ, INST, OBJ, BUILD via ``__setstate__``) can only reach
+    objects obtained through ``find_class``, so nothing outside this module ever runs.
+    """
+
+    def __init__(self, file: BinaryIO, persistent_load=None):
+        super().__init__(file, encoding="latin1")
+        self._persistent = persistent_load
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafeCheckpointError(f"{module}.{name}") from None
+
+    def persistent_load(self, pid):
+        if self._persistent is None:
+            raise pickle.UnpicklingError("unexpected persistent id")
+        return self._persistent(pid)
+
+
+def _refused(path: Path, exc: UnsafeCheckpointError) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(
+        f"{path}: refused: the pickle names {exc.args[0]}, which a weights file never needs "
+        "(not on the allow-list); nothing from the file was run"
+    )
+
+
+def safe_loads(data: bytes | BinaryIO, path: Path | str = "<bytes>", persistent_load=None) -> Any:
+    """Unpickle with the allow-list (used for ``.pdparams`` and the pieces of ``.pth`` files)."""
+    file = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
+    try:
+        return SafeUnpickler(file, persistent_load).load()
+    except UnsafeCheckpointError as exc:
+        raise _refused(Path(path), exc) from None
+    except CheckpointFormatError:
+        raise
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+    ) as exc:
+        raise CheckpointFormatError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    except MemoryError:
+        raise CheckpointFormatError(f"{path}: corrupt pickle (asks for an impossible allocation)") from None
+
+
+def _storage_marker(value, what: str) -> _Marker:
+    if not isinstance(value, _Marker) or value.dtype is None:
+        raise pickle.UnpicklingError(f"{what}: expected a torch storage type, got {value!r}")
+    return value
+
+
+def _numpy_dtype_of(name: str, byteorder: str) -> np.dtype:
+    dtype = np.dtype("uint16" if name == "bfloat16" else name)
+    return dtype.newbyteorder("<" if byteorder == "little" else ">") if dtype.itemsize > 1 else dtype
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two containers
+
+
+class PthFile:
+    """An open ``.pth``: ``root`` is the unpickled object graph (tensors as :class:`TensorRef`)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.root: Any = None
+        self.format = ""
+        self.byteorder = "little"
+        self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_prefix = ""
+        self._legacy_offsets: dict[str, tuple[int, int]] = {}
+        self._cache: dict[str, np.ndarray] = {}
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> PthFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cache.clear()
+        if self._zip is not None:
+            self._zip.close()
+        self._fh.close()
+
+    # -- opening -----------------------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        head = self._fh.read(4)
+        self._fh.seek(0)
+        if not head:
+            raise CheckpointFormatError(f"{self.path}: empty file")
+        if head[:2] == b"PK":
+            self._open_zip()
+        elif head[:1] == b"\x80":
+            self._open_legacy()
+        elif head[:3] == b"\x1f\x8b\x08" or head[:4] == b"ustar":
+            raise CheckpointFormatError(f"{self.path}: a compressed/tar archive, not a PyTorch checkpoint")
+        else:
+            raise CheckpointFormatError(f"{self.path}: not a PyTorch checkpoint (neither zip nor pickle)")
+
+    def _open_zip(self) -> None:
+        self.format = "zip"
+        try:
+            self._zip = zipfile.ZipFile(self._fh)
+            names = self._zip.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointFormatError(f"{self.path}: truncated or corrupt zip archive ({exc})") from None
+        pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") <= 1]
+        if not pkls:
+            if any(n.endswith("constants.pkl") for n in names):
+                raise CheckpointFormatError(
+                    f"{self.path}: a TorchScript archive, not a checkpoint; save model.state_dict() instead"
+                )
+            raise CheckpointFormatError(
+                f"{self.path}: zip archive without data.pkl, not a PyTorch checkpoint"
+            )
+        self._zip_prefix = pkls[0][: -len("data.pkl")]
+        byteorder = self._zip_prefix + "byteorder"
+        if byteorder in names:
+            self.byteorder = self._read_entry(byteorder).decode("ascii", "replace").strip()
+            if self.byteorder not in ("little", "big"):
+                raise CheckpointFormatError(f"{self.path}: unknown byteorder {self.byteorder!r}")
+        self.root = safe_loads(self._read_entry(pkls[0]), self.path, self._zip_persistent_load)
+
+    def _read_entry(self, name: str) -> bytes:
+        try:
+            return self._zip.read(name)
+        except KeyError:
+            raise CheckpointFormatError(f"{self.path}: zip entry {name} is missing") from None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise CheckpointFormatError(
+                f"{self.path}: truncated or corrupt zip entry {name} ({exc})"
+            ) from None
+
+    def _zip_persistent_load(self, pid) -> StorageRef:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r:.80}")
+        _, storage_type, key, _location, numel = pid
+        storage_type = _storage_marker(storage_type, "storage")
+        if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+            raise pickle.UnpicklingError(f"bad storage id {pid!r:.80}")
+        return StorageRef(key, storage_type.dtype, numel)
+
+    def _open_legacy(self) -> None:
+        self.format = "legacy"
+        fh = self._fh
+        magic = safe_loads(fh, self.path)
+        if magic != LEGACY_MAGIC:
+            raise CheckpointFormatError(
+                f"{self.path}: a pickle but not a PyTorch checkpoint (no torch magic number); "
+                "only torch.save files are read"
+            )
+        protocol = safe_loads(fh, self.path)
+        if protocol != LEGACY_PROTOCOL:
+            raise CheckpointFormatError(f"{self.path}: unsupported legacy protocol version {protocol!r}")
+        sys_info = safe_loads(fh, self.path)
+        if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
+            self.byteorder = "big"
+        roots: dict[str, StorageRef] = {}
+
+        def persistent_load(pid):
+            if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
+                kind = pid[0] if isinstance(pid, tuple) and pid else pid
+                raise pickle.UnpicklingError(f"unsupported persistent id {kind!r:.40} (only storages)")
+            _, storage_type, key, _location, numel, view = pid
+            storage_type = _storage_marker(storage_type, "storage")
+            if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+                raise pickle.UnpicklingError(f"bad storage id {pid!r:.80}")
+            root = roots.setdefault(key, StorageRef(key, storage_type.dtype, numel))
+            if view is None:
+                return root
+            view_key, offset, view_size = view
+            if not (isinstance(offset, int) and isinstance(view_size, int)) or not (
+                0 <= offset and offset + view_size <= root.numel
+            ):
+                raise pickle.UnpicklingError(f"storage view {view_key!r} outside its storage")
+            return StorageRef(key, root.dtype, view_size, root.offset + offset)
+
+        self.root = safe_loads(fh, self.path, persistent_load)
+        keys = safe_loads(fh, self.path)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise CheckpointFormatError(f"{self.path}: bad storage key list")
+        endian = "<" if self.byteorder == "little" else ">"
+        for key in keys:
+            header = fh.read(8)
+            if len(header) < 8:
+                raise CheckpointFormatError(f"{self.path}: truncated (storage {key} is missing)")
+            (numel,) = struct.unpack(endian + "q", header)
+            ref = roots.get(key)
+            if ref is None or numel != ref.numel:
+                raise CheckpointFormatError(f"{self.path}: storage {key} does not match the object pickle")
+            self._legacy_offsets[key] = (fh.tell(), numel)
+            fh.seek(numel * _numpy_dtype_of(ref.dtype, self.byteorder).itemsize, io.SEEK_CUR)
+        missing = sorted(set(roots) - set(self._legacy_offsets))
+        if missing:
+            raise CheckpointFormatError(f"{self.path}: storages {', '.join(missing[:5])} are missing")
+
+    # -- reading storages ----------------------------------------------------------------------------------------
+
+    def _storage(self, ref: StorageRef) -> np.ndarray:
+        """The whole storage ``ref.key`` as a 1-D array in file byte order (cached while the file is open)."""
+        cached = self._cache.get(ref.key)
+        if cached is not None:
+            return cached
+        dtype = _numpy_dtype_of(ref.dtype, self.byteorder)
+        if self._zip is not None:
+            buf = self._read_zip_storage(f"{self._zip_prefix}data/{ref.key}", dtype.itemsize * ref.numel)
+        else:
+            offset, numel = self._legacy_offsets[ref.key]
+            buf = bytearray(numel * dtype.itemsize)
+            self._fh.seek(offset)
+            if self._fh.readinto(buf) != len(buf):
+                raise CheckpointFormatError(f"{self.path}: truncated (storage {ref.key} is cut short)")
+        array = np.frombuffer(buf, dtype=dtype)
+        self._cache[ref.key] = array
+        return array
+
+    def _read_zip_storage(self, name: str, nbytes: int) -> bytearray:
+        try:
+            info = self._zip.getinfo(name)
+        except KeyError:
+            raise CheckpointFormatError(f"{self.path}: storage entry {name} is missing") from None
+        if info.file_size < nbytes:
+            raise CheckpointFormatError(
+                f"{self.path}: storage {name} has {info.file_size} bytes, needs {nbytes}"
+            )
+        buf = bytearray(nbytes)
+        if info.compress_type == zipfile.ZIP_STORED:
+            # Read straight into the buffer (no intermediate bytes object): offset from the local header.
+            self._fh.seek(info.header_offset)
+            local = self._fh.read(30)
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise CheckpointFormatError(f"{self.path}: corrupt zip entry {name}")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            self._fh.seek(info.header_offset + 30 + name_len + extra_len)
+            if self._fh.readinto(buf) != nbytes:
+                raise CheckpointFormatError(f"{self.path}: truncated zip entry {name}")
+        else:
+            try:
+                with self._zip.open(info) as fh:
+                    view = memoryview(buf)
+                    got = 0
+                    while got < nbytes:
+                        n = fh.readinto(view[got:])
+                        if not n:
+                            break
+                        got += n
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise CheckpointFormatError(f"{self.path}: corrupt zip entry {name} ({exc})") from None
+            if got != nbytes:
+                raise CheckpointFormatError(f"{self.path}: truncated zip entry {name}")
+        return buf
+
+    def array(self, ref: TensorRef, last_use: bool = False) -> np.ndarray:
+        """The tensor's values as a numpy array in native byte order (bfloat16 → float32).
+
+        With ``last_use`` (no other tensor will read this storage) a tensor that is its whole storage, contiguous,
+        is returned without a copy and the storage leaves the cache, keeping peak memory near the file size.
+        """
+        storage = self._storage(ref.storage)
+        if last_use:
+            self._cache.pop(ref.storage.key, None)
+        itemsize = storage.dtype.itemsize
+        start = ref.storage.offset + ref.offset
+        count = int(np.prod(ref.size, dtype=np.int64))
+        if ref.dtype == "bfloat16":
+            flat = self._strided(storage, start, ref, itemsize)
+            return (flat.astype(np.uint32) << 16).view(np.float32)
+        native = storage.dtype.isnative or storage.dtype.itemsize == 1
+        if (
+            last_use
+            and native
+            and start == 0
+            and count == storage.size
+            and _is_contiguous(ref.size, ref.stride)
+        ):
+            return storage.reshape(ref.size)
+        view = self._strided(storage, start, ref, itemsize)
+        return np.array(view, dtype=view.dtype.newbyteorder("="), order="C", copy=True)
+
+    @staticmethod
+    def _strided(storage: np.ndarray, start: int, ref: TensorRef, itemsize: int) -> np.ndarray:
+        if int(np.prod(ref.size, dtype=np.int64)) == 0:
+            return np.empty(ref.size, dtype=storage.dtype)
+        strides = tuple(s * itemsize for s in ref.stride)
+        return np.lib.stride_tricks.as_strided(
+            storage[start:], shape=ref.size, strides=strides, writeable=False
+        )
+
+    def arrays(self, refs: dict[str, TensorRef]):
+        """Yield ``(key, array)`` for each tensor, reading each storage once and dropping it after its last use."""
+        remaining = collections.Counter(ref.storage.key for ref in refs.values())
+        for key, ref in refs.items():
+            remaining[ref.storage.key] -= 1
+            yield key, self.array(ref, last_use=remaining[ref.storage.key] == 0)
+
+
+def _is_contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for n, s in zip(reversed(size), reversed(stride), strict=True):
+        if n != 1 and s != expected:
+            return False
+        expected *= n
+    return True
+
+
+def load(path: str | os.PathLike) -> Any:
+    """The whole object graph with every tensor as a numpy array (convenient for small files and tests)."""
+    with PthFile(path) as pth:
+        return materialize(pth.root, pth)
+
+
+def materialize(obj: Any, pth: PthFile) -> Any:
+    if isinstance(obj, TensorRef):
+        return pth.array(obj)
+    if isinstance(obj, NumpyArray):
+        return obj.__dict__.get("array")
+    if isinstance(obj, dict):
+        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = materialize(v, pth)
+        return out
+    if isinstance(obj, list | tuple):
+        return type(obj)(materialize(v, pth) for v in obj)
+    return obj
