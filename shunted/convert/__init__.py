@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import functools
 import hashlib
+import json
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -307,6 +308,7 @@ def convert_file(
         ).to_dict(),
         "package": {"name": "shunted-paddle", "version": __version__},
     }
+    sidecar = json.loads(json.dumps(sidecar))  # plain JSON types (lists, not tuples), as in the file
     with atomic_path(dst) as tmp:
         if out_format == "pdparams":
             write_pdparams(tmp, weights.state)
