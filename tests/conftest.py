@@ -1,0 +1,101 @@
+"""Shared fixtures: the ``../shared`` folder, a fixed Paddle seed, the PyTorch reference, torch → Paddle weights.
+
+Threads are limited to 2 (the CI machine's cores, often shared) before any test builds a model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+import pytest  # noqa: E402
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
+NUM_THREADS = 2
+PADDLE_SEED = 2022
+
+if str(TESTS_DIR) not in sys.path:  # makes ``reference`` importable from every test directory
+    sys.path.insert(0, str(TESTS_DIR))
+
+paddle.set_device("cpu")
+paddle.base.core.set_num_threads(NUM_THREADS)
+try:
+    import torch
+
+    torch.set_num_threads(NUM_THREADS)
+except ImportError:  # the reference-based tests skip themselves
+    pass
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's root directory (holds ``hubconf.py``)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the clone (SPEC.md, sample data); skips the test when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"{SHARED_DIR} is absent (the shared folder lives beside the clone in CI)")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def paddle_seed() -> int:
+    """Seed Paddle's global generator once per session, so fresh initialisations are reproducible."""
+    paddle.seed(PADDLE_SEED)
+    return PADDLE_SEED
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """``tests/reference/shunted_torch.py``, the independent PyTorch transcription (skips without torch)."""
+    pytest.importorskip("torch")
+    from reference import shunted_torch
+
+    return shunted_torch
+
+
+def to_numpy_state(state: Mapping) -> dict[str, np.ndarray]:
+    """A state dict of torch tensors (or arrays) as numpy arrays."""
+    return {
+        k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state.items()
+    }
+
+
+def load_torch_state_into(
+    model: paddle.nn.Layer, torch_state: Mapping, source: str = "torch reference"
+) -> None:
+    """Map an official-layout (PyTorch) state dict by the two rules and load it strictly into ``model``."""
+    from shunted.convert.mapping import torch_to_paddle
+    from shunted.models.weights import apply_state_dict
+
+    apply_state_dict(model, torch_to_paddle(to_numpy_state(torch_state)), source=source)
+
+
+@pytest.fixture(scope="session")
+def load_torch_state() -> Callable[[paddle.nn.Layer, Mapping], None]:
+    """``load_torch_state(paddle_model, torch_state_dict)``: the two mapping rules + strict loading."""
+    return load_torch_state_into
+
+
+def rel_err(actual, expected) -> float:
+    """‖actual − expected‖ / ‖expected‖ in float64."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
+@pytest.fixture(scope="session")
+def relative_error() -> Callable[[np.ndarray, np.ndarray], float]:
+    """``relative_error(actual, expected)`` = ‖Δ‖ / ‖expected‖, the parity measure used across the tests."""
+    return rel_err
