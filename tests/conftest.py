@@ -1,20 +1,18 @@
 """Shared fixtures: the ``../shared`` folder, a fixed Paddle seed, the PyTorch reference, torch → Paddle weights.
 
-Threads are limited to 2 (the CI machine's cores, often shared) before any test builds a model.
+Paddle and torch use 2 threads (the CI machine's cores, often shared). OMP_NUM_THREADS is deliberately left
+alone: Paddle prints a multi-line warning to stderr when it is not 1, which subprocess tests would see.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import paddle
+import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
