@@ -275,6 +275,7 @@ class ShuntedTransformer(nn.Layer):
         self.feature_info = [
             {"num_chs": c, "reduction": s, "module": f"norm{i + 1}", "stage": i}
             for i, (c, s) in enumerate(zip(self.embed_dims, STRIDES, strict=True))
+            if not features_only or i in self.out_indices
         ]
 
         rates = paddle.linspace(0, drop_path_rate, sum(self.depths)).tolist() if drop_path_rate else None
