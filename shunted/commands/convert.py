@@ -19,12 +19,15 @@ HELP = "convert official .pth checkpoints to .pdparams/.safetensors (and back) w
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="checkpoint to read: .pth/.pt/.bin (PyTorch), .pdparams or .safetensors")
     parser.add_argument("dst", help="file to write: .pdparams, .safetensors or .pth (official torch layout)")
-    parser.add_argument("--model", help="expected variant (shunted_t/s/b); an error if the file holds another")
+    parser.add_argument(
+        "--model", help="expected variant (shunted_t/s/b); an error if the file holds another"
+    )
     parser.add_argument("--num-classes", type=int, help="expected class count; an error if the head differs")
     parser.add_argument(
         "--key",
-        choices=("model", "state_dict", "model_ema"),
-        help="entry of a checkpoint dict holding the weights (default: model, state_dict, then model_ema)",
+        metavar="KEY",
+        help="entry of the checkpoint dict holding the weights, e.g. model, state_dict, model_ema "
+        "(default: the first of those present, or the file itself if it is a bare state dict)",
     )
     parser.add_argument(
         "--keep-dtype",
