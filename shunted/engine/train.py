@@ -1,0 +1,482 @@
+"""The training loop: one process or many (``paddle.distributed.launch``), resumable at every epoch.
+
+Reproducibility: data order comes from a DistributedBatchSampler shuffled by (seed, epoch); augmentation from a
+Generator per (seed, epoch, sample); Mixup/CutMix and stochastic depth from generators seeded by
+(seed, epoch, rank) at the start of each epoch. A run resumed from ``last.pdckpt`` after epoch e therefore
+trains epoch e + 1 exactly as an uninterrupted run would (bit-identical on the same machine and thread count).
+
+Only rank 0 writes files; losses and accuracies are all-reduced; at the end of every epoch the ranks compare a
+hash of their weights and stop if they differ. A non-finite loss stops the run (ShuntedError) before anything is
+written, so ``last.pdckpt`` stays the last good epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+import paddle.nn.functional as F
+from tqdm import tqdm
+
+from ..config import get
+from ..data.datasets import ImageDataset, Samples, list_samples
+from ..data.mixup import Mixup, soft_target_cross_entropy
+from ..data.train_transforms import SeededImageDataset, TrainTransform
+from ..data.transforms import EvalTransform
+from ..errors import DataError, ShuntedError
+from ..fileio import write_json_atomic, write_text_atomic
+from ..models import create_model
+from . import train_state as ts
+from .train_config import resolve_config, section
+from .train_ema import ModelEMA
+from .train_optim import WarmupCosineLR, build_optimizer, scaled_lr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over processes (float64)."""
+        if self.size == 1:
+            return values
+        t = paddle.to_tensor(np.asarray(values, np.float64))
+        dist.all_reduce(t)
+        return t.numpy().tolist()
+
+    def broadcast_buffers(self, model: paddle.nn.Layer) -> None:
+        """Give every process rank 0's BatchNorm statistics (what torch DDP's ``broadcast_buffers`` ends with)."""
+        if self.size > 1:  # Paddle's BatchNorm keeps its statistics as non-trainable parameters
+            for value in model.state_dict().values():
+                if value.stop_gradient:
+                    dist.broadcast(value, src=0)
+
+    def gather_ints(self, values: list[int]) -> list[list[int]]:
+        if self.size == 1:
+            return [values]
+        out: list[paddle.Tensor] = []
+        dist.all_gather(out, paddle.to_tensor(np.asarray(values, np.int64)))
+        return [t.numpy().tolist() for t in out]
+
+
+def init_world() -> World:
+    """Join the process group when started by ``paddle.distributed.launch`` with more than one process."""
+    size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if size > 1:
+        dist.init_parallel_env()
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()
+
+
+def freeze_stages(model: paddle.nn.Layer, n: int) -> list[paddle.nn.Layer]:
+    """Stop gradients of stages 1..n (embedding, blocks, norm); returns those layers (kept in eval mode)."""
+    frozen = []
+    for i in range(1, n + 1):
+        for name in (f"patch_embed{i}", f"block{i}", f"norm{i}"):
+            layer = getattr(model, name)
+            for p in layer.parameters():
+                p.stop_gradient = True
+            frozen.append(layer)
+    return frozen
+
+
+def weights_digest(model: paddle.nn.Layer) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(value.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed Paddle's generator (dropout, stochastic depth) for this epoch and process."""
+    paddle.seed(int(np.random.default_rng([seed, epoch, rank, 7]).integers(0, 2**31 - 1)))
+
+
+@dataclass
+class Trainer:
+    cfg: dict
+    world: World = field(default_factory=World)
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.run_dir = Path(get(cfg, "Global.output_dir"))
+        self.seed = int(get(cfg, "Global.seed"))
+        self.epochs = int(get(cfg, "Global.epochs"))
+        self.max_steps = get(cfg, "Global.max_steps_per_epoch")
+        paddle.seed(self.seed)
+        self.train_samples = list_samples(
+            get(cfg, "DataLoader.Train.image_root"), get(cfg, "DataLoader.Train.cls_label_path")
+        )
+        self.num_classes = get(cfg, "Arch.class_num") or infer_num_classes(self.train_samples)
+        self._check_labels(self.train_samples, "--data")
+        arch = section(cfg, "Arch")
+        self.model = create_model(
+            arch["name"],
+            pretrained=arch.get("pretrained_model"),
+            num_classes=self.num_classes,
+            drop_path_rate=arch.get("drop_path_rate") or 0.0,
+            drop_rate=arch.get("drop_rate") or 0.0,
+        )
+        self.frozen = freeze_stages(self.model, int(arch.get("freeze_stages") or 0))
+        self._build_data()
+        self._build_optim()
+        ema = section(cfg, "EMA")
+        self.ema = ModelEMA(self.model, ema["decay"]) if ema.get("enabled") else None
+        self.amp = get(cfg, "Global.amp")
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "fp16" else None
+        self.net = paddle.DataParallel(self.model) if self.world.size > 1 else self.model
+        self.start_epoch, self.best_top1, self.best_epoch, self.rows = 0, None, None, []
+
+    # -- setup ----------------------------------------------------------------------------------------------
+    def _check_labels(self, samples: Samples, flag: str) -> None:
+        bad = [lab for lab in samples.labels if not 0 <= lab < self.num_classes]
+        if bad:
+            raise DataError(f"{flag}: label {bad[0]} out of range for {self.num_classes} classes")
+
+    def _build_data(self) -> None:
+        train = section(self.cfg, "DataLoader.Train")
+        t = dict(train["transform"])
+        pcfg = self.model.pretrained_cfg
+        for k in ("scale", "ratio"):
+            t[k] = tuple(t[k])
+        self.transform = TrainTransform(**t, mean=tuple(pcfg.mean), std=tuple(pcfg.std))
+        self.train_set = SeededImageDataset(self.train_samples, self.transform, self.seed)
+        self.batch_size = int(train["batch_size"])
+        if len(self.train_samples) < self.batch_size * self.world.size:
+            raise DataError(
+                f"--data: {len(self.train_samples)} images, fewer than one step of "
+                f"{self.batch_size} x {self.world.size} processes (lower --batch-size)"
+            )
+        self.sampler = paddle.io.DistributedBatchSampler(
+            self.train_set,
+            batch_size=self.batch_size,
+            num_replicas=self.world.size,
+            rank=self.world.rank,
+            shuffle=True,
+            drop_last=True,
+        )
+        self.workers = int(train["num_workers"])
+        self.loader = paddle.io.DataLoader(
+            self.train_set, batch_sampler=self.sampler, num_workers=self.workers, return_list=True
+        )
+        self.steps_per_epoch = len(self.sampler)
+        if self.max_steps:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(self.max_steps))
+        mix = section(self.cfg, "DataLoader.Train.mixup")
+        self.mixup = Mixup(
+            self.num_classes, label_smoothing=float(get(self.cfg, "Loss.label_smoothing")), **mix
+        )
+        self.val_loader = self._build_val()
+
+    def _build_val(self):
+        ev = section(self.cfg, "DataLoader.Eval")
+        if not ev.get("image_root"):
+            return None
+        samples = list_samples(ev["image_root"], ev.get("cls_label_path"))
+        self._check_labels(samples, "--val-data")
+        size = ev.get("img_size") or self.transform.img_size
+        dataset = ImageDataset(samples, EvalTransform.from_config(self.model.pretrained_cfg, img_size=size))
+        shard = paddle.io.Subset(dataset, list(range(self.world.rank, len(samples), self.world.size)))
+        return paddle.io.DataLoader(
+            shard, batch_size=int(ev["batch_size"]), shuffle=False, num_workers=int(ev["num_workers"])
+        )
+
+    def _build_optim(self) -> None:
+        opt = section(self.cfg, "Optimizer")
+        lr = dict(opt["lr"])
+        peak = lr.get("learning_rate") or scaled_lr(
+            float(lr["base_lr"]), self.batch_size * self.world.size, int(lr["base_batch"])
+        )
+        self.peak_lr = float(peak)
+        self.by_epoch = bool(lr.get("by_epoch", True))
+        self.scheduler = WarmupCosineLR(
+            self.peak_lr,
+            self.epochs,
+            float(lr["warmup_epoch"]),
+            float(lr["warmup_start_lr"]),
+            float(lr["eta_min"]),
+        )
+        self.optimizer = build_optimizer(
+            self.model,
+            self.scheduler,
+            weight_decay=float(opt["weight_decay"]),
+            betas=(float(opt["beta1"]), float(opt["beta2"])),
+            eps=float(opt["epsilon"]),
+            grad_clip=opt.get("grad_clip"),
+        )
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": ts.to_numpy(self.model.state_dict()),
+            "optimizer": ts.optimizer_state(self.optimizer, self.model),
+            "ema": ts.to_numpy(self.ema.state) if self.ema else None,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "rng": ts.rng_states(),
+            "config": self.cfg,
+            "metrics": self.rows,
+            "num_classes": self.num_classes,
+            "classes": list(self.train_samples.classes),
+        }
+
+    def resume(self) -> None:
+        path = self.run_dir / ts.CHECKPOINT
+        state = ts.load_checkpoint(path)
+        if state.get("num_classes") != self.num_classes:
+            raise ShuntedError(
+                f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes}"
+            )
+        from ..models.weights import apply_state_dict
+
+        apply_state_dict(self.model, state["model"], source=str(path))
+        ts.load_optimizer_state(self.optimizer, self.model, state["optimizer"])
+        if self.ema and state.get("ema"):
+            self.ema.load(state["ema"])
+        ts.set_rng_states(state["rng"])
+        self.start_epoch = int(state["epoch"])
+        self.best_top1, self.best_epoch = state.get("best_top1"), state.get("best_epoch")
+        self.rows = list(state.get("metrics") or [])
+        changed = sorted(
+            _diff(state.get("config") or {}, self.cfg, ignore={"Global.resume", "Global.output_dir"})
+        )
+        if changed and self.world.main:
+            log.warning("%s: config differs from the checkpoint's in %s", path, ", ".join(changed))
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        if get(self.cfg, "Global.resume"):
+            self.resume()
+        elif self.world.main and (self.run_dir / ts.CHECKPOINT).exists():
+            raise ShuntedError(
+                f"{self.run_dir}: holds a run already; pass --resume or choose another --output"
+            )
+        if self.world.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
+        writer = self._visualdl()
+        for epoch in range(self.start_epoch, self.epochs):
+            row = self.train_epoch(epoch)
+            self.world.broadcast_buffers(self.model)
+            row.update(self.validate())
+            digest, per_rank = self.check_ranks_agree()
+            top1 = row.get("val_top1")
+            improved = top1 is not None and (self.best_top1 is None or top1 > self.best_top1)
+            if improved:
+                self.best_top1, self.best_epoch = top1, epoch + 1
+            self.rows.append(row)
+            if self.world.main:
+                self.save(epoch + 1, improved, digest, per_rank)
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "epoch" and value is not None:
+                            writer.add_scalar(f"train/{key}", value, epoch + 1)
+            if self.world.main:
+                tqdm.write(_summary(row, self.epochs))
+        return {
+            "epochs": self.epochs,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "rows": self.rows,
+        }
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        for layer in self.frozen:
+            layer.eval()
+        seed_epoch(self.seed, epoch, self.world.rank)
+        self.scheduler.step(epoch)
+        self.sampler.set_epoch(int(np.random.default_rng([self.seed, epoch]).integers(0, 2**32 - 1)))
+        self.train_set.set_epoch(epoch)
+        rng = np.random.default_rng([self.seed, epoch, self.world.rank, 1])
+        loss_sum, seen, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(
+            total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.world.main
+        )
+        for step, (x, y, _index) in enumerate(self.loader):
+            if step >= self.steps_per_epoch:
+                break
+            if not self.by_epoch:
+                self.scheduler.step(epoch + step / self.steps_per_epoch)
+            loss = self.train_step(x, y, rng)
+            if not math.isfinite(loss):
+                bar.close()
+                raise ShuntedError(
+                    f"loss is {loss} at epoch {epoch + 1} step {step + 1}: stopped; {self.run_dir / ts.CHECKPOINT}"
+                    f" holds the last good epoch ({self.start_epoch if not self.rows else self.rows[-1]['epoch']})"
+                    " — lower --lr or enable Optimizer.grad_clip"
+                )
+            loss_sum += loss * x.shape[0]
+            seen += x.shape[0]
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{loss:.4f}",
+                lr=f"{self.optimizer.get_lr():.3g}",
+                img_s=f"{seen * self.world.size / (time.perf_counter() - start):.1f}",
+            )
+        bar.close()
+        seconds = time.perf_counter() - start
+        total_loss, total_seen = self.world.sum([loss_sum, float(seen)])
+        return {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.get_lr(),
+            "train_loss": total_loss / max(total_seen, 1),
+            "images": int(total_seen),
+            "seconds": round(seconds, 3),
+            "img_per_s": round(total_seen / seconds, 2) if seconds > 0 else None,
+        }
+
+    def train_step(self, x: paddle.Tensor, y: paddle.Tensor, rng: np.random.Generator) -> float:
+        x, target = self.mixup(x, y, rng)
+        with self._autocast():
+            loss = soft_target_cross_entropy(self.net(x), target)
+        value = float(loss)
+        if (
+            self.world.size > 1
+        ):  # every rank must see a bad loss, or the healthy ones hang in the next all-reduce
+            value = self.world.sum([value])[0] / self.world.size
+        if not math.isfinite(value):
+            return value
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return float(loss)
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return paddle.amp.auto_cast(dtype={"bf16": "bfloat16", "fp16": "float16"}[self.amp])
+
+    @paddle.no_grad()
+    def validate(self) -> dict:
+        if self.val_loader is None:
+            return {}
+        self.model.eval()
+        loss_sum = correct1 = correct5 = count = 0.0
+        for x, y, _ in self.val_loader:
+            logits = self.model(x).astype("float32")
+            y = y.astype("int64")
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            top5 = paddle.topk(logits, k=min(5, self.num_classes), axis=1)[1]
+            hits = (top5 == y.unsqueeze(1)).astype("float32")
+            correct1 += float(hits[:, 0].sum())
+            correct5 += float(hits.sum())
+            count += y.shape[0]
+        loss_sum, correct1, correct5, count = self.world.sum([loss_sum, correct1, correct5, count])
+        return {
+            "val_loss": loss_sum / count,
+            "val_top1": 100.0 * correct1 / count,
+            "val_top5": 100.0 * correct5 / count,
+        }
+
+    def check_ranks_agree(self) -> tuple[str, list[str]]:
+        """This process's weights sha256 and every process's first 128 bits of it; differing ones stop the run."""
+        digest = weights_digest(self.model)
+        words = [int.from_bytes(bytes.fromhex(digest[i : i + 16]), "big", signed=True) for i in (0, 16)]
+        per_rank = [
+            "".join(w.to_bytes(8, "big", signed=True).hex() for w in ws)
+            for ws in self.world.gather_ints(words)
+        ]
+        if len(set(per_rank)) > 1:
+            raise ShuntedError(f"the {self.world.size} processes ended the epoch with different weights")
+        return digest, per_rank
+
+    def save(self, epoch: int, improved: bool, digest: str, per_rank: list[str]) -> None:
+        state = self.state(epoch)
+        ts.save_weights(self.run_dir / "last.pdparams", state["model"])
+        if improved:
+            ts.save_weights(self.run_dir / "best.pdparams", state["model"])
+        if self.ema is not None:
+            ts.save_weights(self.run_dir / "ema.pdparams", state["ema"])
+        ts.write_metrics(self.run_dir, self.rows)
+        write_json_atomic(
+            self.run_dir / "summary.json",
+            {
+                "model": get(self.cfg, "Arch.name"),
+                "num_classes": self.num_classes,
+                "classes": list(self.train_samples.classes),
+                "epochs_done": epoch,
+                "epochs": self.epochs,
+                "best_top1": self.best_top1,
+                "best_epoch": self.best_epoch,
+                "world_size": self.world.size,
+                "weights_sha256": digest,
+                "weights_sha256_per_rank": per_rank,  # first 128 bits, gathered from every process each epoch
+                "peak_lr": self.peak_lr,
+            },
+        )
+        ts.save_checkpoint(self.run_dir / ts.CHECKPOINT, state)  # last: its presence marks a complete epoch
+
+    def _visualdl(self):
+        if not (self.world.main and get(self.cfg, "Global.use_visualdl", False)):
+            return None
+        try:
+            from visualdl import LogWriter
+        except ImportError:
+            log.warning(
+                "Global.use_visualdl: visualdl is not installed (pip install 'shunted-paddle[visualdl]')"
+            )
+            return None
+        return LogWriter(logdir=str(self.run_dir / "visualdl"))
+
+
+def infer_num_classes(samples: Samples) -> int:
+    return len(samples.classes) if samples.classes else max(samples.labels) + 1
+
+
+def _diff(a: dict, b: dict, prefix: str = "", ignore: set[str] = frozenset()) -> set[str]:
+    out = set()
+    for key in set(a) | set(b):
+        path = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out |= _diff(va, vb, path + ".", ignore)
+        elif va != vb and path not in ignore:
+            out.add(path)
+    return out
+
+
+def _summary(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}", f"lr {row['lr']:.3g}"]
+    if row.get("val_top1") is not None:
+        parts.append(f"val top-1 {row['val_top1']:.2f} % top-5 {row['val_top5']:.2f} %")
+    parts.append(f"{row['img_per_s']} img/s")
+    return " | ".join(parts)
+
+
+def train(cfg: dict) -> dict:
+    """Run (or resume) the training described by a resolved config; returns the per-epoch metrics."""
+    world = init_world()
+    return Trainer(cfg, world).fit()
+
+
+def train_from_args(args: argparse.Namespace) -> dict:
+    return train(resolve_config(args))

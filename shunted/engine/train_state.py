@@ -1,0 +1,155 @@
+"""What a training run leaves in its folder, written atomically (``shunted.fileio``).
+
+- ``last.pdckpt``: the full state after the last complete epoch — model, optimiser (AdamW moments + LR
+  scheduler position) keyed by *structured* parameter names (Paddle's own keys are creation-order names such as
+  ``linear_3.w_0`` that change with the process), EMA, epoch, best top-1, Python/NumPy RNG states, config and the
+  metrics so far. A pickle of plain containers and numpy arrays, read back through the converter's allow-list
+  unpickler (nothing in it can run code).
+- ``last.pdparams`` / ``best.pdparams`` (/ ``ema.pdparams``): weights only, what ``shunted eval`` and
+  ``create_model(pretrained=...)`` take.
+- ``metrics.csv``, ``metrics.json``: one row per epoch; ``metrics.png`` when matplotlib is importable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+
+from ..errors import CheckpointFormatError
+from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
+
+CHECKPOINT = "last.pdckpt"
+FORMAT = "shunted-train-state"
+VERSION = 1
+
+
+def to_numpy(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.numpy() if isinstance(v, paddle.Tensor) else v) for k, v in state.items()}
+
+
+def _param_names(model: paddle.nn.Layer) -> dict[str, str]:
+    """Paddle's unique name → structured name (``block1.0.attn.q.weight``)."""
+    return {p.name: n for n, p in model.named_parameters()}
+
+
+def _rename_keys(state: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """Replace the parameter-name prefix of each optimiser key (``<param>_moment1_0``) by its mapped name."""
+    out = {}
+    for key, value in state.items():
+        cut = [i for i, ch in enumerate(key) if ch == "_" and key[:i] in names]
+        out[names[key[: max(cut)]] + key[max(cut) :] if cut else key] = value
+    return out
+
+
+def optimizer_state(optimizer: paddle.optimizer.Optimizer, model: paddle.nn.Layer) -> dict[str, Any]:
+    """The optimiser's state dict with structured parameter names and numpy values."""
+    state = dict(optimizer.state_dict())
+    sched = state.pop("LR_Scheduler", None)
+    state.pop("master_weights", None)
+    out = to_numpy(_rename_keys(state, _param_names(model)))
+    if sched is not None:
+        out["LR_Scheduler"] = dict(sched)
+    return out
+
+
+def load_optimizer_state(
+    optimizer: paddle.optimizer.Optimizer, model: paddle.nn.Layer, state: Mapping
+) -> None:
+    reverse = {n: p for p, n in _param_names(model).items()}
+    state = dict(state)
+    sched = state.pop("LR_Scheduler", None)
+    restored = _rename_keys(state, reverse)
+    if sched is not None:
+        restored["LR_Scheduler"] = dict(sched)
+    optimizer.set_state_dict(restored)
+
+
+def rng_states() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(_tuples(states["python"]))
+    np.random.set_state(states["numpy"])
+
+
+def _tuples(obj: Any) -> Any:
+    return tuple(_tuples(o) for o in obj) if isinstance(obj, list | tuple) else obj
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """Pickle (protocol 4) the state — plain containers and numpy arrays — atomically."""
+    write_bytes_atomic(path, pickle.dumps({"format": FORMAT, "version": VERSION, **state}, protocol=4))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    from ..convert.torch_pickle import NumpyArray, safe_loads
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, NumpyArray):
+            return obj.__dict__["array"]
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return type(obj)(plain(v) for v in obj)
+        return obj
+
+    if not path.is_file():
+        raise CheckpointFormatError(f"{path}: no checkpoint to resume from (run without --resume first)")
+    state = plain(safe_loads(io.BytesIO(path.read_bytes()), path))
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointFormatError(f"{path}: not a shunted training checkpoint")
+    return state
+
+
+def save_weights(path: Path, model_state: Mapping[str, Any]) -> None:
+    from ..convert import write_pdparams
+
+    with atomic_path(path) as tmp:
+        write_pdparams(tmp, to_numpy(model_state))
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """metrics.json and metrics.csv (one row per epoch), and metrics.png when matplotlib is available."""
+    write_json_atomic(run_dir / "metrics.json", rows)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(run_dir / "metrics.csv", buf.getvalue())
+    plot_metrics(run_dir / "metrics.png", rows)
+
+
+def plot_metrics(path: Path, rows: list[dict]) -> bool:
+    """Loss and top-1 curves; False (nothing written) without matplotlib (the optional ``plot`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in rows], label="train")
+    if any(r.get("val_loss") is not None for r in rows):
+        ax1.plot(epochs, [r.get("val_loss") for r in rows], label="val")
+        ax2.plot(epochs, [r.get("val_top1") for r in rows], label="val top-1")
+    ax1.set(xlabel="epoch", ylabel="loss")
+    ax2.set(xlabel="epoch", ylabel="top-1 (%)")
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
