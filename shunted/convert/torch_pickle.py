@@ -288,13 +288,29 @@ class NumpyArray(PickledObject):
         if len(raw) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
             raise pickle.UnpicklingError(f"numpy array data has {len(raw)} bytes, shape {shape} needs more")
         array = np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C")
-        self.__dict__["array"] = array.astype(dt.newbyteorder("="), copy=True)
+        self.__dict__["array"] = array if dt.isnative else array.astype(dt.newbyteorder("="))
 
 
 def _numpy_reconstruct(subtype, shape, _typecode):
     if not (isinstance(subtype, _Marker) and subtype.qualname == "numpy.ndarray"):
         raise pickle.UnpicklingError("numpy _reconstruct is only allowed for numpy.ndarray")
     return NumpyArray()
+
+
+def _numpy_frombuffer(buf, dtype, shape, order):
+    # Protocol-5 pickles of numpy arrays: _frombuffer(bytes-like, dtype, shape, order).
+    if (
+        not isinstance(buf, bytes | bytearray)
+        or not isinstance(dtype, _NumpyDType)
+        or order not in ("C", "F")
+    ):
+        raise pickle.UnpicklingError("numpy _frombuffer needs raw bytes, a numeric dtype and an order")
+    shape = _ints(shape, "shape")
+    dt = np.dtype(dtype.dtype)
+    if len(buf) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
+        raise pickle.UnpicklingError(f"numpy array data has {len(buf)} bytes, not what shape {shape} needs")
+    array = np.frombuffer(buf, dtype=dt).reshape(shape, order=order)
+    return array if dt.isnative else array.astype(dt.newbyteorder("="))
 
 
 def _numpy_scalar(dtype, raw=b""):
@@ -340,6 +356,8 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out[(module, "_reconstruct")] = _Function(f"{module}._reconstruct", _numpy_reconstruct)
         out[(module, "scalar")] = _Function(f"{module}.scalar", _numpy_scalar)
+    for module in ("numpy.core.numeric", "numpy._core.numeric"):
+        out[(module, "_frombuffer")] = _Function(f"{module}._frombuffer", _numpy_frombuffer)
     out[("numpy", "dtype")] = _Function("numpy.dtype", _numpy_dtype)
     out[("numpy", "ndarray")] = _Marker("numpy.ndarray")
     return out
