@@ -1,0 +1,81 @@
+"""The optimiser and schedule of the recipe: warm-up + cosine values, lr scaling, no decay on 1-D params."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+from shunted import create_model
+from shunted.engine.train_optim import (
+    WarmupCosineLR,
+    build_optimizer,
+    decay_param_names,
+    scaled_lr,
+    warmup_cosine_lr,
+)
+
+PEAK = 1e-3  # 5e-4 x 1024 / 512, the official total batch
+
+
+def test_lr_scaling():
+    assert scaled_lr(5e-4, 128 * 8) == pytest.approx(PEAK)
+
+
+@pytest.mark.parametrize(
+    ("t", "expected"),
+    [
+        (0, 1e-6),
+        (1, 1e-6 + (PEAK - 1e-6) / 5),
+        (2.5, 1e-6 + 2.5 * (PEAK - 1e-6) / 5),
+        (5, 1e-5 + 0.5 * (PEAK - 1e-5) * (1 + math.cos(math.pi * 5 / 300))),  # not shifted by the warm-up
+        (150, 1e-5 + 0.5 * (PEAK - 1e-5)),
+        (299, 1e-5 + 0.5 * (PEAK - 1e-5) * (1 + math.cos(math.pi * 299 / 300))),
+        (300, 1e-5),
+    ],
+)
+def test_warmup_cosine_values(t, expected):
+    assert warmup_cosine_lr(t, PEAK, 300) == pytest.approx(expected, rel=1e-12)
+
+
+def test_scheduler_follows_the_function_and_keeps_its_position():
+    sched = WarmupCosineLR(PEAK, 300)
+    assert sched() == pytest.approx(1e-6)
+    sched.step(7)
+    assert sched() == pytest.approx(warmup_cosine_lr(7, PEAK, 300))
+    other = WarmupCosineLR(PEAK, 300)
+    other.set_state_dict(sched.state_dict())
+    other.step()
+    assert other() == pytest.approx(warmup_cosine_lr(8, PEAK, 300))
+
+
+def test_no_weight_decay_on_one_dim_params():
+    model = create_model("shunted_t", num_classes=10)
+    decay = decay_param_names(model)
+    params = dict(model.named_parameters())
+    assert {p.name for p in params.values() if p.ndim == 1}.isdisjoint(decay)
+    assert {p.name for p in params.values() if p.ndim > 1 and not p.stop_gradient} == decay
+    assert params["head.weight"].name in decay and params["head.bias"].name not in decay
+
+
+def test_adamw_step_decays_only_matrices():
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 3), paddle.nn.LayerNorm(3))
+    model.no_weight_decay = lambda: {n for n, p in model.named_parameters() if p.ndim <= 1}
+    before = {n: p.numpy().copy() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, 0.1, weight_decay=0.05)
+    (model(paddle.ones([2, 4])) * 0.0).sum().backward()  # zero gradients: only decay moves weights
+    opt.step()
+    after = {n: p.numpy() for n, p in model.named_parameters()}
+    np.testing.assert_allclose(after["0.weight"], before["0.weight"] * (1 - 0.1 * 0.05), rtol=1e-6)
+    for name in ("0.bias", "1.weight", "1.bias"):
+        np.testing.assert_array_equal(after[name], before[name])
+
+
+def test_grad_clip_by_global_norm():
+    model = paddle.nn.Linear(4, 3)
+    model.no_weight_decay = lambda: set()
+    assert isinstance(build_optimizer(model, 0.1, grad_clip=1.0)._grad_clip, paddle.nn.ClipGradByGlobalNorm)
+    assert build_optimizer(model, 0.1)._grad_clip is None
