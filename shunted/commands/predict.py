@@ -1,15 +1,71 @@
-"""shunted predict (work in progress)."""
+"""Predict the top-k classes of images (files or folders) with class names.
+
+  shunted predict --model shunted_s --weights ckpt_S.pth cat.jpg photos/ --topk 5
+  shunted predict --model shunted_t --weights my10.pdparams --labels names.txt img.jpg --output preds.json
+
+Class names: --labels imagenet (the bundled ImageNet-1k names, the default for 1,000-class weights) or a FILE
+with one name per line in class-index order. Preprocessing is the evaluation's (resize, centre crop).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "predict (work in progress)"
+HELP = "top-k predictions with class names for image files or folders"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders of images"
+    )
+    parser.add_argument("--model", required=True, help="variant: shunted_t, shunted_s or shunted_b")
+    parser.add_argument("--weights", required=True, help="official .pth, .pdparams or .safetensors")
+    parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--labels", help="'imagenet' or a file of class names, one per line")
+    parser.add_argument("--img-size", type=int, help="crop size S (default: the variant's, 224)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--crop-pct", type=float, help="resize the shorter side to int(S / crop_pct)")
+    size.add_argument("--resize-short", type=int, help="resize the shorter side to this many pixels")
+    parser.add_argument(
+        "--interpolation", choices=("bicubic", "bilinear"), help="PIL filter (default bicubic)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--output", metavar="F.json", help="write the predictions as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("shunted predict is not finished yet")
+    from ..data.classnames import resolve_class_names
+    from ..data.transforms import EvalTransform
+    from ..engine.evaluate import dygraph_predictor, sha256_file
+    from ..engine.predict import expand_inputs, format_predictions, predict
+    from ..errors import ShuntedError
+    from ..fileio import write_json_atomic
+    from ..models import create_model, get_pretrained_cfg
+
+    if args.topk < 1:
+        raise ShuntedError(f"--topk {args.topk}: must be at least 1")
+    paths = expand_inputs(args.inputs)
+    model = create_model(args.model, pretrained=args.weights)
+    names = resolve_class_names(args.labels, model.num_classes)
+    transform = EvalTransform.from_config(
+        get_pretrained_cfg(args.model),
+        img_size=args.img_size,
+        crop_pct=args.crop_pct,
+        resize_short=args.resize_short,
+        interpolation=args.interpolation,
+    )
+    results = predict(paths, transform, dygraph_predictor(model), args.topk, names, args.batch_size)
+    print(format_predictions(results))
+    if args.output:
+        write_json_atomic(
+            args.output,
+            {
+                "model": args.model,
+                "weights": {"path": str(args.weights), "sha256": sha256_file(args.weights)},
+                "num_classes": model.num_classes,
+                "labels": args.labels or ("imagenet" if names else None),
+                "preprocessing": transform.describe(),
+                "predictions": results,
+            },
+        )
+    return 0

@@ -1,0 +1,331 @@
+"""Batched top-1/top-5 evaluation with the official preprocessing.
+
+``evaluate(dataset, predict_batch, ...)`` is backend-agnostic: ``predict_batch`` maps a float32 NCHW batch to
+logits (``dygraph_predictor(model)`` is the default; an exported Paddle Inference or ONNX Runtime model plugs in
+the same way). Images are decoded in ``workers`` loader processes while the main process runs the model; the
+result records how long the main process waited for data and how long the model took, so it shows which of the
+two set the pace.
+
+Bad images never vanish silently: without ``skip_bad`` the first one stops the run with a DataError naming the
+file; with it, every skipped file is listed in the result and its logits row is NaN (rows stay in sample order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.datasets import BAD_LABEL, ImageDataset
+from ..fileio import atomic_path, write_json_atomic
+
+PredictBatch = Callable[[np.ndarray], np.ndarray]
+
+
+def dygraph_predictor(model) -> PredictBatch:
+    """The default backend: the Paddle model in eval mode under ``paddle.no_grad()``."""
+    import paddle
+
+    model.eval()
+
+    def predict_batch(x: np.ndarray) -> np.ndarray:
+        with paddle.no_grad():
+            return model(paddle.to_tensor(x)).numpy()
+
+    return predict_batch
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per row: is the label among the ``k`` largest logits (rank = number of strictly larger logits)."""
+    label_logit = np.take_along_axis(logits, labels[:, None], axis=1)
+    rank = (logits > label_logit).sum(axis=1)
+    return rank < k
+
+
+@dataclass
+class EvalOutcome:
+    """What one pass over a dataset produced (counts over the images that were evaluated)."""
+
+    n: int = 0
+    correct1: int = 0
+    correct5: int = 0
+    k5: int = 5
+    skipped: list[dict] = field(default_factory=list)
+    logits: np.ndarray | None = None
+    wall_s: float = 0.0
+    model_s: float = 0.0
+    data_wait_s: float = 0.0
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * self.correct1 / self.n if self.n else float("nan")
+
+    @property
+    def top5(self) -> float:
+        return 100.0 * self.correct5 / self.n if self.n else float("nan")
+
+
+def _collate(batch):
+    images = np.stack([b[0] for b in batch])
+    labels = np.asarray([b[1] for b in batch], np.int64)
+    index = np.asarray([b[2] for b in batch], np.int64)
+    return images, labels, index
+
+
+def _numpy(x) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def evaluate(
+    dataset: ImageDataset,
+    predict_batch: PredictBatch,
+    num_classes: int,
+    batch_size: int = 64,
+    workers: int = 2,
+    skip_bad: bool = False,
+    keep_logits: bool = False,
+    progress: bool = True,
+) -> EvalOutcome:
+    """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``."""
+    import paddle
+    from tqdm import tqdm
+
+    if dataset.on_error != "mark":
+        raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
+    out = EvalOutcome(k5=min(5, num_classes))
+    if keep_logits:
+        out.logits = np.full((len(dataset), num_classes), np.nan, np.float32)
+    loader = paddle.io.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=workers,
+        collate_fn=_collate,
+    )
+    bar = tqdm(
+        total=len(dataset), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
+    )
+    start = time.perf_counter()
+    wait_from = start
+    try:
+        for images, labels, index in loader:
+            got = time.perf_counter()
+            out.data_wait_s += got - wait_from
+            images, labels, index = _numpy(images), _numpy(labels), _numpy(index)
+            ok = labels != BAD_LABEL
+            if not ok.all():
+                for i in index[~ok]:
+                    out.skipped.append(_bad_entry(dataset, int(i), skip_bad))
+                images, labels, index = images[ok], labels[ok], index[ok]
+            if len(index):
+                t0 = time.perf_counter()
+                logits = np.asarray(predict_batch(images), dtype=np.float32)
+                out.model_s += time.perf_counter() - t0
+                if logits.shape != (len(index), num_classes):
+                    raise ValueError(
+                        f"backend returned logits {logits.shape}, expected {(len(index), num_classes)}"
+                    )
+                out.n += len(index)
+                out.correct1 += int(topk_correct(logits, labels, 1).sum())
+                out.correct5 += int(topk_correct(logits, labels, out.k5).sum())
+                if out.logits is not None:
+                    out.logits[index] = logits
+            bar.update(int(ok.size))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(top1=f"{out.top1:.2f}", img_s=f"{out.n / elapsed:.0f}", refresh=False)
+            wait_from = time.perf_counter()
+    finally:
+        bar.close()
+    out.wall_s = time.perf_counter() - start
+    return out
+
+
+def _bad_entry(dataset: ImageDataset, index: int, skip_bad: bool) -> dict:
+    """Re-read a file a worker could not decode, here in the main process, to raise or record its error."""
+    from ..errors import DataError
+
+    try:
+        dataset.load(index)
+    except DataError as exc:
+        if not skip_bad:
+            raise DataError(f"{exc} (pass --skip-bad to skip unreadable images and list them)") from None
+        return {"path": dataset.samples.relative(index), "error": str(exc)}
+    # Readable now but not in the worker: still an error worth stopping for.
+    raise DataError(f"{dataset.samples.paths[index]}: could not be read in a loader worker")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import paddle
+
+    from .. import __version__
+    from ..data.transforms import pillow_version
+
+    return {
+        "shunted": __version__,
+        "paddle": paddle.__version__,
+        "pillow": pillow_version(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def result_dict(outcome: EvalOutcome, **context) -> dict:
+    """The JSON written by ``shunted eval --output`` (``context``: model, weights, data, preprocessing, …)."""
+    n = outcome.n
+    return {
+        **context,
+        "n": n,
+        "top1": {"percent": round(outcome.top1, 4), "correct": outcome.correct1},
+        f"top{outcome.k5}": {"percent": round(outcome.top5, 4), "correct": outcome.correct5},
+        "skipped": outcome.skipped,
+        "throughput_img_s": round(n / outcome.wall_s, 2) if outcome.wall_s else None,
+        "wall_time_s": round(outcome.wall_s, 3),
+        "timing": {
+            "model_s": round(outcome.model_s, 3),
+            "model_img_s": round(n / outcome.model_s, 2) if outcome.model_s else None,
+            "data_wait_s": round(outcome.data_wait_s, 3),
+        },
+        "versions": versions(),
+    }
+
+
+def format_table(result: dict) -> str:
+    """The printed summary of an evaluation result."""
+    k5 = next(
+        (k for k in result if k.startswith("top") and k != "top1" and isinstance(result[k], dict)), "top5"
+    )
+    n = result["n"]
+    rows = [
+        ("model", result.get("model", "?")),
+        (
+            "weights",
+            f"{result.get('weights', {}).get('path', '?')} (sha256 {result.get('weights', {}).get('sha256', '?')[:12]}…)",
+        ),
+        ("images", f"{n:,}" + (f" ({len(result['skipped'])} skipped)" if result["skipped"] else "")),
+        ("top-1", f"{result['top1']['percent']:.2f} % ({result['top1']['correct']:,} / {n:,})"),
+        (k5.replace("top", "top-"), f"{result[k5]['percent']:.2f} % ({result[k5]['correct']:,} / {n:,})"),
+        ("throughput", f"{result['throughput_img_s']} img/s, {result['wall_time_s']:.1f} s wall"),
+        (
+            "model alone",
+            f"{result['timing']['model_img_s']} img/s; waited {result['timing']['data_wait_s']:.1f} s for data",
+        ),
+    ]
+    pre = result.get("preprocessing")
+    if pre:
+        rows.append(
+            (
+                "preprocessing",
+                f"resize {pre['resize_short']} {pre['interpolation']}, crop {pre['img_size']}, Pillow {pre['pillow']}",
+            )
+        )
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def save_logits(path: str | os.PathLike, logits: np.ndarray) -> None:
+    """Rows in sample order (NaN rows for skipped files), written atomically as .npy."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, logits)
+
+
+def save_result(path: str | os.PathLike, result: dict) -> None:
+    write_json_atomic(Path(path), result)
+
+
+def run_evaluation(
+    model: str,
+    weights: str | os.PathLike,
+    data: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    crop_pct: float | None = None,
+    resize_short: int | None = None,
+    interpolation: str | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    limit: int | None = None,
+    skip_bad: bool = False,
+    save_logits_to: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    progress: bool = True,
+    predict_batch: PredictBatch | None = None,
+) -> dict:
+    """``shunted eval`` as a function: build model and data, evaluate, write the outputs, return the result.
+
+    ``predict_batch`` replaces the dygraph model (another backend); ``num_classes`` is then required. Otherwise
+    the model is ``create_model(model, pretrained=weights)`` and ``num_classes``, when given, must match the
+    checkpoint's head.
+    """
+    from ..data.datasets import list_samples
+    from ..data.transforms import EvalTransform
+    from ..errors import WeightsError
+    from ..models import create_model, get_pretrained_cfg
+
+    transform = EvalTransform.from_config(
+        get_pretrained_cfg(model),
+        img_size=img_size,
+        crop_pct=crop_pct,
+        resize_short=resize_short,
+        interpolation=interpolation,
+    )
+    weights = Path(weights)
+    if predict_batch is None:
+        net = create_model(model, pretrained=weights)
+        if num_classes is not None and num_classes != net.num_classes:
+            raise WeightsError(
+                f"{weights}: has {net.num_classes} classes, but --num-classes is {num_classes}"
+            )
+        num_classes = net.num_classes
+        predict_batch = dygraph_predictor(net)
+    elif num_classes is None:
+        raise ValueError("num_classes is required with a custom predict_batch")
+    samples = list_samples(data, labels=labels, num_classes=num_classes).head(limit)
+    dataset = ImageDataset(samples, transform, on_error="mark")
+    outcome = evaluate(
+        dataset,
+        predict_batch,
+        num_classes,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+        keep_logits=save_logits_to is not None,
+        progress=progress,
+    )
+    result = result_dict(
+        outcome,
+        model=model,
+        weights={"path": str(weights), "sha256": sha256_file(weights)},
+        num_classes=num_classes,
+        data={
+            "root": str(samples.root),
+            "labels": str(labels) if labels is not None else None,
+            "layout": samples.layout,
+            "samples": len(samples),
+            "limit": limit,
+        },
+        preprocessing=transform.describe(),
+        batch_size=batch_size,
+        workers=workers,
+    )
+    if save_logits_to is not None:
+        save_logits(save_logits_to, outcome.logits)
+        result["logits"] = str(save_logits_to)
+    if output is not None:
+        save_result(output, result)
+    return result
