@@ -1,15 +1,83 @@
-"""shunted bench (work in progress)."""
+"""CPU throughput (img/s, ms per batch) of the inference backends next to the PyTorch reference.
+
+All backends of one model share its weights (fresh, seeded: speed does not depend on their values) and the thread
+count; they are timed interleaved after a warm-up, and medians are reported with the ratio to PyTorch eager (the
+tests' transcription of the official code, present when torch is importable). Parameters and FLOPs (MACs of the
+layers and of the attention products) are printed next to the paper's figures.
+
+Backends: dygraph, inference (Paddle Inference + oneDNN, fp32), inference_bf16 (oneDNN bfloat16), onnxruntime,
+torch, torch_compile (opt-in: compiles for about a minute per model).
+
+Example:
+    shunted bench --models shunted_t shunted_s --batch-sizes 1 8 --threads 2 --json bench.json
+    python tools/bench_table.py bench.json     # the README table
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "CPU throughput of the backends next to the PyTorch reference"
+HELP = "CPU throughput of the backends next to the PyTorch reference (same weights, threads, run)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    from ..engine.bench import ALL_BACKENDS, DEFAULT_BACKENDS
+    from ..models.registry import list_models
+
+    parser.add_argument("--models", nargs="+", default=["shunted_t"], choices=list_models(), help="variants")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="default: 1 8")
+    parser.add_argument("--img-size", type=int, default=224, help="input height and width (default 224)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend (default 2)")
+    parser.add_argument(
+        "--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=ALL_BACKENDS, help="backends to time"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=15, help="timed calls per backend (median; default 15)"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per backend first (default 3)")
+    parser.add_argument(
+        "--pause", type=float, default=0.25, help="seconds between timed calls (default 0.25)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke mode: 1 warm-up, 2 repeats, no pause")
+    parser.add_argument("--json", type=Path, default=None, help="write the records to this JSON file")
+    parser.add_argument("--markdown", action="store_true", help="also print the README table")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("shunted bench is not finished yet")
+    from ..engine.bench import available_backends, markdown_table, run_bench, size_rows
+    from ..errors import ShuntedError
+    from ..fileio import write_json_atomic
+
+    if args.img_size % 32:
+        raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
+    if args.quick:
+        args.repeats, args.warmup, args.pause = 2, 1, 0.0
+    backends, skipped = available_backends(args.backends)
+    if not backends:
+        raise ShuntedError("--backends: none of them is available here: " + "; ".join(skipped))
+    for line in size_rows(args.models, args.img_size):
+        print(line)
+    if skipped:
+        print("skipped: " + "; ".join(skipped))
+    print(
+        f"timing {', '.join(backends)} at {args.img_size}×{args.img_size}, {args.threads} threads, "
+        f"median of {args.repeats} interleaved calls after {args.warmup} warm-up"
+    )
+    records = run_bench(
+        args.models,
+        args.batch_sizes,
+        args.img_size,
+        args.threads,
+        backends,
+        args.repeats,
+        args.warmup,
+        args.pause,
+    )
+    dicts = [r.to_dict() for r in records]
+    if args.json:
+        write_json_atomic(args.json, dicts)
+        print(f"wrote {len(dicts)} records to {args.json}")
+    if args.markdown:
+        print(markdown_table(dicts))
+    return 0

@@ -1,0 +1,148 @@
+"""One small interface over the CPU runtimes: ``make_predictor(backend, source, threads)`` → ``f(x) -> y``.
+
+``x`` is an NCHW float32 array; ``y`` the logits (or, for a ``--features`` export, the list of stage maps).
+
+- ``dygraph``: the Paddle model itself (``source`` is a model).
+- ``inference``: Paddle Inference with oneDNN (``source`` is a Paddle export directory, or a model that is exported
+  to a temporary directory first). Two oneDNN fusion passes are deleted: on Shunted, Paddle 3.3.1 mis-fuses
+  ``reshape_transpose_matmul_fuse_pass`` (conv → reshape([0, C, -1]) → transpose → Linear) and
+  ``matmul_transpose_reshape_fuse_pass`` (the stage-4 attention) — logits off by up to 0.2. See
+  ``tools/onednn_fusion_repro.py``; ``tests/engine/test_backends.py`` notices when an upgrade changes that.
+- ``inference_bf16``: the same with oneDNN bfloat16 kernels (AVX-512 BF16 / AMX CPUs); approximate by design.
+- ``onnxruntime``: ONNX Runtime on a ``model.onnx`` export (optional extra ``shunted-paddle[onnx]``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ShuntedError
+
+BACKENDS = ("dygraph", "inference", "inference_bf16", "onnxruntime")
+# Paddle 3.3.1 oneDNN passes that produce wrong Shunted outputs (see the module docstring).
+BROKEN_ONEDNN_PASSES = ("reshape_transpose_matmul_fuse_pass", "matmul_transpose_reshape_fuse_pass")
+
+Predictor = Callable[[np.ndarray], "np.ndarray | list[np.ndarray]"]
+
+
+def set_paddle_threads(threads: int) -> None:
+    """CPU threads of Paddle's dygraph kernels (oneDNN / OpenMP / MKL)."""
+    import paddle
+
+    paddle.base.core.set_num_threads(int(threads))
+
+
+def dygraph_predictor(model, threads: int) -> Predictor:
+    import paddle
+
+    set_paddle_threads(threads)
+    model.eval()
+
+    def predict(x: np.ndarray):
+        with paddle.no_grad():
+            out = model(paddle.to_tensor(np.ascontiguousarray(x, dtype=np.float32)))
+        if isinstance(out, (list, tuple)):
+            return [o.numpy() for o in out]
+        return out.numpy()
+
+    return predict
+
+
+def inference_config(export_dir: str | os.PathLike, threads: int, bf16: bool = False):
+    """A CPU ``paddle.inference.Config`` for a Paddle export: oneDNN on, the two broken passes deleted."""
+    import paddle.inference as pi
+
+    from .export import paddle_files
+
+    json_path, params_path = paddle_files(export_dir)
+    if not json_path.is_file():
+        raise ShuntedError(
+            f"{export_dir}: no {json_path.name}; export it with `shunted export --format paddle`"
+        )
+    config = pi.Config(str(json_path), str(params_path))
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(int(threads))
+    config.enable_onednn()
+    if bf16:
+        config.enable_onednn_bfloat16()
+    config.switch_ir_optim(True)
+    config.disable_glog_info()
+    for name in BROKEN_ONEDNN_PASSES:
+        config.delete_pass(name)
+    return config
+
+
+def inference_predictor(export_dir: str | os.PathLike, threads: int, bf16: bool = False) -> Predictor:
+    import paddle.inference as pi
+
+    predictor = pi.create_predictor(inference_config(export_dir, threads, bf16))
+    (input_name,) = predictor.get_input_names()
+    handle = predictor.get_input_handle(input_name)
+    outputs = [predictor.get_output_handle(n) for n in predictor.get_output_names()]
+
+    def predict(x: np.ndarray):
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
+        predictor.run()
+        result = [o.copy_to_cpu() for o in outputs]
+        return result[0] if len(result) == 1 else result
+
+    return predict
+
+
+def onnxruntime_predictor(export_dir: str | os.PathLike, threads: int) -> Predictor:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ShuntedError(
+            "--backend onnxruntime needs the optional packages: pip install 'shunted-paddle[onnx]'"
+        ) from exc
+    from .export import ONNX_FILE
+
+    path = Path(export_dir) / ONNX_FILE if Path(export_dir).is_dir() else Path(export_dir)
+    if not path.is_file():
+        raise ShuntedError(f"{export_dir}: no {ONNX_FILE}; export it with `shunted export --format onnx`")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # unused-initializer notices of paddle2onnx graphs are not errors
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def predict(x: np.ndarray):
+        result = session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return result[0] if len(result) == 1 else result
+
+    return predict
+
+
+def make_predictor(backend: str, source, threads: int = 2, img_size: int = 224) -> Predictor:
+    """A callable NCHW float32 array → output array(s) for ``backend``.
+
+    source: a Paddle model (any backend; the static backends export it to a temporary folder at ``img_size``) or
+    an export directory (``inference*``: a Paddle export; ``onnxruntime``: an ONNX export or a ``.onnx`` file).
+    """
+    if backend not in BACKENDS:
+        raise ShuntedError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    is_model = not isinstance(source, (str, os.PathLike))
+    if backend == "dygraph":
+        if not is_model:
+            raise ShuntedError(f"--backend dygraph needs a model, not the export {source}")
+        return dygraph_predictor(source, threads)
+    if is_model:
+        from .export import save_onnx, save_paddle
+
+        # Both runtimes read the files completely when the predictor is created.
+        with tempfile.TemporaryDirectory(prefix=f"shunted-{backend}-") as folder:
+            (save_onnx if backend == "onnxruntime" else save_paddle)(source, folder, img_size)
+            return make_predictor(backend, folder, threads)
+    if backend == "onnxruntime":
+        return onnxruntime_predictor(source, threads)
+    return inference_predictor(source, threads, bf16=backend == "inference_bf16")

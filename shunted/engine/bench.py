@@ -1,0 +1,223 @@
+"""CPU throughput of the inference backends, measured next to the PyTorch reference in the same run.
+
+Method: every backend of one (model, batch size) gets the same input and the same weights; after warm-up the
+backends are timed in turn, one call each per round, the order rotating between rounds, so background load (the
+machine may be shared) hits all of them alike; the median per backend is reported. Between two timed calls the
+process pauses briefly: Paddle's OpenMP runtime (libiomp5) keeps its threads spinning for up to 200 ms after a
+parallel region, which would otherwise slow whichever runtime runs next.
+
+The PyTorch yardstick is the tests' independent transcription of the official model
+(``tests/reference/shunted_torch.py``), loaded with the same weights and thread count; it is used only when torch
+is importable and the file is present (a source checkout). The package never needs torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backends import BACKENDS, make_predictor, set_paddle_threads
+from .export import rel_err
+
+TORCH_BACKENDS = ("torch", "torch_compile")
+ALL_BACKENDS = BACKENDS + TORCH_BACKENDS
+DEFAULT_BACKENDS = ("dygraph", "inference", "inference_bf16", "onnxruntime", "torch")
+REFERENCE_FILE = Path(__file__).resolve().parents[2] / "tests" / "reference" / "shunted_torch.py"
+SEED = 0
+
+
+@dataclass
+class Record:
+    """One JSON record of ``shunted bench --json``."""
+
+    model: str
+    batch_size: int
+    backend: str
+    img_per_s: float
+    ms_per_batch: float
+    img_size: int = 224
+    threads: int = 2
+    rel_err_vs_dygraph: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def torch_reference():
+    """The PyTorch transcription module, or None (torch missing, or not a source checkout)."""
+    if importlib.util.find_spec("torch") is None or not REFERENCE_FILE.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("shunted_torch_reference", REFERENCE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def torch_predictor(model, threads: int, compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """The reference PyTorch model with the Paddle model's weights (official layout) as a predictor."""
+    import torch
+
+    from ..convert.mapping import paddle_to_torch
+    from ..models.weights import state_dict_numpy
+
+    reference = torch_reference()
+    torch.set_num_threads(threads)
+    net = reference.build(model.variant.name, num_classes=model.num_classes)
+    state = {
+        k: torch.from_numpy(np.ascontiguousarray(v))
+        for k, v in paddle_to_torch(state_dict_numpy(model)).items()
+    }
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    runner = torch.compile(net) if compile else net
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return runner(torch.from_numpy(x)).numpy()
+
+    return predict
+
+
+def available_backends(requested: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(usable, skipped-with-reason) among ``requested``."""
+    usable, skipped = [], []
+    for b in requested:
+        if b in TORCH_BACKENDS and torch_reference() is None:
+            skipped.append(f"{b} (torch or tests/reference/shunted_torch.py unavailable)")
+        elif b == "onnxruntime" and (
+            importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("paddle2onnx") is None
+        ):
+            skipped.append(f"{b} (pip install 'shunted-paddle[onnx]')")
+        else:
+            usable.append(b)
+    return usable, skipped
+
+
+def build_predictors(model, backends: Sequence[str], threads: int, img_size: int) -> dict[str, Callable]:
+    predictors = {}
+    for b in backends:
+        if b in TORCH_BACKENDS:
+            predictors[b] = torch_predictor(model, threads, compile=b == "torch_compile")
+        else:
+            predictors[b] = make_predictor(b, model, threads, img_size=img_size)
+    set_paddle_threads(threads)
+    return predictors
+
+
+def time_interleaved(
+    predictors: dict[str, Callable], x: np.ndarray, repeats: int, warmup: int, pause: float
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Median seconds per call of each predictor, timed in rotating order; plus each one's first output."""
+    outputs = {}
+    for name, predict in predictors.items():
+        for i in range(max(warmup, 1)):
+            y = predict(x)
+            if i == 0:
+                outputs[name] = y
+    names = list(predictors)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            time.sleep(pause)
+            start = time.perf_counter()
+            predictors[name](x)
+            times[name].append(time.perf_counter() - start)
+    return {n: statistics.median(t) for n, t in times.items()}, outputs
+
+
+def run_bench(
+    models: Sequence[str],
+    batch_sizes: Sequence[int],
+    img_size: int,
+    threads: int,
+    backends: Sequence[str],
+    repeats: int,
+    warmup: int = 2,
+    pause: float = 0.25,
+    log: Callable[[str], None] = print,
+) -> list[Record]:
+    """Measure every (model, batch size, backend); returns the records (also logged as they are measured)."""
+    import paddle
+
+    from ..models import create_model
+
+    records = []
+    set_paddle_threads(threads)
+    for name in models:
+        paddle.seed(SEED)
+        model = create_model(name)
+        model.eval()
+        predictors = build_predictors(model, backends, threads, img_size)
+        for bs in batch_sizes:
+            x = np.random.default_rng(SEED).standard_normal((bs, 3, img_size, img_size), dtype=np.float32)
+            medians, outputs = time_interleaved(predictors, x, repeats, warmup, pause)
+            reference = outputs.get("dygraph")
+            for b in backends:
+                sec = medians[b]
+                err = rel_err(outputs[b], reference) if reference is not None else None
+                records.append(Record(name, bs, b, bs / sec, sec * 1e3, img_size, threads, err))
+            log(format_rows(records[-len(backends) :]))
+        del predictors
+    return records
+
+
+def format_rows(records: Sequence[Record]) -> str:
+    """Plain-text lines for one (model, batch) group, with the ratio to torch when measured."""
+    torch_ips = next((r.img_per_s for r in records if r.backend == "torch"), None)
+    lines = []
+    for r in records:
+        ratio = f"{r.img_per_s / torch_ips:5.2f}× torch" if torch_ips else ""
+        err = f"rel err {r.rel_err_vs_dygraph:.1e}" if r.rel_err_vs_dygraph is not None else ""
+        lines.append(
+            f"{r.model:10s} bs {r.batch_size:<3d} {r.backend:15s} {r.img_per_s:8.2f} img/s "
+            f"{r.ms_per_batch:9.1f} ms/batch  {ratio:13s} {err}"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(records: Sequence[dict]) -> str:
+    """The README table: one row per (model, batch size), img/s per backend with the ratio to torch eager."""
+    backends = [b for b in ALL_BACKENDS if any(r["backend"] == b for r in records)]
+    groups: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in records:
+        groups.setdefault((r["model"], r["batch_size"]), {})[r["backend"]] = r
+    header = ["model", "batch", *(f"{b} img/s" for b in backends)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * len(backends)]
+    for (model, bs), row in groups.items():
+        torch_ips = row.get("torch", {}).get("img_per_s")
+        cells = []
+        for b in backends:
+            if b not in row:
+                cells.append("–")
+                continue
+            ips = row[b]["img_per_s"]
+            ratio = f" ({ips / torch_ips:.2f}×)" if torch_ips and b != "torch" else ""
+            cells.append(f"{ips:.1f}{ratio}")
+        lines.append(f"| {model} | {bs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def size_rows(models: Sequence[str], img_size: int) -> list[str]:
+    """Parameters and MACs (layers + attention products) next to the paper's figures."""
+    from ..models import create_model, get_variant
+    from .summary import count_macs, count_trainable_params
+
+    lines = []
+    for name in models:
+        v = get_variant(name)
+        model = create_model(name)
+        macs = count_macs(model, img_size)
+        lines.append(
+            f"{name:10s} params {count_trainable_params(model) / 1e6:6.2f} M (paper {v.paper_params_m} M)   "
+            f"FLOPs {macs.total / 1e9:5.2f} G MACs @{img_size} = {macs.layers / 1e9:.2f} layers + "
+            f"{macs.attention / 1e9:.2f} attention (paper {v.paper_gflops} G)"
+        )
+    return lines

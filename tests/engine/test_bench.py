@@ -1,0 +1,71 @@
+"""The benchmark runs end to end in quick mode (no timing assertions) and its table is built from the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from shunted.commands import bench as command
+from shunted.engine.bench import markdown_table
+
+
+def test_quick_bench_writes_records_for_every_backend(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    backends = ["dygraph", "inference", "onnxruntime"]
+    if _has_torch():
+        backends.append("torch")
+    args = parser.parse_args(
+        ["--quick", "--batch-sizes", "1", "2", "--img-size", "64", "--json", str(out), "--markdown"]
+        + ["--backends", *backends]
+    )
+    assert command.run(args) == 0
+    records = json.loads(out.read_text())
+    assert [(r["batch_size"], r["backend"]) for r in records] == [(b, k) for b in (1, 2) for k in backends]
+    for r in records:
+        assert r["model"] == "shunted_t"
+        assert r["img_per_s"] > 0 and r["ms_per_batch"] > 0
+        assert r["img_per_s"] == pytest.approx(r["batch_size"] * 1000 / r["ms_per_batch"])
+        # every backend computed the same function as dygraph (torch with the same weights included)
+        assert r["rel_err_vs_dygraph"] <= 1e-5
+    printed = capsys.readouterr().out
+    assert "params  11.55 M (paper 11.5 M)" in printed
+    assert "| shunted_t | 2 |" in printed
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_markdown_table_shows_ratios_to_torch():
+    records = [
+        {"model": "shunted_t", "batch_size": 8, "backend": "torch", "img_per_s": 20.0, "ms_per_batch": 400.0},
+        {
+            "model": "shunted_t",
+            "batch_size": 8,
+            "backend": "onnxruntime",
+            "img_per_s": 50.0,
+            "ms_per_batch": 160.0,
+        },
+        {
+            "model": "shunted_t",
+            "batch_size": 1,
+            "backend": "dygraph",
+            "img_per_s": 7.0,
+            "ms_per_batch": 142.9,
+        },
+    ]
+    lines = markdown_table(records).splitlines()
+    assert lines[0] == "| model | batch | dygraph img/s | onnxruntime img/s | torch img/s |"
+    row8 = next(line for line in lines if "| 8 |" in line)
+    assert "50.0 (2.50×)" in row8 and "| 20.0 |" in row8
+    row1 = next(line for line in lines if "| 1 |" in line)
+    assert "7.0 |" in row1 and "–" in row1  # no torch measurement: no ratio, missing cells marked
