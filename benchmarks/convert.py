@@ -14,6 +14,7 @@ the file size.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -70,25 +71,38 @@ def run_child(setup: str, work: str, src: Path, dst: Path, mode: str) -> dict:
     return result
 
 
+MAKE_CHECKPOINT = """
+import sys
+from pathlib import Path
+variant, path, repo = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+try:
+    import torch
+    sys.path.insert(0, str(repo / "tests"))
+    from reference import shunted_torch
+    torch.save({"model": shunted_torch.build(variant, num_classes=1000).state_dict()}, path)
+    print(f"torch {torch.__version__} (tests/reference)")
+except ImportError:
+    from shunted.convert.mapping import paddle_to_torch
+    from shunted.convert.torch_writer import write_checkpoint
+    from shunted.models import create_model
+    from shunted.models.weights import state_dict_numpy
+    write_checkpoint(path, paddle_to_torch(state_dict_numpy(create_model(variant))))
+    print("shunted's torch-free writer (torch not installed)")
+"""
+
+
 def make_checkpoint(variant: str, path: Path) -> str:
-    """Write a randomly initialised official-layout checkpoint; returns what wrote it."""
-    try:
-        import torch
+    """Write a randomly initialised official-layout checkpoint (in a child process); returns what wrote it.
 
-        sys.path.insert(0, str(REPO / "tests"))
-        from reference import shunted_torch
-
-        model = shunted_torch.build(variant, num_classes=1000)
-        torch.save({"model": model.state_dict()}, path)
-        return f"torch {torch.__version__} (tests/reference)"
-    except ImportError:
-        from shunted.convert.mapping import paddle_to_torch
-        from shunted.convert.torch_writer import write_checkpoint
-        from shunted.models import create_model
-        from shunted.models.weights import state_dict_numpy
-
-        write_checkpoint(path, paddle_to_torch(state_dict_numpy(create_model(variant))))
-        return "shunted's torch-free writer (torch not installed)"
+    The benchmark's own process stays small: on Linux a child's ru_maxrss starts from its parent's peak
+    (it is carried over at exec), so a parent that had built a model would inflate every measurement.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", MAKE_CHECKPOINT, variant, str(path), str(REPO)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"could not write the checkpoint:\n{proc.stderr}")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def measure(name: str, setup: str, work: str, src: Path, dst: Path, repeats: int) -> dict:
@@ -118,12 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = make_checkpoint(variant, src)
         size_mb = src.stat().st_size / 2**20
         rows = [measure("shunted convert (no torch)", SHUNTED_SETUP, SHUNTED_WORK, src, dst, repeats)]
-        try:
-            import torch  # noqa: F401
-
+        if importlib.util.find_spec("torch") is not None:
             rows.append(measure("torch.load + numpy + pickle", TORCH_SETUP, TORCH_WORK, src, dst, repeats))
-        except ImportError:
-            pass
     print(f"checkpoint: {variant}, {size_mb:.1f} MiB, written by {writer}; median of {repeats} run(s)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     header = (

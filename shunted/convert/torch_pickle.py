@@ -392,7 +392,8 @@ class SafeUnpickler(pickle.Unpickler):
 def _refused(path: Path, exc: UnsafeCheckpointError) -> UnsafeCheckpointError:
     return UnsafeCheckpointError(
         f"{path}: refused: the pickle names {exc.args[0]}, which a weights file never needs "
-        "(not on the allow-list); nothing from the file was run"
+        "(not on the allow-list); nothing from the file was run. A file holding a whole pickled model must be "
+        "re-saved as its state_dict"
     )
 
 
@@ -446,6 +447,7 @@ class PthFile:
         self._zip: zipfile.ZipFile | None = None
         self._zip_prefix = ""
         self._legacy_offsets: dict[str, tuple[int, int]] = {}
+        self._zip_storages: dict[str, StorageRef] = {}
         self._cache: dict[str, np.ndarray] = {}
         try:
             self._open()
@@ -522,7 +524,10 @@ class PthFile:
         storage_type = _storage_marker(storage_type, "storage")
         if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
             raise pickle.UnpicklingError(f"bad storage id {pid!r:.80}")
-        return StorageRef(key, storage_type.dtype, numel)
+        ref = self._zip_storages.setdefault(key, StorageRef(key, storage_type.dtype, numel))
+        if ref != StorageRef(key, storage_type.dtype, numel):
+            raise pickle.UnpicklingError(f"storage {key} is declared twice with different types or sizes")
+        return ref
 
     def _open_legacy(self) -> None:
         self.format = "legacy"
@@ -661,10 +666,14 @@ class PthFile:
         view = self._strided(storage, start, ref, itemsize)
         return np.array(view, dtype=view.dtype.newbyteorder("="), order="C", copy=True)
 
-    @staticmethod
-    def _strided(storage: np.ndarray, start: int, ref: TensorRef, itemsize: int) -> np.ndarray:
+    def _strided(self, storage: np.ndarray, start: int, ref: TensorRef, itemsize: int) -> np.ndarray:
         if int(np.prod(ref.size, dtype=np.int64)) == 0:
             return np.empty(ref.size, dtype=storage.dtype)
+        last = start + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
+        if last >= storage.size:  # never let as_strided read outside the buffer
+            raise CheckpointFormatError(
+                f"{self.path}: a tensor reaches past the end of storage {ref.storage.key}"
+            )
         strides = tuple(s * itemsize for s in ref.stride)
         return np.lib.stride_tricks.as_strided(
             storage[start:], shape=ref.size, strides=strides, writeable=False

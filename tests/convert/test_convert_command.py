@@ -224,3 +224,21 @@ def test_runs_where_import_torch_fails(tmp_path):
         assert run.returncode == 0, run.stderr
         assert "shunted_t, 10 classes" in run.stdout
     assert read_weights(pth).variant == "shunted_t"
+
+
+def test_paddle_saved_state_dict_converts_to_official_layout(tmp_path, capsys):
+    """A .pdparams written by paddle.save(model.state_dict()) (e.g. after fine-tuning) → official .pth."""
+    import paddle
+
+    model = shunted.create_model("shunted_t", num_classes=5)
+    src = tmp_path / "finetuned.pdparams"
+    paddle.save(model.state_dict(), str(src))
+    dst = tmp_path / "finetuned.pth"
+    assert main(["convert", str(src), str(dst), "--model", "shunted_t", "--num-classes", "5"]) == 0
+    official = torch_pickle.load(dst)["model"]
+    assert official["head.weight"].shape == (5, 512)  # Linear back to [out, in]
+    np.testing.assert_array_equal(official["head.weight"], model.head.weight.numpy().T)
+    np.testing.assert_array_equal(
+        official["patch_embed1.conv.1.running_var"], model.patch_embed1.conv[1]._variance.numpy()
+    )
+    assert official["patch_embed1.conv.1.num_batches_tracked"] == 0
