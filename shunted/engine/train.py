@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from .train_ema import ModelEMA
 from .train_optim import WarmupCosineLR, build_optimizer, scaled_lr
 
 log = logging.getLogger(__name__)
+# Paddle's BatchNorm says this on every training forward; it describes the intended behaviour.
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
 
 @dataclass
