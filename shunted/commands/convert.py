@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-dtype",
         action="store_true",
-        help="keep float16 (and bfloat16, as float32 in .pdparams) instead of upcasting to float32",
+        help="keep float16/float64 tensors as they are (default: float32); bfloat16 is always widened to "
+        "float32 (exact; numpy has no bfloat16)",
     )
 
 
