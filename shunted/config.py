@@ -5,7 +5,7 @@
     get(cfg, "DataLoader.Eval.sampler.batch_size", 64)
 
 An override's key is a dotted path (list items by index: ``Metric.Eval.0.TopkAcc.topk=[1,5]``); its value is
-parsed as YAML (``10`` → int, ``1e-3`` → float, ``[1, 5]`` → list, ``null`` → None, anything else a string).
+parsed as YAML (``10`` → int, ``1e-3`` → float (also in files), ``[1, 5]`` → list, ``null`` → None, anything else a string).
 Missing intermediate mappings are created. Errors name the file or the override.
 
 ``eval_settings(cfg)`` reads the evaluation section (``Arch``, ``Global``, ``DataLoader.Eval``) into the
@@ -15,6 +15,7 @@ keyword arguments of ``shunted eval``; a transform op the evaluation cannot hono
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,28 @@ import yaml
 from .errors import ShuntedError
 
 _MISSING = object()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 safe loading, plus floats without a dot (``1e-3``), which PyYAML would leave as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
 
 
 class ConfigError(ShuntedError):
@@ -35,7 +58,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = parse_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if loaded is not None and not isinstance(loaded, dict):
@@ -53,7 +76,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"-o {item!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

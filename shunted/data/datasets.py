@@ -5,7 +5,9 @@
     dataset = ImageDataset(samples, transform)         # paddle.io.Dataset of (image, label, index)
 
 (a) classes = sorted folder names, label = position of the sample's top-level folder, samples in sorted relative
-path order (so ImageNet's synset folders get the standard 1k indices). (b) samples in file order, labels as
+path order. With ``num_classes=1000`` and folders that are all ImageNet-1k synset ids (``n01440764``, …), labels
+are the standard indices (position in the sorted 1,000 synsets) even when only some classes are present; with
+all 1,000 folders both rules agree. (b) samples in file order, labels as
 written; a missing file, a malformed line (with its number) or a label outside [0, num_classes) is a DataError.
 ``transform`` maps an RGB ``PIL.Image`` to an array; ``ImageDataset`` decodes with ``Image.open(f).convert('RGB')``.
 A file that cannot be decoded raises a DataError naming it, or with ``on_error="mark"`` yields a zero image with
@@ -37,6 +39,7 @@ class Samples:
     labels: list[int]
     classes: list[str] = field(default_factory=list)
     layout: str = "folders"
+    class_map: str = "sorted-folders"  # or "imagenet-synsets" / "label-file"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,7 +51,7 @@ class Samples:
         """The first ``n`` samples (all when ``n`` is None)."""
         if n is None:
             return self
-        return Samples(self.root, self.paths[:n], self.labels[:n], self.classes, self.layout)
+        return Samples(self.root, self.paths[:n], self.labels[:n], self.classes, self.layout, self.class_map)
 
 
 def is_image_file(path: Path) -> bool:
@@ -64,9 +67,14 @@ def list_samples(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory (--data expects a folder of images)")
-    samples = _from_label_file(root, Path(labels)) if labels is not None else _from_class_folders(root)
+    if labels is not None:
+        samples = _from_label_file(root, Path(labels))
+    else:
+        samples = _from_class_folders(root, imagenet=num_classes == 1000)
     if not samples.paths:
         raise DataError(f"{labels or root}: no images found")
+    if num_classes is not None and samples.class_map == "sorted-folders" and len(samples.classes) > num_classes:
+        raise DataError(f"{root}: {len(samples.classes)} class folders, but the model has {num_classes} classes")
     if num_classes is not None:
         for path, label in zip(samples.paths, samples.labels, strict=True):
             if not 0 <= label < num_classes:
@@ -75,11 +83,18 @@ def list_samples(
     return samples
 
 
-def _from_class_folders(root: Path) -> Samples:
+def _from_class_folders(root: Path, imagenet: bool) -> Samples:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: no class folders (pass --labels FILE for a flat folder of images)")
     index = {c: i for i, c in enumerate(classes)}
+    class_map = "sorted-folders"
+    if imagenet:
+        from .classnames import imagenet_synsets
+
+        synset_index = {s: i for i, s in enumerate(imagenet_synsets())}
+        if all(c in synset_index for c in classes):
+            index, class_map = {c: synset_index[c] for c in classes}, "imagenet-synsets"
     found = []
     for cls in classes:
         for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
@@ -89,7 +104,8 @@ def _from_class_folders(root: Path) -> Samples:
                 if is_image_file(path):
                     found.append((path.relative_to(root).as_posix(), index[cls]))
     found.sort()
-    return Samples(root, [root / rel for rel, _ in found], [label for _, label in found], classes, "folders")
+    paths, labels = [root / rel for rel, _ in found], [label for _, label in found]
+    return Samples(root, paths, labels, classes, "folders", class_map)
 
 
 def _from_label_file(root: Path, label_file: Path) -> Samples:
@@ -110,7 +126,7 @@ def _from_label_file(root: Path, label_file: Path) -> Samples:
             raise DataError(f"{label_file}:{lineno}: {rel}: no such file under {root}")
         paths.append(path)
         labels.append(label)
-    return Samples(root, paths, labels, [], "label-file")
+    return Samples(root, paths, labels, [], "label-file", "label-file")
 
 
 def _is_int(s: str) -> bool:

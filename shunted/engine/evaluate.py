@@ -316,6 +316,7 @@ def run_evaluation(
             "root": str(samples.root),
             "labels": str(labels) if labels is not None else None,
             "layout": samples.layout,
+            "class_map": samples.class_map,
             "samples": len(samples),
             "limit": limit,
         },
