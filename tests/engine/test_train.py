@@ -199,3 +199,11 @@ def test_two_processes_through_paddle_distributed_launch(cifar, tiny_list, tmp_p
     state = load_checkpoint(run / "last.pdckpt")
     assert state["metrics"][0]["images"] == 24  # 3 steps x 4 images x 2 processes, all-reduced
     assert state["metrics"][0]["val_top1"] is not None
+
+
+def test_loader_workers_do_not_change_the_run(cifar, tiny_list, tmp_path):
+    """Augmentation is seeded per (seed, epoch, sample), so worker processes see what the main process would."""
+    for workers in ("0", "2"):
+        argv = train_argv(cifar, tiny_list, tmp_path / workers, "--epochs", "1", *TINY, "--workers", workers)
+        assert main(argv) == 0
+    assert_same_weights(tmp_path / "0" / "last.pdparams", tmp_path / "2" / "last.pdparams")
