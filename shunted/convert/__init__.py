@@ -31,7 +31,8 @@ from ..fileio import atomic_path, write_json_atomic
 from . import safetensors_io
 from .detect import Detected, detect
 from .mapping import DATA_PARALLEL_PREFIX, TORCH_TO_PADDLE_BUFFERS, paddle_to_torch, torch_item_to_paddle
-from .torch_pickle import NumpyArray, PthFile, TensorRef, safe_loads
+from .safe_pickle import NumpyArray, TensorRef, safe_loads
+from .torch_pickle import PthFile
 from .torch_writer import write_checkpoint
 
 __all__ = ["LoadedWeights", "convert_file", "read_weights"]

@@ -77,10 +77,12 @@ def test_safetensors_both_ways(tmp_path, reference_t, official_pth, relative_err
     theirs = safetensors_numpy.load_file(str(st))  # the reference implementation reads our file
     assert set(theirs) == set(expected) and all(np.array_equal(theirs[k], v) for k, v in expected.items())
     # create_model accepts all three files and gives the reference's logits
-    outs = [_paddle_logits(p, x) for p in (official_pth, pdparams, st)]
-    assert relative_error(outs[0], logits) <= 1e-5  # the 2e-6 parity bound is test_convert_parity's job
-    np.testing.assert_array_equal(outs[0], outs[1])
-    np.testing.assert_array_equal(outs[0], outs[2])
+    for path in (official_pth, pdparams, st):
+        # the 2e-6 parity bound is test_convert_parity's job; here: every file type loads and runs
+        assert relative_error(_paddle_logits(path, x), logits) <= 1e-5, path
+    for path in (official_pth, st):
+        state = read_weights(path).state
+        assert all(np.array_equal(state[k], v) for k, v in expected.items()), path
     # a safetensors file in the official (torch) layout is recognised by its BatchNorm names
     official = tmp_path / "official_layout.safetensors"
     safetensors_io.write(official, {k: v.numpy() for k, v in model.state_dict().items()})
