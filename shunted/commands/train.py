@@ -9,8 +9,11 @@ Fine-tune the bundled CIFAR-10 checkpoint on your own classes (head re-initialis
 
 Resume a run that stopped (crash, SIGKILL, Ctrl-C): the same command with --resume.
 
-Many processes (CPU: gloo; GPUs: NCCL) through Paddle's launcher, which takes a script path:
-    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py train --model shunted_t ...
+Many processes (CPU: gloo; GPUs: NCCL) through Paddle's launcher, which takes a script path (not -m); this
+file is that script (tools/train.py in a checkout is the same):
+    python -m paddle.distributed.launch --nproc_per_node 2 \
+        "$(python -c 'import shunted.commands.train as t; print(t.__file__)')" train --model shunted_t ...
+Multi-node: add --ips host1,host2 on every node; --output must be on a file system all nodes share (for --resume).
 Outputs in --output: last.pdckpt (full state), last.pdparams / best.pdparams (weights), metrics.csv/.json,
 metrics.png (if matplotlib is installed), config.yaml.
 """
@@ -69,3 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
     train_from_args(args)
     return 0
+
+
+if __name__ == "__main__":  # run as a script by paddle.distributed.launch
+    import sys
+
+    sys.path.pop(0)  # this folder, whose module names (eval, train, ...) must not shadow others
+    from shunted.cli import main
+
+    sys.exit(main())

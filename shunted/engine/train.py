@@ -144,6 +144,10 @@ class Trainer:
         ema = section(cfg, "EMA")
         self.ema = ModelEMA(self.model, ema["decay"]) if ema.get("enabled") else None
         self.amp = get(cfg, "Global.amp")
+        if self.amp and paddle.device.get_device().startswith("cpu") and self.world.main:
+            log.warning(
+                "--amp %s: Paddle runs CPU training in float32; mixed precision needs a GPU", self.amp
+            )
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**16) if self.amp == "fp16" else None
         self.net = paddle.DataParallel(self.model) if self.world.size > 1 else self.model
         self.start_epoch, self.best_top1, self.best_epoch, self.rows = 0, None, None, []
