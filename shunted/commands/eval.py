@@ -94,7 +94,12 @@ def settings(args: argparse.Namespace) -> dict:
     for key in ("model", "weights", "data"):
         if merged[key] is None:
             raise ConfigError(f"--{key} is required (or set it in the -c config)")
-    cfg = get_pretrained_cfg(merged["model"])
+    try:
+        cfg = get_pretrained_cfg(merged["model"])
+    except ValueError as exc:
+        raise ConfigError(f"--model: {exc}") from None
+    if merged["interpolation"] not in (None, "bicubic", "bilinear"):
+        raise ConfigError(f"ResizeImage.interpolation {merged['interpolation']!r}: use bicubic or bilinear")
     for key in ("mean", "std"):
         if key in from_config and tuple(from_config[key]) != tuple(getattr(cfg, key)):
             raise ConfigError(

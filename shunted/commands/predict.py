@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise ShuntedError(f"--topk {args.topk}: must be at least 1")
+    try:
+        get_pretrained_cfg(args.model)
+    except ValueError as exc:
+        raise ShuntedError(f"--model: {exc}") from None
     paths = expand_inputs(args.inputs)
     model = create_model(args.model, pretrained=args.weights)
     names = resolve_class_names(args.labels, model.num_classes)
