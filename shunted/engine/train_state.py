@@ -4,7 +4,8 @@
   scheduler position) keyed by *structured* parameter names (Paddle's own keys are creation-order names such as
   ``linear_3.w_0`` that change with the process), EMA, epoch, best top-1, Python/NumPy RNG states, config and the
   metrics so far. A pickle of plain containers and numpy arrays, read back through the converter's allow-list
-  unpickler (nothing in it can run code).
+  unpickler (nothing in it can run code). Paddle's generator is not stored: the trainer re-seeds it from
+  (seed, epoch, rank) at the start of every epoch, so its state at an epoch boundary follows from those.
 - ``last.pdparams`` / ``best.pdparams`` (/ ``ema.pdparams``): weights only, what ``shunted eval`` and
   ``create_model(pretrained=...)`` take.
 - ``metrics.csv``, ``metrics.json``: one row per epoch; ``metrics.png`` when matplotlib is importable.

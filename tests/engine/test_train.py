@@ -21,6 +21,8 @@ from shunted.convert import read_weights
 from shunted.engine import train as train_engine
 from shunted.engine.train_state import load_checkpoint
 
+pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track:UserWarning")
+
 TINY = ["--img-size", "32", "--workers", "0", "--batch-size", "8", "-o", "Optimizer.lr.warmup_epoch=1"]
 
 
@@ -96,7 +98,8 @@ def tiny_list(cifar, tmp_path_factory) -> Path:
 
 def test_resume_after_interrupt_equals_uninterrupted_run(cifar, tiny_list, tmp_path, monkeypatch):
     full, stopped = tmp_path / "full", tmp_path / "stopped"
-    assert main(train_argv(cifar, tiny_list, full, "--epochs", "2", *TINY)) == 0
+    tiny = [*TINY, "-o", "EMA.enabled=true", "-o", "EMA.decay=0.5"]
+    assert main(train_argv(cifar, tiny_list, full, "--epochs", "2", *tiny)) == 0
 
     original = train_engine.Trainer.train_epoch
 
@@ -106,13 +109,16 @@ def test_resume_after_interrupt_equals_uninterrupted_run(cifar, tiny_list, tmp_p
         return original(self, epoch)
 
     monkeypatch.setattr(train_engine.Trainer, "train_epoch", interrupt_second_epoch)
-    assert main(train_argv(cifar, tiny_list, stopped, "--epochs", "2", *TINY)) == 130
+    assert main(train_argv(cifar, tiny_list, stopped, "--epochs", "2", *tiny)) == 130
     assert load_checkpoint(stopped / "last.pdckpt")["epoch"] == 1
     monkeypatch.setattr(train_engine.Trainer, "train_epoch", original)
-    assert main(train_argv(cifar, tiny_list, stopped, "--epochs", "2", *TINY)) == 2  # refuses to overwrite
-    assert main(train_argv(cifar, tiny_list, stopped, "--epochs", "2", "--resume", *TINY)) == 0
+    assert main(train_argv(cifar, tiny_list, stopped, "--epochs", "2", *tiny)) == 2  # refuses to overwrite
+    assert main(train_argv(cifar, tiny_list, stopped, "--epochs", "2", "--resume", *tiny)) == 0
 
     assert_same_weights(full / "last.pdparams", stopped / "last.pdparams")
+    assert_same_weights(full / "ema.pdparams", stopped / "ema.pdparams")
+    ema, last = weights(full / "ema.pdparams"), weights(full / "last.pdparams")
+    assert not np.array_equal(ema["head.weight"], last["head.weight"])  # an average, not a copy
     a, b = load_checkpoint(full / "last.pdckpt"), load_checkpoint(stopped / "last.pdckpt")
     assert [r["lr"] for r in a["metrics"]] == [r["lr"] for r in b["metrics"]]
     assert [r["train_loss"] for r in a["metrics"]] == [r["train_loss"] for r in b["metrics"]]
