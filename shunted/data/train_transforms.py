@@ -137,7 +137,8 @@ class TrainTransform:
     def augment(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
         """The PIL part: crop, flip, RandAugment or colour jitter."""
         top, left, h, w = random_resized_crop_box(img.width, img.height, rng, self.scale, self.ratio)
-        box = (left, top, left + w, top + h)  # crop, then resize (as torchvision; PIL's box= would blend edges)
+        # crop, then resize (as torchvision does; PIL's resize(box=...) would blend in pixels beyond the box)
+        box = (left, top, left + w, top + h)
         img = img.crop(box).resize((self.img_size, self.img_size), INTERPOLATIONS[self.interpolation])
         if self.hflip > 0 and rng.random() < self.hflip:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
