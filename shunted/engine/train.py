@@ -29,7 +29,7 @@ import paddle.distributed as dist
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from ..config import get
+from ..config import ConfigError, get
 from ..data.datasets import ImageDataset, Samples, list_samples
 from ..data.mixup import Mixup, soft_target_cross_entropy
 from ..data.train_transforms import SeededImageDataset, TrainTransform
@@ -164,7 +164,14 @@ class Trainer:
         pcfg = self.model.pretrained_cfg
         for k in ("scale", "ratio"):
             t[k] = tuple(t[k])
-        self.transform = TrainTransform(**t, mean=tuple(pcfg.mean), std=tuple(pcfg.std))
+        # mean and std come with the model (registry), not from the config
+        unknown = sorted((set(t) - set(TrainTransform.__dataclass_fields__)) | ({"mean", "std"} & set(t)))
+        if unknown:
+            raise ConfigError(f"DataLoader.Train.transform: unknown key(s) {', '.join(unknown)}")
+        try:
+            self.transform = TrainTransform(**t, mean=tuple(pcfg.mean), std=tuple(pcfg.std))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"DataLoader.Train.transform: {exc}") from None
         self.train_set = SeededImageDataset(self.train_samples, self.transform, self.seed)
         self.batch_size = int(train["batch_size"])
         if len(self.train_samples) < self.batch_size * self.world.size:

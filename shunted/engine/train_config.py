@@ -158,6 +158,15 @@ def check_config(cfg: dict) -> None:
     freeze = get(cfg, "Arch.freeze_stages")
     if not isinstance(freeze, int) or not 0 <= freeze <= 4:
         raise ConfigError(f"Arch.freeze_stages (--freeze): expected 0..4, got {freeze!r}")
+    mix = get(cfg, "DataLoader.Train.mixup", {}) or {}
+    mixing = (mix.get("prob") or 0) > 0 and (
+        (mix.get("mixup_alpha") or 0) > 0 or (mix.get("cutmix_alpha") or 0) > 0
+    )
+    if mixing and get(cfg, "DataLoader.Train.batch_size") % 2:
+        raise ConfigError(
+            "DataLoader.Train.batch_size (--batch-size): Mixup/CutMix pairs images, so it must be even "
+            "(or set -o DataLoader.Train.mixup.prob=0)"
+        )
     amp = get(cfg, "Global.amp")
     if amp not in (None, "bf16", "fp16"):
         raise ConfigError(f"Global.amp (--amp): expected bf16, fp16 or null, got {amp!r}")

@@ -55,5 +55,10 @@ def test_errors_name_the_flag():
         resolve_config(_args())
     with pytest.raises(ConfigError, match="freeze"):
         resolve_config(_args("--model", "shunted_t", "--freeze", "5"))
+    with pytest.raises(ConfigError, match="must be even"):
+        resolve_config(_args("--model", "shunted_t", "--batch-size", "7"))
+    assert resolve_config(
+        _args("--model", "shunted_t", "--batch-size", "7", "-o", "DataLoader.Train.mixup.prob=0")
+    )
     with pytest.raises(ConfigError, match="unknown model"):
         resolve_config(_args("--model", "shunted_x"))
