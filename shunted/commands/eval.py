@@ -18,6 +18,8 @@ HELP = "evaluate top-1/top-5 on ImageNet-style data with the official preprocess
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..engine.backends import add_backend_arguments
+
     parser.add_argument(
         "-c", "--config", help="PaddleClas-style YAML (Arch, Global.pretrained_model, DataLoader.Eval)"
     )
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--output", metavar="F.json", help="write the result as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend_arguments(parser)
 
 
 _DEFAULTS = {"batch_size": 64, "workers": 2}
@@ -112,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import format_table, run_evaluation
 
     s = settings(args)
+    extra = {}
+    if args.backend != "dygraph":
+        from ..engine.backends import checkpoint_predictor
+
+        extra["predict_batch"], s["num_classes"] = checkpoint_predictor(
+            args.backend, s["model"], s["weights"], s["img_size"], args.threads, s["num_classes"]
+        )
     result = run_evaluation(
         **s,
         limit=args.limit,
@@ -119,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         save_logits_to=args.save_logits,
         output=args.output,
         progress=not args.no_progress,
+        **extra,
     )
     print(format_table(result))
     for item in result["skipped"]:

@@ -15,6 +15,8 @@ HELP = "top-k predictions with class names for image files or folders"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..engine.backends import add_backend_arguments
+
     parser.add_argument(
         "inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders of images"
     )
@@ -31,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--output", metavar="F.json", help="write the predictions as JSON")
+    add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.classnames import resolve_class_names
     from ..data.transforms import EvalTransform
-    from ..engine.evaluate import dygraph_predictor, sha256_file
+    from ..engine.backends import make_predictor
+    from ..engine.evaluate import sha256_file
     from ..engine.predict import expand_inputs, format_predictions, predict
     from ..errors import ShuntedError
     from ..fileio import write_json_atomic
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         resize_short=args.resize_short,
         interpolation=args.interpolation,
     )
-    results = predict(paths, transform, dygraph_predictor(model), args.topk, names, args.batch_size)
+    predict_batch = make_predictor(args.backend, model, args.threads, img_size=transform.img_size)
+    results = predict(paths, transform, predict_batch, args.topk, names, args.batch_size)
     print(format_predictions(results))
     if args.output:
         write_json_atomic(

@@ -26,6 +26,9 @@ from ..errors import ShuntedError
 BACKENDS = ("dygraph", "inference", "inference_bf16", "onnxruntime")
 # Paddle 3.3.1 oneDNN passes that produce wrong Shunted outputs (see the module docstring).
 BROKEN_ONEDNN_PASSES = ("reshape_transpose_matmul_fuse_pass", "matmul_transpose_reshape_fuse_pass")
+# With bfloat16, fusing the unsqueeze of the feed-forward's 1×1-conv weight drops its two unit dimensions
+# (predictor creation fails: "filter's shape is [512, 64]").
+BROKEN_ONEDNN_BF16_PASSES = ("operator_unsqueeze_onednn_fuse_pass",)
 
 Predictor = Callable[[np.ndarray], "np.ndarray | list[np.ndarray]"]
 
@@ -37,10 +40,11 @@ def set_paddle_threads(threads: int) -> None:
     paddle.base.core.set_num_threads(int(threads))
 
 
-def dygraph_predictor(model, threads: int) -> Predictor:
+def dygraph_predictor(model, threads: int | None) -> Predictor:
     import paddle
 
-    set_paddle_threads(threads)
+    if threads is not None:
+        set_paddle_threads(threads)
     model.eval()
 
     def predict(x: np.ndarray):
@@ -72,7 +76,7 @@ def inference_config(export_dir: str | os.PathLike, threads: int, bf16: bool = F
         config.enable_onednn_bfloat16()
     config.switch_ir_optim(True)
     config.disable_glog_info()
-    for name in BROKEN_ONEDNN_PASSES:
+    for name in BROKEN_ONEDNN_PASSES + (BROKEN_ONEDNN_BF16_PASSES if bf16 else ()):
         config.delete_pass(name)
     return config
 
@@ -123,12 +127,15 @@ def onnxruntime_predictor(export_dir: str | os.PathLike, threads: int) -> Predic
     return predict
 
 
-def make_predictor(backend: str, source, threads: int = 2, img_size: int = 224) -> Predictor:
+def make_predictor(backend: str, source, threads: int | None = 2, img_size: int = 224) -> Predictor:
     """A callable NCHW float32 array → output array(s) for ``backend``.
 
     source: a Paddle model (any backend; the static backends export it to a temporary folder at ``img_size``) or
     an export directory (``inference*``: a Paddle export; ``onnxruntime``: an ONNX export or a ``.onnx`` file).
+    threads: CPU threads; None = every core (dygraph: leave Paddle's setting alone).
     """
+    if threads is None and backend != "dygraph":
+        threads = os.cpu_count() or 1
     if backend not in BACKENDS:
         raise ShuntedError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     is_model = not isinstance(source, (str, os.PathLike))
@@ -146,3 +153,33 @@ def make_predictor(backend: str, source, threads: int = 2, img_size: int = 224) 
     if backend == "onnxruntime":
         return onnxruntime_predictor(source, threads)
     return inference_predictor(source, threads, bf16=backend == "inference_bf16")
+
+
+def add_backend_arguments(parser) -> None:
+    """``--backend`` and ``--threads`` for the commands that run a model (eval, predict)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="dygraph",
+        help="runtime (default dygraph); the static ones export the model to a temporary folder first",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+
+
+def checkpoint_predictor(
+    backend: str,
+    model_name: str,
+    weights,
+    img_size: int | None = None,
+    threads: int | None = None,
+    num_classes: int | None = None,
+) -> tuple[Predictor, int]:
+    """(predict, num_classes) of ``create_model(model_name, pretrained=weights)`` on ``backend`` (for eval)."""
+    from ..errors import WeightsError
+    from ..models import create_model, get_pretrained_cfg
+
+    model = create_model(model_name, pretrained=weights)
+    if num_classes is not None and num_classes != model.num_classes:
+        raise WeightsError(f"{weights}: has {model.num_classes} classes, but --num-classes is {num_classes}")
+    size = img_size or get_pretrained_cfg(model_name).input_size[-1]
+    return make_predictor(backend, model, threads, img_size=size), model.num_classes

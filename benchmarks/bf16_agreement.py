@@ -1,0 +1,81 @@
+"""Does the oneDNN bfloat16 path give the fp32 answers? Top-1 agreement on a real labelled image set.
+
+Runs the same checkpoint through two backends (default: Paddle Inference fp32 and bf16) on every image of a
+dataset with the official evaluation pipeline, and prints both accuracies, the top-1 agreement and the largest
+logit difference. The issue's bar for counting a bf16 path: agreement ≥ 99.9 %.
+
+    python benchmarks/bf16_agreement.py                       # CIFAR-10 test split (10,000) + the demo checkpoint
+    python benchmarks/bf16_agreement.py --limit 1000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO / ".." / "shared"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="shunted_t")
+    parser.add_argument("--weights", type=Path, default=SHARED / "demo" / "ckpt_T_cifar10_fp16.pth")
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "cifar10" / "test")
+    parser.add_argument("--img-size", type=int, default=64)
+    parser.add_argument("--backends", nargs=2, default=["inference", "inference_bf16"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the summary here")
+    args = parser.parse_args(argv)
+
+    from shunted.engine.backends import checkpoint_predictor
+    from shunted.engine.evaluate import run_evaluation
+    from shunted.fileio import write_json_atomic
+
+    results, logits = {}, {}
+    for backend in args.backends:
+        predict, num_classes = checkpoint_predictor(
+            backend, args.model, args.weights, args.img_size, args.threads
+        )
+        out = Path(f"/tmp/shunted-agreement-{backend}.npy")
+        results[backend] = run_evaluation(
+            args.model,
+            args.weights,
+            args.data,
+            num_classes=num_classes,
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            save_logits_to=out,
+            progress=False,
+            predict_batch=predict,
+        )
+        logits[backend] = np.load(out)
+        out.unlink()
+    a, b = (logits[k] for k in args.backends)
+    agree = float((a.argmax(1) == b.argmax(1)).mean())
+    summary = {
+        "model": args.model,
+        "weights": str(args.weights),
+        "data": str(args.data),
+        "images": int(len(a)),
+        "img_size": args.img_size,
+        "backends": args.backends,
+        "top1": {k: results[k]["top1"] for k in args.backends},
+        "top1_agreement": agree,
+        "max_abs_logit_diff": float(np.abs(a - b).max()),
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        write_json_atomic(args.json, summary)
+    return 0 if agree >= 0.999 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
