@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import runpy
 
+import numpy as np
 import pytest
 
-from shunted.engine.backends import BROKEN_ONEDNN_PASSES, make_predictor
+from shunted.engine.backends import BROKEN_ONEDNN_PASSES, checkpoint_predictor, make_predictor
 from shunted.engine.export import dygraph_outputs, load_batch
 from shunted.errors import ShuntedError
 from shunted.models import create_model
@@ -64,3 +65,57 @@ def test_unknown_backend_and_missing_export_are_clear_errors(tmp_path, model_t):
         make_predictor("inference", tmp_path)
     with pytest.raises(ShuntedError, match="needs a model"):
         make_predictor("dygraph", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(shared_dir):
+    import shunted.convert
+
+    if not hasattr(shunted.convert, "read_weights"):
+        pytest.skip("shunted.convert.read_weights is not available yet")
+    return shared_dir / "demo" / "ckpt_T_cifar10_fp16.pth"
+
+
+@pytest.fixture(scope="module")
+def cifar_batch(shared_dir):
+    from shunted.data.transforms import EvalTransform
+    from shunted.models import get_pretrained_cfg
+
+    transform = EvalTransform.from_config(get_pretrained_cfg("shunted_t"), img_size=64)
+    files = [
+        sorted((shared_dir / "data" / "cifar10" / "test" / c).glob("*"))[0] for c in ("cat", "ship", "frog")
+    ]
+    return np.stack([transform.load(f) for f in files])
+
+
+def test_checkpoint_on_inference_backend_matches_dygraph(demo_checkpoint, cifar_batch, relative_error):
+    """What ``shunted eval/predict --backend inference`` runs: the checkpoint's model exported at the eval size."""
+    predict, num_classes = checkpoint_predictor(
+        "inference", "shunted_t", demo_checkpoint, img_size=64, threads=2
+    )
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    (expected,) = dygraph_outputs(model, cifar_batch)
+    got = predict(cifar_batch)
+    assert num_classes == 10 and got.shape == (3, 10)
+    assert relative_error(got, expected) <= 1e-5
+    with pytest.raises(ShuntedError, match="--num-classes is 1000"):
+        checkpoint_predictor("inference", "shunted_t", demo_checkpoint, img_size=64, num_classes=1000)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@pytest.mark.skipif(
+    not _cpu_has_bf16(), reason="the CPU has no AVX-512 BF16 / AMX (oneDNN would not use bf16)"
+)
+def test_bf16_backend_is_really_bfloat16_and_close(demo_checkpoint, cifar_batch, relative_error):
+    fp32, _ = checkpoint_predictor("inference", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    bf16, _ = checkpoint_predictor("inference_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    expected, got = fp32(cifar_batch), bf16(cifar_batch)
+    err = relative_error(got, expected)
+    assert 1e-4 < err < 5e-2  # bfloat16 keeps 8 mantissa bits: visibly different from fp32, but close
