@@ -162,7 +162,7 @@ class TrainTransform:
 
 
 class SeededImageDataset(ImageDataset):
-    """ImageDataset whose random transform draws from a Generator seeded by (seed, epoch, index).
+    """ImageDataset whose random transform draws from a Generator seeded by (seed, epoch, index, repeat).
 
     Call ``set_epoch(e)`` before iterating a loader over it (workers are forked per epoch and copy it).
     """
@@ -175,11 +175,16 @@ class SeededImageDataset(ImageDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def load(self, index: int) -> np.ndarray:
+    def load(self, index: int, repeat: int = 0) -> np.ndarray:
         path = self.samples.paths[index]
         img = load_rgb(path)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch, index, repeat])
         try:
             return self.transform(img, rng)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: cannot transform image ({exc})") from None
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[np.ndarray, int, int]:
+        """``key``: an index, or (index, repeat) from repeated augmentation (each copy augmented differently)."""
+        index, repeat = (int(key[0]), int(key[1])) if isinstance(key, tuple | list) else (int(key), 0)
+        return self.load(index, repeat), self.samples.labels[index], index

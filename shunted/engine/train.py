@@ -41,6 +41,7 @@ from . import train_state as ts
 from .train_config import resolve_config, section
 from .train_ema import ModelEMA
 from .train_optim import WarmupCosineLR, build_optimizer, scaled_lr
+from .train_sampler import RepeatedAugBatchSampler
 
 log = logging.getLogger(__name__)
 # Paddle's BatchNorm says this on every training forward; it describes the intended behaviour.
@@ -83,6 +84,9 @@ def init_world() -> World:
     """Join the process group when started by ``paddle.distributed.launch`` with more than one process."""
     size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if size > 1:
+        # Paddle 3.3: a parameter used through a strided view (e.g. ``weight.transpose(...)``) gets its gradient
+        # past DataParallel's all-reduce hook, so the processes silently diverge; copying kernels avoid that.
+        paddle.set_flags({"FLAGS_use_stride_kernel": False})
         dist.init_parallel_env()
         return World(dist.get_rank(), dist.get_world_size())
     return World()
@@ -139,6 +143,7 @@ class Trainer:
             drop_rate=arch.get("drop_rate") or 0.0,
         )
         self.frozen = freeze_stages(self.model, int(arch.get("freeze_stages") or 0))
+        self.finetune_eval_mode = bool(arch.get("pretrained_model") and arch.get("finetune_eval_mode"))
         self._build_data()
         self._build_optim()
         ema = section(cfg, "EMA")
@@ -174,19 +179,25 @@ class Trainer:
             raise ConfigError(f"DataLoader.Train.transform: {exc}") from None
         self.train_set = SeededImageDataset(self.train_samples, self.transform, self.seed)
         self.batch_size = int(train["batch_size"])
-        if len(self.train_samples) < self.batch_size * self.world.size:
-            raise DataError(
-                f"--data: {len(self.train_samples)} images, fewer than one step of "
-                f"{self.batch_size} x {self.world.size} processes (lower --batch-size)"
+        repeats = int(train.get("repeated_aug") or 1)
+        if repeats > 1:
+            self.sampler = RepeatedAugBatchSampler(
+                len(self.train_set), self.batch_size, repeats, self.world.size, self.world.rank, self.seed
             )
-        self.sampler = paddle.io.DistributedBatchSampler(
-            self.train_set,
-            batch_size=self.batch_size,
-            num_replicas=self.world.size,
-            rank=self.world.rank,
-            shuffle=True,
-            drop_last=True,
-        )
+        else:
+            self.sampler = paddle.io.DistributedBatchSampler(
+                self.train_set,
+                batch_size=self.batch_size,
+                num_replicas=self.world.size,
+                rank=self.world.rank,
+                shuffle=True,
+                drop_last=True,
+            )
+        if len(self.sampler) == 0:
+            raise DataError(
+                f"--data: {len(self.train_samples)} images give no full step of {self.batch_size} x "
+                f"{self.world.size} processes (lower --batch-size)"
+            )
         self.workers = int(train["num_workers"])
         self.loader = paddle.io.DataLoader(
             self.train_set, batch_sampler=self.sampler, num_workers=self.workers, return_list=True
@@ -316,12 +327,18 @@ class Trainer:
         }
 
     def train_epoch(self, epoch: int) -> dict:
-        self.model.train()
-        for layer in self.frozen:
-            layer.eval()
+        if self.finetune_eval_mode:
+            self.model.eval()
+        else:
+            self.model.train()
+            for layer in self.frozen:
+                layer.eval()
         seed_epoch(self.seed, epoch, self.world.rank)
         self.scheduler.step(epoch)
-        self.sampler.set_epoch(int(np.random.default_rng([self.seed, epoch]).integers(0, 2**32 - 1)))
+        if isinstance(self.sampler, RepeatedAugBatchSampler):
+            self.sampler.set_epoch(epoch)
+        else:  # Paddle's sampler shuffles with RandomState(epoch): fold the seed in
+            self.sampler.set_epoch(int(np.random.default_rng([self.seed, epoch]).integers(0, 2**32 - 1)))
         self.train_set.set_epoch(epoch)
         rng = np.random.default_rng([self.seed, epoch, self.world.rank, 1])
         loss_sum, seen, start = 0.0, 0, time.perf_counter()

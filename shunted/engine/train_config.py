@@ -31,6 +31,9 @@ RECIPE = {
         "drop_path_rate": None,  # from the registry
         "drop_rate": 0.0,
         "freeze_stages": 0,
+        # official (DeiT's train_one_epoch): with pretrained weights the model trains in eval mode,
+        # i.e. without drop path and with frozen BatchNorm statistics
+        "finetune_eval_mode": True,
     },
     "Loss": {"label_smoothing": 0.1},
     "Optimizer": {
@@ -58,6 +61,7 @@ RECIPE = {
             "cls_label_path": None,
             "batch_size": 128,  # per process; official: 128 x 8 GPUs = 1024
             "num_workers": 8,
+            "repeated_aug": 3,  # DeiT's RASampler (official default); 1 = a plain shuffled epoch
             "transform": {
                 "img_size": 224,
                 "scale": [0.08, 1.0],

@@ -79,6 +79,8 @@ def test_seeded_dataset_reproducible_per_epoch_and_sample(shared_dir):
     assert first[0].shape == (3, 32, 32) and first[0].dtype == np.float32
     again = SeededImageDataset(samples, TrainTransform(img_size=32), seed=1)
     assert all(np.array_equal(a, again[i][0]) for i, a in enumerate(first))
+    assert np.array_equal(ds[(0, 0)][0], first[0]) and not np.array_equal(ds[(0, 1)][0], first[0])  # copies
+    assert ds[(2, 1)][1:] == (samples.labels[2], 2)
     ds.set_epoch(1)
     assert not np.array_equal(first[0], ds[0][0])
     other_seed = SeededImageDataset(samples, TrainTransform(img_size=32), seed=2)

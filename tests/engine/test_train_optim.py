@@ -79,3 +79,22 @@ def test_grad_clip_by_global_norm():
     model.no_weight_decay = lambda: set()
     assert isinstance(build_optimizer(model, 0.1, grad_clip=1.0)._grad_clip, paddle.nn.ClipGradByGlobalNorm)
     assert build_optimizer(model, 0.1)._grad_clip is None
+
+
+def test_repeated_augmentation_sampler():
+    from shunted.engine.train_sampler import RepeatedAugBatchSampler
+
+    ranks = [RepeatedAugBatchSampler(600, 8, repeats=3, num_replicas=2, rank=r, seed=1) for r in range(2)]
+    keys = [[k for batch in s for k in batch] for s in ranks]
+    assert [len(k) for k in keys] == [256, 256]  # 600 // 256 * 256 / 2 per process, 32 batches of 8
+    both = keys[0] + keys[1]
+    assert len(set(both)) == len(both)  # each (index, copy) once
+    copies = {}
+    for index, copy in both:
+        copies.setdefault(index, set()).add(copy)
+    assert max(len(c) for c in copies.values()) == 3 and len(copies) < 200  # ~n/3 images, three copies each
+    first, second = keys[0][0][0], keys[1][0][0]
+    assert first == second  # consecutive copies of one image go to different processes
+    ranks[0].set_epoch(1)
+    assert [k for b in ranks[0] for k in b] != keys[0]
+    assert len(RepeatedAugBatchSampler(30, 8)) == 3  # small sets: n // world, not DeiT's empty epoch
