@@ -73,8 +73,14 @@ def list_samples(
         samples = _from_class_folders(root, imagenet=num_classes == 1000)
     if not samples.paths:
         raise DataError(f"{labels or root}: no images found")
-    if num_classes is not None and samples.class_map == "sorted-folders" and len(samples.classes) > num_classes:
-        raise DataError(f"{root}: {len(samples.classes)} class folders, but the model has {num_classes} classes")
+    if (
+        num_classes is not None
+        and samples.class_map == "sorted-folders"
+        and len(samples.classes) > num_classes
+    ):
+        raise DataError(
+            f"{root}: {len(samples.classes)} class folders, but the model has {num_classes} classes"
+        )
     if num_classes is not None:
         for path, label in zip(samples.paths, samples.labels, strict=True):
             if not 0 <= label < num_classes:
