@@ -1,0 +1,50 @@
+"""The CPU benchmark behind benchmarks/README.md: every variant, batch 1 and 8, 224 px, 2 threads.
+
+Runs ``shunted bench`` with the README's settings, writes ``benchmarks/results/cpu_<threads>threads.json`` and
+prints the Markdown table (``tools/bench_table.py`` rebuilds it from the JSON). Takes ~15 minutes on 2 cores;
+``--quick`` is the CI smoke run (T only, tiny input, 2 repeats).
+
+    python benchmarks/bench_cpu.py [--threads 2] [--torch-compile] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--torch-compile", action="store_true", help="also time torch.compile (slow to compile)"
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from shunted.cli import main as shunted
+
+    backends = ["dygraph", "inference", "inference_bf16", "onnxruntime", "torch"]
+    if args.torch_compile:
+        backends.append("torch_compile")
+    if args.quick:
+        cmd = ["bench", "--quick", "--img-size", "64", "--batch-sizes", "1", "--models", "shunted_t"]
+    else:
+        cmd = ["bench", "--models", "shunted_t", "shunted_s", "shunted_b", "--batch-sizes", "1", "8"]
+        cmd += ["--repeats", str(args.repeats)]
+    output = (
+        args.output or HERE / "results" / f"cpu_{args.threads}threads{'_quick' if args.quick else ''}.json"
+    )
+    cmd += ["--threads", str(args.threads), "--backends", *backends, "--json", str(output), "--markdown"]
+    return shunted(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
