@@ -206,9 +206,12 @@ class Trainer:
         if self.max_steps:
             self.steps_per_epoch = min(self.steps_per_epoch, int(self.max_steps))
         mix = section(self.cfg, "DataLoader.Train.mixup")
-        self.mixup = Mixup(
-            self.num_classes, label_smoothing=float(get(self.cfg, "Loss.label_smoothing")), **mix
-        )
+        try:
+            self.mixup = Mixup(
+                self.num_classes, label_smoothing=float(get(self.cfg, "Loss.label_smoothing")), **mix
+            )
+        except TypeError as exc:
+            raise ConfigError(f"DataLoader.Train.mixup: {exc}") from None
         self.val_loader = self._build_val()
 
     def _build_val(self):
