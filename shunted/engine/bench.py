@@ -8,13 +8,17 @@ parallel region, which would otherwise slow whichever runtime runs next.
 
 The PyTorch yardstick is the tests' independent transcription of the official model
 (``tests/reference/shunted_torch.py``), loaded with the same weights and thread count; it is used only when torch
-is importable and the file is present (a source checkout). The package never needs torch.
+is importable and the file is present (a source checkout). The package never needs torch. It runs in a separate
+process (no Paddle in it): in one process, Paddle's libiomp5 and torch's libgomp OpenMP runtimes interfere and
+torch ran 2–3× slower than on its own. The worker times its own calls, so the pipe is not in the figure.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -61,29 +65,90 @@ def torch_reference():
     return module
 
 
-def torch_predictor(model, threads: int, compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """The reference PyTorch model with the Paddle model's weights (official layout) as a predictor."""
+def _torch_worker() -> None:
+    """Child process (``python -c``): build the reference, then answer arrays with (seconds, output) until None.
+
+    Messages are pickles on stdin / the original stdout; anything else the child prints goes to stderr.
+    """
+    import pickle
+    import time as _time
+
     import torch
 
-    from ..convert.mapping import paddle_to_torch
-    from ..models.weights import state_dict_numpy
-
-    reference = torch_reference()
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr
+    reference_file, variant, num_classes, state, threads, compile = pickle.load(inp)
+    spec = importlib.util.spec_from_file_location("shunted_torch_reference", reference_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
     torch.set_num_threads(threads)
-    net = reference.build(model.variant.name, num_classes=model.num_classes)
-    state = {
-        k: torch.from_numpy(np.ascontiguousarray(v))
-        for k, v in paddle_to_torch(state_dict_numpy(model)).items()
-    }
-    net.load_state_dict(state, strict=True)
+    net = module.build(variant, num_classes=num_classes)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     net.eval()
     runner = torch.compile(net) if compile else net
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return runner(torch.from_numpy(x)).numpy()
+    def reply(obj) -> None:
+        pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
 
-    return predict
+    reply("ready")
+    while (x := pickle.load(inp)) is not None:
+        with torch.inference_mode():
+            start = _time.perf_counter()
+            y = runner(torch.from_numpy(x)).numpy()
+            reply((_time.perf_counter() - start, y))
+
+
+class TorchPredictor:
+    """The reference PyTorch model with the Paddle model's weights (official layout), in a child process.
+
+    Calling it returns the output; ``last_seconds`` is the time the child measured for that call.
+    """
+
+    def __init__(self, model, threads: int, compile: bool = False):
+        from ..convert.mapping import paddle_to_torch
+        from ..models.weights import state_dict_numpy
+
+        state = {k: np.ascontiguousarray(v) for k, v in paddle_to_torch(state_dict_numpy(model)).items()}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from shunted.engine.bench import _torch_worker; _torch_worker()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._send((str(REFERENCE_FILE), model.variant.name, model.num_classes, state, threads, compile))
+        if self._recv() != "ready":
+            raise RuntimeError("the PyTorch reference worker did not start")
+        self.last_seconds = 0.0
+
+    def _send(self, obj) -> None:
+        pickle.dump(obj, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self._proc.stdin.flush()
+
+    def _recv(self):
+        try:
+            return pickle.load(self._proc.stdout)
+        except EOFError:
+            raise RuntimeError(f"the PyTorch reference worker exited (status {self._proc.wait()})") from None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._send(np.ascontiguousarray(x, dtype=np.float32))
+        self.last_seconds, y = self._recv()
+        return y
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._send(None)
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def available_backends(requested: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -105,7 +170,7 @@ def build_predictors(model, backends: Sequence[str], threads: int, img_size: int
     predictors = {}
     for b in backends:
         if b in TORCH_BACKENDS:
-            predictors[b] = torch_predictor(model, threads, compile=b == "torch_compile")
+            predictors[b] = TorchPredictor(model, threads, compile=b == "torch_compile")
         else:
             predictors[b] = make_predictor(b, model, threads, img_size=img_size)
     set_paddle_threads(threads)
@@ -127,9 +192,11 @@ def time_interleaved(
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             time.sleep(pause)
+            predict = predictors[name]
             start = time.perf_counter()
-            predictors[name](x)
-            times[name].append(time.perf_counter() - start)
+            predict(x)
+            elapsed = time.perf_counter() - start
+            times[name].append(getattr(predict, "last_seconds", elapsed))
     return {n: statistics.median(t) for n, t in times.items()}, outputs
 
 
@@ -165,6 +232,9 @@ def run_bench(
                 err = rel_err(outputs[b], reference) if reference is not None else None
                 records.append(Record(name, bs, b, bs / sec, sec * 1e3, img_size, threads, err))
             log(format_rows(records[-len(backends) :]))
+        for p in predictors.values():
+            if hasattr(p, "close"):
+                p.close()
         del predictors
     return records
 
