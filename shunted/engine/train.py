@@ -84,9 +84,6 @@ def init_world() -> World:
     """Join the process group when started by ``paddle.distributed.launch`` with more than one process."""
     size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if size > 1:
-        # Paddle 3.3: a parameter used through a strided view (e.g. ``weight.transpose(...)``) gets its gradient
-        # past DataParallel's all-reduce hook, so the processes silently diverge; copying kernels avoid that.
-        paddle.set_flags({"FLAGS_use_stride_kernel": False})
         dist.init_parallel_env()
         return World(dist.get_rank(), dist.get_world_size())
     return World()

@@ -55,8 +55,12 @@ class DropPath(nn.Layer):
 
 
 def pointwise(x: paddle.Tensor, layer: nn.Linear) -> paddle.Tensor:
-    """``layer`` applied at every pixel of an NCHW image: a 1×1 conv with its weight ([in, out] → [out, in, 1, 1])."""
-    return F.conv2d(x, layer.weight.transpose([1, 0]).unsqueeze([2, 3]), layer.bias)
+    """``layer`` applied at every pixel of an NCHW image: a 1×1 conv with its weight ([in, out] → [out, in, 1, 1]).
+
+    unsqueeze comes before transpose: Paddle 3.3's DataParallel does not all-reduce the gradient of a parameter
+    used through a strided transpose view (``FLAGS_use_stride_kernel``), so ranks would drift apart.
+    """
+    return F.conv2d(x, layer.weight.unsqueeze([2, 3]).transpose([1, 0, 2, 3]), layer.bias)
 
 
 class DWConv(nn.Layer):
