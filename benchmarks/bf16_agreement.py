@@ -22,7 +22,9 @@ SHARED = REPO / ".." / "shared"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="shunted_t")
     parser.add_argument("--weights", type=Path, default=SHARED / "demo" / "ckpt_T_cifar10_fp16.pth")
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "cifar10" / "test")

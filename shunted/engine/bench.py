@@ -16,6 +16,7 @@ torch ran 2–3× slower than on its own. The worker times its own calls, so the
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import statistics
 import subprocess
@@ -111,10 +112,13 @@ class TorchPredictor:
         from ..models.weights import state_dict_numpy
 
         state = {k: np.ascontiguousarray(v) for k, v in paddle_to_torch(state_dict_numpy(model)).items()}
+        # Importing Paddle sets OMP_NUM_THREADS=1 in this process's environment: not for the child.
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from shunted.engine.bench import _torch_worker; _torch_worker()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=env,
         )
         self._send((str(REFERENCE_FILE), model.variant.name, model.num_classes, state, threads, compile))
         if self._recv() != "ready":
