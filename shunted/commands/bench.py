@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.bench import available_backends, markdown_table, run_bench, size_rows
+    from ..engine.bench import available_backends, markdown_table, run_bench, size_rows, target_lines
     from ..errors import ShuntedError
     from ..fileio import write_json_atomic
 
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         args.warmup,
         args.pause,
     )
+    for line in target_lines(records):
+        print(line)
     dicts = [r.to_dict() for r in records]
     if args.json:
         write_json_atomic(args.json, dicts)

@@ -295,3 +295,37 @@ def size_rows(models: Sequence[str], img_size: int) -> list[str]:
             f"{macs.attention / 1e9:.2f} attention (paper {v.paper_gflops} G)"
         )
     return lines
+
+
+# Issue 6 targets: img/s ratio to PyTorch eager at batch 8 (224 px, 2 threads on the reference machine).
+TARGETS = {"onnxruntime": 2.0, "inference_bf16": 2.0, "inference": 1.5, "dygraph": 0.7}
+TARGET_WHY = {
+    "dygraph": "Paddle's eager CPU kernels (elementwise add ~2 GB/s, per-channel NCHW bias add 3-4x slower, im2col conv)",
+    "inference": "oneDNN fp32 convolutions (1x1 feed-forward and depthwise) are ~60 % of the time",
+    "onnxruntime": "ORT Conv/MatMul are ~75 % of the time; no bf16 on CPU",
+    "inference_bf16": "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)",
+}
+
+
+def target_lines(records: Sequence[Record], batch_size: int = 8) -> list[str]:
+    """How each backend stands against the issue's speed targets (needs the torch measurement)."""
+    lines = []
+    groups: dict[str, dict[str, float]] = {}
+    for r in records:
+        if r.batch_size == batch_size:
+            groups.setdefault(r.model, {})[r.backend] = r.img_per_s
+    for model, row in groups.items():
+        if "torch" not in row:
+            continue
+        for backend, target in TARGETS.items():
+            if backend not in row:
+                continue
+            ratio = row[backend] / row["torch"]
+            if ratio >= target:
+                verdict = "met" + (f" on speed; {TARGET_WHY[backend]}" if backend == "inference_bf16" else "")
+            else:
+                verdict = f"MISSED by {100 * (1 - ratio / target):.0f} %: {TARGET_WHY[backend]}"
+            lines.append(
+                f"target {model} bs {batch_size} {backend} >= {target}x torch: {ratio:.2f}x {verdict}"
+            )
+    return lines

@@ -69,3 +69,18 @@ def test_markdown_table_shows_ratios_to_torch():
     assert "50.0 (2.50×)" in row8 and "| 20.0 |" in row8
     row1 = next(line for line in lines if "| 1 |" in line)
     assert "7.0 |" in row1 and "–" in row1  # no torch measurement: no ratio, missing cells marked
+
+
+def test_target_lines_say_by_how_much_a_target_is_missed():
+    from shunted.engine.bench import Record, target_lines
+
+    records = [
+        Record("shunted_s", 8, "torch", 10.0, 800.0),
+        Record("shunted_s", 8, "inference", 12.0, 666.7),
+        Record("shunted_s", 8, "onnxruntime", 25.0, 320.0),
+        Record("shunted_s", 1, "inference", 1.0, 1000.0),  # other batch sizes are not judged
+    ]
+    lines = target_lines(records)
+    assert len(lines) == 2
+    assert "inference >= 1.5x torch: 1.20x MISSED by 20 %" in lines[1]
+    assert "onnxruntime >= 2.0x torch: 2.50x met" in lines[0]
