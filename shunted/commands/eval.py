@@ -19,18 +19,9 @@ HELP = "evaluate top-1/top-5 on ImageNet-style data with the official preprocess
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..engine.backends import add_backend_arguments
+    from .common import add_config_arguments, add_preprocessing_arguments
 
-    parser.add_argument(
-        "-c", "--config", help="PaddleClas-style YAML (Arch, Global.pretrained_model, DataLoader.Eval)"
-    )
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )
+    add_config_arguments(parser, "PaddleClas-style YAML (Arch, Global.pretrained_model, DataLoader.Eval)")
     parser.add_argument("--model", help="variant: shunted_t, shunted_s or shunted_b")
     parser.add_argument("--weights", help="official .pth, .pdparams or .safetensors")
     parser.add_argument("--data", help="folder of class folders, or of images listed by --labels")
@@ -38,15 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels", help="label file of 'relative/path label' lines (PaddleClas val_list.txt)"
     )
     parser.add_argument("--num-classes", type=int, help="class count (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=int, help="crop size S (default: the variant's, 224)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument(
-        "--crop-pct", type=float, help="resize the shorter side to int(S / crop_pct) (default 0.875)"
-    )
-    size.add_argument("--resize-short", type=int, help="resize the shorter side to this many pixels")
-    parser.add_argument(
-        "--interpolation", choices=("bicubic", "bilinear"), help="PIL filter (default bicubic)"
-    )
+    add_preprocessing_arguments(parser)
     parser.add_argument("--batch-size", type=int, help="images per batch (default 64)")
     parser.add_argument(
         "--workers", type=int, help="decoding worker processes (default 2; 0 decodes in-process)"

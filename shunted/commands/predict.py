@@ -16,6 +16,7 @@ HELP = "top-k predictions with class names for image files or folders"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..engine.backends import add_backend_arguments
+    from .common import add_preprocessing_arguments
 
     parser.add_argument(
         "inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders of images"
@@ -24,13 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="official .pth, .pdparams or .safetensors")
     parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--labels", help="'imagenet' or a file of class names, one per line")
-    parser.add_argument("--img-size", type=int, help="crop size S (default: the variant's, 224)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--crop-pct", type=float, help="resize the shorter side to int(S / crop_pct)")
-    size.add_argument("--resize-short", type=int, help="resize the shorter side to this many pixels")
-    parser.add_argument(
-        "--interpolation", choices=("bicubic", "bilinear"), help="PIL filter (default bicubic)"
-    )
+    add_preprocessing_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     parser.add_argument("--output", metavar="F.json", help="write the predictions as JSON")
     add_backend_arguments(parser)

@@ -26,6 +26,8 @@ HELP = "train or fine-tune (official recipe, resumable, multi-process via paddle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shunted.commands.common import add_config_arguments  # absolute: this file also runs as a script
+
     parser.add_argument("--model", default=None, help="shunted_t / shunted_s / shunted_b (default: from -c)")
     parser.add_argument(
         "--data", required=True, help="training images: class folders, or a folder + --labels"
@@ -54,17 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-steps", type=int, default=None, help="stop each epoch after N steps (smoke tests)"
     )
-    parser.add_argument(
-        "-c", "--config", default=None, help="YAML config (default configs/<model>_train.yaml)"
-    )
-    parser.add_argument(
-        "-o",
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, repeatable",
-    )
+    add_config_arguments(parser, "YAML config (default configs/<model>_train.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..models.registry import IMAGENET_MEAN
+
 MAX_LEVEL = 10.0
 
 INCREASING_OPS = (
@@ -158,7 +160,7 @@ class RandAugment:
 
     @classmethod
     def from_string(
-        cls, config: str, mean: tuple[float, ...] = (0.485, 0.456, 0.406), interpolation: str = "bicubic"
+        cls, config: str, mean: tuple[float, ...] = IMAGENET_MEAN, interpolation: str = "bicubic"
     ) -> RandAugment:
         """Parse timm's ``rand-m9-mstd0.5-inc1`` (keys m, n, mstd, inc, p); fill = round(255 · mean)."""
         parts = config.split("-")

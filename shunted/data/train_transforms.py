@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from ..errors import DataError
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import ImageDataset
 from .randaugment import RandAugment
 from .transforms import INTERPOLATIONS, load_rgb
@@ -111,8 +112,8 @@ class TrainTransform:
     re_prob: float = 0.25
     re_mode: str = "pixel"
     re_count: int = 1
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:

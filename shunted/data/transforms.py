@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -92,8 +93,8 @@ class EvalTransform:
     img_size: int = 224
     resize_short: int = 256
     interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
