@@ -45,9 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.bench import available_backends, markdown_table, run_bench, size_rows, target_lines
+    from ..engine.bench import available_backends, markdown_table, run_bench, target_lines
+    from ..engine.summary import variant_summary
     from ..errors import ShuntedError
     from ..fileio import write_json_atomic
+    from .info import format_table
 
     if args.img_size % 32:
         raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
@@ -56,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     backends, skipped = available_backends(args.backends)
     if not backends:
         raise ShuntedError("--backends: none of them is available here: " + "; ".join(skipped))
-    for line in size_rows(args.models, args.img_size):
-        print(line)
+    print(
+        format_table([variant_summary(m, args.img_size) for m in args.models], args.img_size, markdown=False)
+    )
     if skipped:
         print("skipped: " + "; ".join(skipped))
     print(

@@ -18,29 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
 
 
-def variant_rows(models: list[str], img_size: int) -> list[dict]:
-    from ..engine.summary import count_macs, count_trainable_params
-    from ..models import create_model, get_variant
-
-    rows = []
-    for name in models:
-        variant = get_variant(name)
-        model = create_model(name)
-        macs = count_macs(model, img_size)
-        rows.append(
-            {
-                "model": name,
-                "params": count_trainable_params(model),
-                "gmacs_layers": macs.layers / 1e9,
-                "gmacs_total": macs.total / 1e9,
-                "paper_params_m": variant.paper_params_m,
-                "paper_gflops": variant.paper_gflops,
-                "paper_top1": variant.paper_top1,
-            }
-        )
-    return rows
-
-
 def format_table(rows: list[dict], img_size: int, markdown: bool) -> str:
     header = [
         "model",
@@ -71,8 +48,10 @@ def format_table(rows: list[dict], img_size: int, markdown: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.summary import variant_summary
     from ..models import list_models
 
     models = args.models or list_models()
-    print(format_table(variant_rows(models, args.img_size), args.img_size, args.markdown))
+    rows = [variant_summary(name, args.img_size) for name in models]
+    print(format_table(rows, args.img_size, args.markdown))
     return 0

@@ -279,24 +279,6 @@ def markdown_table(records: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def size_rows(models: Sequence[str], img_size: int) -> list[str]:
-    """Parameters and MACs (layers + attention products) next to the paper's figures."""
-    from ..models import create_model, get_variant
-    from .summary import count_macs, count_trainable_params
-
-    lines = []
-    for name in models:
-        v = get_variant(name)
-        model = create_model(name)
-        macs = count_macs(model, img_size)
-        lines.append(
-            f"{name:10s} params {count_trainable_params(model) / 1e6:6.2f} M (paper {v.paper_params_m} M)   "
-            f"FLOPs {macs.total / 1e9:5.2f} G MACs @{img_size} = {macs.layers / 1e9:.2f} layers + "
-            f"{macs.attention / 1e9:.2f} attention (paper {v.paper_gflops} G)"
-        )
-    return lines
-
-
 # Issue 6 targets: img/s ratio to PyTorch eager at batch 8 (224 px, 2 threads on the reference machine).
 TARGETS = {"onnxruntime": 2.0, "inference_bf16": 2.0, "inference": 1.5, "dygraph": 0.7}
 TARGET_WHY = {

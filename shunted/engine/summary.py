@@ -92,3 +92,21 @@ def count_macs(model: nn.Layer, img_size: int | tuple[int, int] = 224) -> MacCou
             h.remove()
         model.train() if was_training else model.eval()
     return MacCount(**totals)
+
+
+def variant_summary(name: str, img_size: int = 224) -> dict:
+    """Parameters and MACs of a freshly built variant, next to the paper's figures (for tables)."""
+    from ..models import create_model, get_variant
+
+    variant = get_variant(name)
+    model = create_model(name)
+    macs = count_macs(model, img_size)
+    return {
+        "model": name,
+        "params": count_trainable_params(model),
+        "gmacs_layers": macs.layers / 1e9,
+        "gmacs_total": macs.total / 1e9,
+        "paper_params_m": variant.paper_params_m,
+        "paper_gflops": variant.paper_gflops,
+        "paper_top1": variant.paper_top1,
+    }
