@@ -14,13 +14,6 @@ from shunted.models import create_model
 
 
 @pytest.fixture(scope="module")
-def model_t():
-    model = create_model("shunted_t")
-    model.eval()
-    return model
-
-
-@pytest.fixture(scope="module")
 def batch(shared_dir, model_t):
     files = sorted((shared_dir / "data" / "imagenet-samples").glob("*.JPEG"))[:2]
     return load_batch(files, model_t, 224)

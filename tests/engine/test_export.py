@@ -24,13 +24,6 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def model_t():
-    model = create_model("shunted_t")
-    model.eval()
-    return model
-
-
-@pytest.fixture(scope="module")
 def images(shared_dir):
     files = sorted((shared_dir / "data" / "imagenet-samples").glob("*.JPEG"))[:3]
     assert len(files) == 3
