@@ -97,3 +97,14 @@ def rel_err(actual, expected) -> float:
 def relative_error() -> Callable[[np.ndarray, np.ndarray], float]:
     """``relative_error(actual, expected)`` = ‖Δ‖ / ‖expected‖, the parity measure used across the tests."""
     return rel_err
+
+
+@pytest.fixture(scope="session")
+def no_torch_env(tmp_path_factory) -> dict[str, str]:
+    """An environment for subprocesses in which ``import torch`` fails (a ``torch`` package that raises)."""
+    import os
+
+    fake = tmp_path_factory.mktemp("no_torch") / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('torch is not available in this test')\n")
+    return dict(os.environ, PYTHONPATH=str(fake.parent))

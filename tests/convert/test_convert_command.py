@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -203,12 +202,9 @@ def test_unsupported_output_extension(tmp_path, capsys):
 # --- without torch ----------------------------------------------------------------------------------------------
 
 
-def test_runs_where_import_torch_fails(tmp_path):
+def test_runs_where_import_torch_fails(tmp_path, no_torch_env):
     """A ``torch`` package on PYTHONPATH whose import raises: the converter never needs it (both directions)."""
-    fake = tmp_path / "no_torch" / "torch"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('torch is not available in this test')\n")
-    env = dict(os.environ, PYTHONPATH=str(fake.parent))
+    env = no_torch_env
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "torch is not available" in probe.stderr
 
