@@ -6,6 +6,7 @@ logit difference. The issue's bar for counting a bf16 path: agreement ≥ 99.9 %
 
     python benchmarks/bf16_agreement.py                       # CIFAR-10 test split (10,000) + the demo checkpoint
     python benchmarks/bf16_agreement.py --limit 1000 --json out.json
+    python benchmarks/bf16_agreement.py --recheck-margin 0   # plain bf16, without the fp32 recheck of near-ties
 """
 
 from __future__ import annotations
@@ -33,14 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument(
+        "--recheck-margin",
+        type=float,
+        default=None,
+        help="inference_bf16: recheck rows whose top-2 gap is below this many logit stds in fp32 "
+        "(default: shunted.engine.backends.BF16_RECHECK_MARGIN; 0 = plain bf16)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the summary here")
     args = parser.parse_args(argv)
 
+    from shunted.engine import backends
     from shunted.engine.backends import checkpoint_predictor
     from shunted.engine.evaluate import run_evaluation
     from shunted.fileio import write_json_atomic
 
-    results, logits = {}, {}
+    if args.recheck_margin is not None:
+        backends.BF16_RECHECK_MARGIN = args.recheck_margin
+    results, logits, rechecked = {}, {}, {}
     for backend in args.backends:
         predict, num_classes = checkpoint_predictor(
             backend, args.model, args.weights, args.img_size, args.threads
@@ -59,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             predict_batch=predict,
         )
         logits[backend] = np.load(out)
+        stats = getattr(predict, "stats", None)
+        if stats:
+            rechecked[backend] = stats["rechecked"] / max(stats["rows"], 1)
         out.unlink()
     a, b = (logits[k] for k in args.backends)
     agree = float((a.argmax(1) == b.argmax(1)).mean())
@@ -72,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "top1": {k: results[k]["top1"] for k in args.backends},
         "top1_agreement": agree,
         "max_abs_logit_diff": float(np.abs(a - b).max()),
+        "bf16_recheck_margin": backends.BF16_RECHECK_MARGIN,
+        "rechecked_in_fp32": rechecked,
     }
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -7,7 +7,13 @@ import runpy
 import numpy as np
 import pytest
 
-from shunted.engine.backends import BROKEN_ONEDNN_PASSES, checkpoint_predictor, make_predictor
+from shunted.engine import backends
+from shunted.engine.backends import (
+    BROKEN_ONEDNN_PASSES,
+    checkpoint_predictor,
+    make_predictor,
+    uncertain_rows,
+)
 from shunted.engine.export import dygraph_outputs, load_batch
 from shunted.errors import ShuntedError
 from shunted.models import create_model
@@ -112,3 +118,24 @@ def test_bf16_backend_is_really_bfloat16_and_close(demo_checkpoint, cifar_batch,
     expected, got = fp32(cifar_batch), bf16(cifar_batch)
     err = relative_error(got, expected)
     assert 1e-4 < err < 5e-2  # bfloat16 keeps 8 mantissa bits: visibly different from fp32, but close
+
+
+def test_uncertain_rows_are_the_near_ties():
+    logits = np.array([[0.0, 1.0, 1.02, -1.0], [0.0, 3.0, 1.0, -1.0], [2.0, 2.0, 0.0, 0.0]], np.float32)
+    assert uncertain_rows(logits, 0.15).tolist() == [0, 2]
+    assert uncertain_rows(logits, 0.0).size == 0
+    assert uncertain_rows(logits[:, :1], 0.15).size == 0  # one class: nothing to decide
+
+
+@pytest.mark.skipif(
+    not _cpu_has_bf16(), reason="the CPU has no AVX-512 BF16 / AMX (oneDNN would not use bf16)"
+)
+def test_bf16_recheck_replaces_near_ties_by_fp32(demo_checkpoint, cifar_batch, relative_error, monkeypatch):
+    fp32, _ = checkpoint_predictor("inference", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    bf16, _ = checkpoint_predictor("inference_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    expected = fp32(cifar_batch)
+    monkeypatch.setattr(backends, "BF16_RECHECK_MARGIN", 1e9)  # every row is a "near tie"
+    assert relative_error(bf16(cifar_batch), expected) <= 1e-5
+    monkeypatch.setattr(backends, "BF16_RECHECK_MARGIN", 0.0)  # never recheck: plain bfloat16
+    assert relative_error(bf16(cifar_batch), expected) > 1e-4
+    assert bf16.stats == {"rows": 6, "rechecked": 3}
