@@ -22,7 +22,7 @@ from ..errors import DataError
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .datasets import ImageDataset
 from .randaugment import RandAugment
-from .transforms import INTERPOLATIONS, load_rgb
+from .transforms import INTERPOLATIONS, check_interpolation, load_rgb
 
 
 def random_resized_crop_box(
@@ -116,10 +116,7 @@ class TrainTransform:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}"
-            )
+        check_interpolation(self.interpolation)
         if self.re_mode not in ("pixel", "rand", "const"):
             raise ValueError(f"re_mode {self.re_mode!r}: choose pixel, rand or const")
         if self.auto_augment:

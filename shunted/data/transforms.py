@@ -29,6 +29,12 @@ from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
+def check_interpolation(name: str) -> None:
+    """ValueError unless ``name`` is one of the supported PIL filters."""
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {name!r}: choose one of {', '.join(INTERPOLATIONS)}")
+
+
 def pillow_version() -> str:
     import PIL
 
@@ -97,10 +103,7 @@ class EvalTransform:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation {self.interpolation!r}: choose one of {', '.join(INTERPOLATIONS)}"
-            )
+        check_interpolation(self.interpolation)
         if self.img_size < 1 or self.resize_short < 1:
             raise ValueError(
                 f"img_size {self.img_size} and resize_short {self.resize_short} must be positive"
