@@ -144,11 +144,12 @@ def plot_metrics(path: Path, rows: list[dict]) -> bool:
     ax1.plot(epochs, [r["train_loss"] for r in rows], label="train")
     if any(r.get("val_loss") is not None for r in rows):
         ax1.plot(epochs, [r.get("val_loss") for r in rows], label="val")
+    if any(r.get("val_top1") is not None for r in rows):
         ax2.plot(epochs, [r.get("val_top1") for r in rows], label="val top-1")
+        ax2.legend()
     ax1.set(xlabel="epoch", ylabel="loss")
     ax2.set(xlabel="epoch", ylabel="top-1 (%)")
     ax1.legend()
-    ax2.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
