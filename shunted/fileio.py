@@ -7,6 +7,7 @@ removed and the destination is left as it was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -51,3 +52,12 @@ def write_text_atomic(dst: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(dst: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(dst, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -39,7 +39,8 @@ def assets() -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert_file
     from ..data.transforms import EvalTransform
-    from ..engine.evaluate import dygraph_predictor, format_table, run_evaluation
+    from ..engine.backends import dygraph_predictor
+    from ..engine.evaluate import format_table, run_evaluation
     from ..engine.predict import format_predictions, predict
     from ..models import create_model, get_pretrained_cfg
 

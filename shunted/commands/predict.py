@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from ..data.classnames import resolve_class_names
     from ..data.transforms import EvalTransform
     from ..engine.backends import make_predictor
-    from ..engine.evaluate import sha256_file
     from ..engine.predict import expand_inputs, format_predictions, predict
     from ..errors import ShuntedError
     from ..fileio import write_json_atomic
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             args.output,
             {
                 "model": args.model,
-                "weights": {"path": str(args.weights), "sha256": sha256_file(args.weights)},
+                "weights": {"path": str(args.weights), "sha256": model.pretrained_sha256},
                 "num_classes": model.num_classes,
                 "labels": args.labels or ("imagenet" if names else None),
                 "preprocessing": transform.describe(),

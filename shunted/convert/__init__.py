@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import hashlib
 import json
 import os
 import pickle
@@ -27,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointFormatError, WeightsError
-from ..fileio import atomic_path, write_json_atomic
+from ..fileio import atomic_path, sha256_file, write_json_atomic
 from . import safetensors_io
 from .detect import Detected, detect
-from .mapping import DATA_PARALLEL_PREFIX, TORCH_TO_PADDLE_BUFFERS, paddle_to_torch, torch_item_to_paddle
+from .mapping import TORCH_TO_PADDLE_BUFFERS, paddle_to_torch, strip_key, torch_item_to_paddle
 from .safe_pickle import NumpyArray, TensorRef, safe_loads
 from .torch_pickle import PthFile
 from .torch_writer import write_checkpoint
@@ -58,14 +57,6 @@ class LoadedWeights:
     format: str = ""  # "pth-zip", "pth-legacy", "pdparams", "safetensors"
     key: str | None = None  # entry of the checkpoint dict the weights came from (None: bare state dict)
     size: int = 0
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_readable(path: Path) -> None:
@@ -111,12 +102,6 @@ def _unwrap(root: Any, key: str | None, source: Path) -> tuple[Mapping[str, Any]
     if not state:
         raise CheckpointFormatError(f"{source}: the state dict is empty")
     return state, used
-
-
-def _strip(key: str) -> str:
-    while key.startswith(DATA_PARALLEL_PREFIX):
-        key = key[len(DATA_PARALLEL_PREFIX) :]
-    return key
 
 
 def _is_torch_layout(keys: list[str], default: bool) -> bool:
@@ -175,18 +160,18 @@ def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bo
     path = Path(path)
     _check_readable(path)
     size = path.stat().st_size
-    sha256 = file_sha256(path)
+    sha256 = sha256_file(path)
     fmt, root, pth = _open_source(path)
     try:
         state, used_key = _unwrap(root, key, path)
-        keys = [_strip(k) for k in state]
+        keys = [strip_key(k) for k in state]
         if len(set(keys)) != len(keys):
             raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
         torch_layout = _is_torch_layout(keys, default=pth is not None)
         out: dict[str, np.ndarray] = {}
         source_dtypes: set[str] = set()
         for name, array, dtype in _arrays(state, pth):
-            name = _strip(name)
+            name = strip_key(name)
             if array.dtype.kind == "f" or dtype == "bfloat16":
                 source_dtypes.add(dtype)
                 if not keep_dtype:

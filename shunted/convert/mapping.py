@@ -20,16 +20,18 @@ DROPPED_TORCH_BUFFER = "num_batches_tracked"
 DATA_PARALLEL_PREFIX = "module."
 
 
+def strip_key(key: str, prefix: str = DATA_PARALLEL_PREFIX) -> str:
+    """``key`` without ``prefix`` (repeatedly, e.g. ``module.module.``)."""
+    while key.startswith(prefix):
+        key = key[len(prefix) :]
+    return key
+
+
 def strip_prefix(
     state: Mapping[str, np.ndarray], prefix: str = DATA_PARALLEL_PREFIX
 ) -> dict[str, np.ndarray]:
-    """Remove ``prefix`` (repeatedly, e.g. ``module.module.``) from every key that carries it."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith(prefix):
-            key = key[len(prefix) :]
-        out[key] = value
-    return out
+    """Remove ``prefix`` from every key that carries it."""
+    return {strip_key(key, prefix): value for key, value in state.items()}
 
 
 def _rename_last(key: str, table: Mapping[str, str]) -> str:

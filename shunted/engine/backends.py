@@ -49,7 +49,8 @@ def set_paddle_threads(threads: int) -> None:
     paddle.base.core.set_num_threads(int(threads))
 
 
-def dygraph_predictor(model, threads: int | None) -> Predictor:
+def dygraph_predictor(model, threads: int | None = None) -> Predictor:
+    """The Paddle model itself, in eval mode under ``paddle.no_grad()`` (a list of arrays for feature models)."""
     import paddle
 
     if threads is not None:

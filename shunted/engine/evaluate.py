@@ -12,7 +12,6 @@ file; with it, every skipped file is listed in the result and its logits row is 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -24,21 +23,9 @@ import numpy as np
 
 from ..data.datasets import BAD_LABEL, ImageDataset
 from ..fileio import atomic_path, write_json_atomic
+from .backends import dygraph_predictor
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
-
-
-def dygraph_predictor(model) -> PredictBatch:
-    """The default backend: the Paddle model in eval mode under ``paddle.no_grad()``."""
-    import paddle
-
-    model.eval()
-
-    def predict_batch(x: np.ndarray) -> np.ndarray:
-        with paddle.no_grad():
-            return model(paddle.to_tensor(x)).numpy()
-
-    return predict_batch
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -161,14 +148,6 @@ def _bad_entry(dataset: ImageDataset, index: int, skip_bad: bool) -> dict:
     raise DataError(f"{dataset.samples.paths[index]}: could not be read in a loader worker")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def versions() -> dict[str, str]:
     import paddle
 
@@ -275,6 +254,7 @@ def run_evaluation(
     from ..data.datasets import list_samples
     from ..data.transforms import EvalTransform
     from ..errors import WeightsError
+    from ..fileio import sha256_file
     from ..models import create_model, get_pretrained_cfg
 
     transform = EvalTransform.from_config(
@@ -285,8 +265,10 @@ def run_evaluation(
         interpolation=interpolation,
     )
     weights = Path(weights)
+    weights_sha256 = None  # create_model hashes the file it reads; another backend's file is hashed below
     if predict_batch is None:
         net = create_model(model, pretrained=weights)
+        weights_sha256 = net.pretrained_sha256
         if num_classes is not None and num_classes != net.num_classes:
             raise WeightsError(
                 f"{weights}: has {net.num_classes} classes, but --num-classes is {num_classes}"
@@ -310,7 +292,7 @@ def run_evaluation(
     result = result_dict(
         outcome,
         model=model,
-        weights={"path": str(weights), "sha256": sha256_file(weights)},
+        weights={"path": str(weights), "sha256": weights_sha256 or sha256_file(weights)},
         num_classes=num_classes,
         data={
             "root": str(samples.root),

@@ -154,12 +154,11 @@ def load_batch(paths: Sequence[Path], model, img_size: int) -> np.ndarray:
 
 
 def dygraph_outputs(model, x: np.ndarray) -> list[np.ndarray]:
-    import paddle
+    """The dygraph model's outputs on ``x``, always as a list (one array per output)."""
+    from .backends import dygraph_predictor
 
-    model.eval()
-    with paddle.no_grad():
-        out = model(paddle.to_tensor(x))
-    return [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+    out = dygraph_predictor(model)(x)
+    return out if isinstance(out, list) else [out]
 
 
 def check_parity(

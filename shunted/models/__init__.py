@@ -52,6 +52,7 @@ def create_model(
     model = ShuntedTransformer(variant.depths, variant.num_conv, num_classes=num_classes, **kwargs)
     model.variant = variant
     model.pretrained_cfg = variant.pretrained_cfg
+    model.pretrained_sha256 = weights.sha256 if weights is not None else None  # of the file read, for results
     if weights is not None:
         ignore = set()
         keep_fresh_head = not model.features_only and weights.num_classes != num_classes
