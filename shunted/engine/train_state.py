@@ -92,7 +92,7 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    from ..convert.torch_pickle import NumpyArray, safe_loads
+    from ..convert.safe_pickle import NumpyArray, safe_loads
 
     def plain(obj: Any) -> Any:
         if isinstance(obj, NumpyArray):
