@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 
+from .cpu_memory import keep_freed_memory
 from .errors import ShuntedError
 
 COMMANDS = ("demo", "convert", "eval", "predict", "train", "export", "bench", "info")
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # Paddle's CPU kernels page-fault on every fresh tensor otherwise (cpu_memory.py)
     debug = getattr(args, "debug", False) or os.environ.get("SHUNTED_DEBUG") == "1"
     try:
         return int(args._run(args) or 0)

@@ -40,6 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pause", type=float, default=0.25, help="seconds between timed calls (default 0.25)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke mode: 1 warm-up, 2 repeats, no pause")
+    parser.add_argument(
+        "--weights", type=Path, default=None, help="time this checkpoint (one model) instead of fresh weights"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="image folder: each round times a new batch of its images (mean per call, not median)",
+    )
+    parser.add_argument(
+        "--stock-torch-allocator",
+        action="store_true",
+        help="time PyTorch with glibc's default allocator settings instead of the ones shunted uses",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the records to this JSON file")
     parser.add_argument("--markdown", action="store_true", help="also print the README table")
 
@@ -55,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
     if args.quick:
         args.repeats, args.warmup, args.pause = 2, 1, 0.0
+    if args.weights is not None and len(args.models) != 1:
+        raise ShuntedError(f"--weights {args.weights}: give the one model it holds with --models")
     backends, skipped = available_backends(args.backends)
     if not backends:
         raise ShuntedError("--backends: none of them is available here: " + "; ".join(skipped))
@@ -76,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         args.repeats,
         args.warmup,
         args.pause,
+        stock_torch_allocator=args.stock_torch_allocator,
+        weights=args.weights,
+        data=args.data,
     )
     for line in target_lines(records):
         print(line)

@@ -53,11 +53,12 @@ def dygraph_predictor(model, threads: int | None = None) -> Predictor:
     """The Paddle model itself, in eval mode under ``paddle.no_grad()`` (a list of arrays for feature models)."""
     import paddle
 
-    if threads is not None:
-        set_paddle_threads(threads)
     model.eval()
 
     def predict(x: np.ndarray):
+        if threads is not None:
+            # Again at every call: running a Paddle Inference predictor leaves this thread's OpenMP at 1 thread.
+            set_paddle_threads(threads)
         with paddle.no_grad():
             out = model(paddle.to_tensor(np.ascontiguousarray(x, dtype=np.float32)))
         if isinstance(out, (list, tuple)):

@@ -11,6 +11,9 @@ The PyTorch yardstick is the tests' independent transcription of the official mo
 is importable and the file is present (a source checkout). The package never needs torch. It runs in a separate
 process (no Paddle in it): in one process, Paddle's libiomp5 and torch's libgomp OpenMP runtimes interfere and
 torch ran 2–3× slower than on its own. The worker times its own calls, so the pipe is not in the figure.
+It runs under the same glibc allocator policy as this process (``shunted/cpu_memory.py``: the ``shunted`` command
+keeps freed memory in the heap, which speeds PyTorch up as much as Paddle); ``stock_torch_allocator`` times
+PyTorch with glibc's defaults instead, as a plain ``python`` process runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu_memory import memory_kept
 from .backends import BACKENDS, make_predictor, set_paddle_threads
 from .export import rel_err
 
@@ -50,6 +54,7 @@ class Record:
     img_size: int = 224
     threads: int = 2
     rel_err_vs_dygraph: float | None = None
+    rechecked: float | None = None  # inference_bf16: fraction of rows recomputed in fp32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +83,11 @@ def _torch_worker() -> None:
 
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr
-    reference_file, variant, num_classes, state, threads, compile = pickle.load(inp)
+    reference_file, variant, num_classes, state, threads, compile, keep_memory = pickle.load(inp)
+    if keep_memory:
+        from ..cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     spec = importlib.util.spec_from_file_location("shunted_torch_reference", reference_file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -107,7 +116,7 @@ class TorchPredictor:
     Calling it returns the output; ``last_seconds`` is the time the child measured for that call.
     """
 
-    def __init__(self, model, threads: int, compile: bool = False):
+    def __init__(self, model, threads: int, compile: bool = False, stock_allocator: bool = False):
         from ..convert.mapping import paddle_to_torch
         from ..models.weights import state_dict_numpy
 
@@ -120,7 +129,11 @@ class TorchPredictor:
             stdout=subprocess.PIPE,
             env=env,
         )
-        self._send((str(REFERENCE_FILE), model.variant.name, model.num_classes, state, threads, compile))
+        # Same allocator policy as this process (cpu_memory.py) unless asked for PyTorch's stock behaviour.
+        keep_memory = not stock_allocator and memory_kept()
+        self._send(
+            (str(REFERENCE_FILE), model.variant.name, model.num_classes, state, threads, compile, keep_memory)
+        )
         if self._recv() != "ready":
             raise RuntimeError("the PyTorch reference worker did not start")
         self.last_seconds = 0.0
@@ -170,11 +183,15 @@ def available_backends(requested: Sequence[str]) -> tuple[list[str], list[str]]:
     return usable, skipped
 
 
-def build_predictors(model, backends: Sequence[str], threads: int, img_size: int) -> dict[str, Callable]:
+def build_predictors(
+    model, backends: Sequence[str], threads: int, img_size: int, stock_torch_allocator: bool = False
+) -> dict[str, Callable]:
     predictors = {}
     for b in backends:
         if b in TORCH_BACKENDS:
-            predictors[b] = TorchPredictor(model, threads, compile=b == "torch_compile")
+            predictors[b] = TorchPredictor(
+                model, threads, compile=b == "torch_compile", stock_allocator=stock_torch_allocator
+            )
         else:
             predictors[b] = make_predictor(b, model, threads, img_size=img_size)
     set_paddle_threads(threads)
@@ -182,18 +199,27 @@ def build_predictors(model, backends: Sequence[str], threads: int, img_size: int
 
 
 def time_interleaved(
-    predictors: dict[str, Callable], x: np.ndarray, repeats: int, warmup: int, pause: float
+    predictors: dict[str, Callable],
+    batches: Sequence[np.ndarray],
+    repeats: int,
+    warmup: int,
+    pause: float,
+    mean: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Median seconds per call of each predictor, timed in rotating order; plus each one's first output."""
+    """Seconds per call of each predictor (median, or ``mean``), timed in rotating order; round r feeds
+    ``batches[r % len(batches)]`` to every predictor. Also returns each one's output for the first batch."""
     outputs = {}
     for name, predict in predictors.items():
         for i in range(max(warmup, 1)):
-            y = predict(x)
+            y = predict(batches[0])
             if i == 0:
                 outputs[name] = y
+        if hasattr(predict, "stats"):  # count the timed calls only
+            predict.stats.update(rows=0, rechecked=0)
     names = list(predictors)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
+        x = batches[r % len(batches)]
         for name in names[r % len(names) :] + names[: r % len(names)]:
             time.sleep(pause)
             predict = predictors[name]
@@ -201,7 +227,23 @@ def time_interleaved(
             predict(x)
             elapsed = time.perf_counter() - start
             times[name].append(getattr(predict, "last_seconds", elapsed))
-    return {n: statistics.median(t) for n, t in times.items()}, outputs
+    average = statistics.mean if mean else statistics.median
+    return {n: average(t) for n, t in times.items()}, outputs
+
+
+def image_batches(data, model_name: str, img_size: int, batch_size: int, count: int) -> list[np.ndarray]:
+    """``count`` batches of real images from a dataset folder (official eval preprocessing), in file order."""
+    from ..data.datasets import list_samples
+    from ..data.transforms import EvalTransform
+    from ..errors import DataError
+    from ..models import get_pretrained_cfg
+
+    paths = list_samples(data).paths
+    if len(paths) < batch_size * count:
+        raise DataError(f"{data}: {len(paths)} images; the benchmark needs {batch_size * count}")
+    transform = EvalTransform.from_config(get_pretrained_cfg(model_name), img_size=img_size)
+    images = np.stack([transform.load(p) for p in paths[: batch_size * count]])
+    return list(images.reshape(count, batch_size, *images.shape[1:]))
 
 
 def run_bench(
@@ -214,8 +256,16 @@ def run_bench(
     warmup: int = 2,
     pause: float = 0.25,
     log: Callable[[str], None] = print,
+    stock_torch_allocator: bool = False,
+    weights=None,
+    data=None,
 ) -> list[Record]:
-    """Measure every (model, batch size, backend); returns the records (also logged as they are measured)."""
+    """Measure every (model, batch size, backend); returns the records (also logged as they are measured).
+
+    By default a seeded fresh model times a random input. ``weights`` (a checkpoint, one model only) and ``data``
+    (an image folder: a different batch of real images in each round, and the mean time per call instead of
+    the median) measure what the data changes: the bf16 backend's fp32 recheck of near-tied rows.
+    """
     import paddle
 
     from ..models import create_model
@@ -224,17 +274,26 @@ def run_bench(
     set_paddle_threads(threads)
     for name in models:
         paddle.seed(SEED)
-        model = create_model(name)
+        model = create_model(name, pretrained=weights)
         model.eval()
-        predictors = build_predictors(model, backends, threads, img_size)
+        predictors = build_predictors(model, backends, threads, img_size, stock_torch_allocator)
         for bs in batch_sizes:
-            x = np.random.default_rng(SEED).standard_normal((bs, 3, img_size, img_size), dtype=np.float32)
-            medians, outputs = time_interleaved(predictors, x, repeats, warmup, pause)
+            if data is None:
+                batches = [
+                    np.random.default_rng(SEED).standard_normal((bs, 3, img_size, img_size), np.float32)
+                ]
+            else:
+                batches = image_batches(data, name, img_size, bs, repeats)
+            seconds, outputs = time_interleaved(
+                predictors, batches, repeats, warmup, pause, mean=data is not None
+            )
             reference = outputs.get("dygraph")
             for b in backends:
-                sec = medians[b]
+                sec = seconds[b]
                 err = rel_err(outputs[b], reference) if reference is not None else None
-                records.append(Record(name, bs, b, bs / sec, sec * 1e3, img_size, threads, err))
+                stats = getattr(predictors[b], "stats", None)
+                share = stats["rechecked"] / stats["rows"] if stats and stats["rows"] else None
+                records.append(Record(name, bs, b, bs / sec, sec * 1e3, img_size, threads, err, share))
             log(format_rows(records[-len(backends) :]))
         for p in predictors.values():
             if hasattr(p, "close"):
@@ -250,6 +309,8 @@ def format_rows(records: Sequence[Record]) -> str:
     for r in records:
         ratio = f"{r.img_per_s / torch_ips:5.2f}× torch" if torch_ips else ""
         err = f"rel err {r.rel_err_vs_dygraph:.1e}" if r.rel_err_vs_dygraph is not None else ""
+        if r.rechecked is not None:
+            err += f"  {100 * r.rechecked:.1f} % rows rechecked in fp32"
         lines.append(
             f"{r.model:10s} bs {r.batch_size:<3d} {r.backend:15s} {r.img_per_s:8.2f} img/s "
             f"{r.ms_per_batch:9.1f} ms/batch  {ratio:13s} {err}"

@@ -87,8 +87,17 @@ def save_paddle(model, out_dir: str | os.PathLike, img_size: int) -> Path:
 
     model.eval()
     spec = [paddle.static.InputSpec([None, 3, img_size, img_size], "float32", name="x")]
+    # to_static replaces model.forward in place; put it back, or the caller's "dygraph" model would from now on
+    # run the static program (without the dygraph-only code paths of the model).
+    had_own_forward, own_forward = "forward" in vars(model), vars(model).get("forward")
     static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
-    paddle.jit.save(static, str(Path(out_dir) / PADDLE_PREFIX), input_spec=spec)
+    try:
+        paddle.jit.save(static, str(Path(out_dir) / PADDLE_PREFIX), input_spec=spec)
+    finally:
+        if had_own_forward:
+            model.forward = own_forward
+        else:
+            del model.forward
     json_path, params_path = paddle_files(out_dir)
     if not (json_path.is_file() and params_path.is_file()):
         raise ExportError(f"{out_dir}: paddle.jit.save did not write {json_path.name} and {params_path.name}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from shunted.commands import bench as command
 from shunted.engine.bench import markdown_table
+from shunted.errors import ShuntedError
 
 
 def test_quick_bench_writes_records_for_every_backend(tmp_path, capsys):
@@ -84,3 +86,44 @@ def test_target_lines_say_by_how_much_a_target_is_missed():
     assert len(lines) == 2
     assert "inference >= 1.5x torch: 1.20x MISSED by 20 %" in lines[1]
     assert "onnxruntime >= 2.0x torch: 2.50x met" in lines[0]
+
+
+def _assets():
+    from shunted.commands.demo import assets
+
+    return assets()
+
+
+def test_bench_times_a_checkpoint_on_real_images(tmp_path):
+    out = tmp_path / "bench.json"
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    checkpoint, images = _assets() / "demo" / "ckpt_T_cifar10_fp16.pth", _assets() / "cifar10-demo"
+    args = parser.parse_args(
+        ["--quick", "--batch-sizes", "4", "--img-size", "64", "--json", str(out)]
+        + ["--weights", str(checkpoint), "--data", str(images), "--backends", "dygraph", "inference_bf16"]
+    )
+    assert command.run(args) == 0
+    dygraph, bf16 = json.loads(out.read_text())
+    assert dygraph["backend"] == "dygraph" and dygraph["rechecked"] is None
+    assert bf16["backend"] == "inference_bf16" and 0.0 <= bf16["rechecked"] <= 1.0
+    # the trained 10-class checkpoint was loaded, and bf16 (with its fp32 recheck) computes nearly the same logits
+    assert bf16["rel_err_vs_dygraph"] < 0.02
+
+
+def test_image_batches_are_distinct_real_images():
+    from shunted.engine.bench import image_batches
+
+    batches = image_batches(_assets() / "cifar10-demo", "shunted_t", 64, 3, 2)
+    assert len(batches) == 2 and batches[0].shape == (3, 3, 64, 64)
+    assert not np.array_equal(batches[0], batches[1])
+    with pytest.raises(ShuntedError, match="needs 3000"):
+        image_batches(_assets() / "cifar10-demo", "shunted_t", 64, 1000, 3)
+
+
+def test_weights_need_exactly_one_model(tmp_path):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--models", "shunted_t", "shunted_s", "--weights", str(tmp_path / "w.pth")])
+    with pytest.raises(ShuntedError, match="--weights"):
+        command.run(args)

@@ -107,3 +107,15 @@ def test_export_command_with_the_demo_checkpoint(shared_dir, tmp_path, capsys):
     (expected,) = dygraph_outputs(model, x)
     got = make_predictor("onnxruntime", out, threads=2)(x)
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
+
+
+def test_export_leaves_the_model_a_dygraph_model(tmp_path):
+    """paddle.jit.to_static swaps model.forward in place; the export puts the eager forward back."""
+    from paddle.jit.dy2static.program_translator import StaticFunction
+
+    from shunted.engine.export import save_paddle
+
+    model = create_model("shunted_t", num_classes=10)
+    save_paddle(model, tmp_path, 64)
+    assert "forward" not in vars(model)
+    assert not isinstance(model.forward, StaticFunction)
