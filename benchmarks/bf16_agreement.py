@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from shunted.engine.evaluate import run_evaluation
     from shunted.fileio import write_json_atomic
 
+    default_margin = backends.BF16_RECHECK_MARGIN
     if args.recheck_margin is not None:
         backends.BF16_RECHECK_MARGIN = args.recheck_margin
     results, logits, rechecked = {}, {}, {}
@@ -89,6 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         "bf16_recheck_margin": backends.BF16_RECHECK_MARGIN,
         "rechecked_in_fp32": rechecked,
     }
+    if backends.BF16_RECHECK_MARGIN == 0:
+        # Plain bf16 against fp32: what the fp32 recheck would give at a few margins, from the same two logit sets
+        # (rows below the margin take their fp32 logits).
+        summary["recheck_margins"] = {}
+        for margin in (0.05, 0.1, default_margin):
+            rows = backends.uncertain_rows(b, margin)
+            mixed = b.copy()
+            mixed[rows] = a[rows]
+            summary["recheck_margins"][str(margin)] = {
+                "rechecked": rows.size / len(b),
+                "top1_agreement": float((a.argmax(1) == mixed.argmax(1)).mean()),
+            }
     print(json.dumps(summary, indent=2))
     if args.json:
         write_json_atomic(args.json, summary)

@@ -8,12 +8,14 @@ page faults than in arithmetic. Raising glibc's mmap and trim thresholds makes f
 the system, so the resident size stays near its peak.
 
 The ``shunted`` command line calls :func:`keep_freed_memory` at start-up; library users may call it themselves.
+``SHUNTED_KEEP_FREED_MEMORY=0`` in the environment turns it off (glibc's defaults stay).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 
 # mallopt parameters (glibc malloc.h) and the value for both: 1 GiB, above any single activation tensor.
@@ -29,6 +31,8 @@ def keep_freed_memory() -> bool:
     global _done
     if _done:
         return True
+    if os.environ.get("SHUNTED_KEEP_FREED_MEMORY") == "0":
+        return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:

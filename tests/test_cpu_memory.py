@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import ctypes, sys
 from shunted.cpu_memory import keep_freed_memory, memory_kept
 if sys.argv[1] == "keep":
     assert keep_freed_memory() and keep_freed_memory() and memory_kept()
+elif sys.argv[1] == "switched-off":
+    assert not keep_freed_memory() and not memory_kept()
 else:
     assert not memory_kept()
 libc = ctypes.CDLL("libc.so.6")
@@ -35,11 +38,21 @@ print(libc.mallinfo2().fordblks)
 """
 
 
-def _free_heap_bytes_after_a_64mib_block(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+def _free_heap_bytes_after_a_64mib_block(mode: str, **env: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
     return int(out.stdout.split()[-1])
 
 
 def test_freed_blocks_stay_in_the_heap_only_when_asked():
     assert _free_heap_bytes_after_a_64mib_block("keep") >= 64 << 20
     assert _free_heap_bytes_after_a_64mib_block("default") < 64 << 20
+
+
+def test_environment_switch_keeps_glibc_defaults():
+    assert _free_heap_bytes_after_a_64mib_block("switched-off", SHUNTED_KEEP_FREED_MEMORY="0") < 64 << 20

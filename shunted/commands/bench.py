@@ -50,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image folder: each round times a new batch of its images (mean per call, not median)",
     )
     parser.add_argument(
+        "--bf16-recheck-margin",
+        type=float,
+        default=None,
+        help="inference_bf16: recompute in fp32 the rows whose top-2 gap is below this many logit standard "
+        "deviations (default: the backend's 0.15; 0 = plain bf16)",
+    )
+    parser.add_argument(
         "--stock-torch-allocator",
         action="store_true",
         help="time PyTorch with glibc's default allocator settings instead of the ones shunted uses",
@@ -69,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
     if args.quick:
         args.repeats, args.warmup, args.pause = 2, 1, 0.0
+    if args.bf16_recheck_margin is not None:
+        from ..engine import backends as runtime
+
+        runtime.BF16_RECHECK_MARGIN = args.bf16_recheck_margin
     if args.weights is not None and len(args.models) != 1:
         raise ShuntedError(f"--weights {args.weights}: give the one model it holds with --models")
     backends, skipped = available_backends(args.backends)

@@ -232,7 +232,8 @@ def time_interleaved(
 
 
 def image_batches(data, model_name: str, img_size: int, batch_size: int, count: int) -> list[np.ndarray]:
-    """``count`` batches of real images from a dataset folder (official eval preprocessing), in file order."""
+    """``count`` batches of real images from a dataset folder (official eval preprocessing), evenly spaced over
+    the sorted file list (class-folder datasets are sorted by class: every class is represented)."""
     from ..data.datasets import list_samples
     from ..data.transforms import EvalTransform
     from ..errors import DataError
@@ -242,7 +243,8 @@ def image_batches(data, model_name: str, img_size: int, batch_size: int, count: 
     if len(paths) < batch_size * count:
         raise DataError(f"{data}: {len(paths)} images; the benchmark needs {batch_size * count}")
     transform = EvalTransform.from_config(get_pretrained_cfg(model_name), img_size=img_size)
-    images = np.stack([transform.load(p) for p in paths[: batch_size * count]])
+    picked = np.linspace(0, len(paths) - 1, batch_size * count).round().astype(int)
+    images = np.stack([transform.load(paths[i]) for i in picked])
     return list(images.reshape(count, batch_size, *images.shape[1:]))
 
 
@@ -343,7 +345,8 @@ def markdown_table(records: Sequence[dict]) -> str:
 # Issue 6 targets: img/s ratio to PyTorch eager at batch 8 (224 px, 2 threads on the reference machine).
 TARGETS = {"onnxruntime": 2.0, "inference_bf16": 2.0, "inference": 1.5, "dygraph": 0.7}
 TARGET_WHY = {
-    "dygraph": "Paddle's eager CPU kernels (elementwise add ~2 GB/s, per-channel NCHW bias add 3-4x slower, im2col conv)",
+    "dygraph": "Paddle's eager CPU kernels, 2-4x slower than PyTorch's: conv2d ~48 % of the time, depthwise conv and "
+    "matmul ~16 % each",
     "inference": "oneDNN fp32 convolutions (1x1 feed-forward and depthwise) are ~60 % of the time",
     "onnxruntime": "ORT Conv/MatMul are ~75 % of the time; no bf16 on CPU",
     "inference_bf16": "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)",
