@@ -13,6 +13,10 @@ import warnings
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from .mkl_dispatch import use_avx2_kernels_on_amd  # noqa: E402
+
+use_avx2_kernels_on_amd()  # before Paddle loads its MKL (see mkl_dispatch.py)
+
 __version__ = "0.1.0"
 
 from .models import create_model, get_pretrained_cfg, list_models  # noqa: E402

@@ -345,8 +345,8 @@ def markdown_table(records: Sequence[dict]) -> str:
 # Issue 6 targets: img/s ratio to PyTorch eager at batch 8 (224 px, 2 threads on the reference machine).
 TARGETS = {"onnxruntime": 2.0, "inference_bf16": 2.0, "inference": 1.5, "dygraph": 0.7}
 TARGET_WHY = {
-    "dygraph": "Paddle's eager CPU kernels, 2-4x slower than PyTorch's: conv2d ~48 % of the time, depthwise conv and "
-    "matmul ~16 % each",
+    "dygraph": "Paddle's eager CPU kernels: conv2d ~29 %, depthwise conv ~27 % (3x slower than PyTorch's), matmul "
+    "~15 % of the time",
     "inference": "oneDNN fp32 convolutions (1x1 feed-forward and depthwise) are ~60 % of the time",
     "onnxruntime": "ORT Conv/MatMul are ~75 % of the time; no bf16 on CPU",
     "inference_bf16": "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)",
