@@ -1,9 +1,9 @@
 """Let the MKL bundled with Paddle use its AVX2 kernels on AMD CPUs.
 
 Paddle 3.3's CPU wheel ships an old MKL (``libmklml_intel.so``) whose dispatcher gives non-Intel CPUs its generic
-code path: Paddle's matmul and GEMM-based convolutions (dygraph, training) ran 2.5–3× slower on this project's AMD
-EPYC machine than with ``MKL_DEBUG_CPU_TYPE=5``, the switch that old MKL releases read to use their AVX2 kernels
-regardless of vendor (measured in ``benchmarks/README.md``). The variable must be in the environment before MKL
+code path for Paddle's matmul and GEMM-based convolutions (dygraph, training). ``MKL_DEBUG_CPU_TYPE=5``, the switch
+that old MKL releases read, makes it use its AVX2 kernels regardless of vendor: dygraph shunted_t +54 % on this
+project's AMD EPYC machine (``benchmarks/README.md``). The variable must be in the environment before MKL
 starts, so ``shunted/__init__.py`` sets it before importing Paddle; only on AMD CPUs (on Intel it could only lower
 the code path) and only if the user has not set it. PyTorch's newer MKL ignores it.
 """
