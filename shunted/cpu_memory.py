@@ -2,8 +2,8 @@
 
 Paddle 3.3 allocates every CPU tensor with ``malloc``. glibc serves large requests with a fresh ``mmap`` and gives
 them back with ``munmap`` on free, so each new activation tensor is zero-filled by the kernel page by page while the
-op writes it: a ReLU over 25 MB took 12 ms instead of 1.5 ms (dygraph shunted_t: +24 % with this change). Raising glibc's mmap and trim thresholds makes freed blocks reusable (measured in
-``benchmarks/README.md``). The cost: memory freed by Paddle stays reserved by the process instead of going back to
+op writes it: a ReLU over 25 MB took 12 ms instead of 1.5 ms. Raising glibc's mmap and trim thresholds makes freed
+blocks reusable: dygraph shunted_t +24 % (``benchmarks/README.md``). The cost: memory freed by Paddle stays reserved by the process instead of going back to
 the system, so the resident size stays near its peak.
 
 The ``shunted`` command line calls :func:`keep_freed_memory` at start-up; library users may call it themselves.
