@@ -3,12 +3,12 @@
 The bf16 backend's cost depends on the data: it recomputes in fp32 the rows whose top-2 logits are nearly tied.
 Random weights (``shunted bench``'s default) make nearly every row a near-tie, and the only trained checkpoint
 shipped (the CIFAR-10 demo) was trained at 64 px. This script fine-tunes that demo checkpoint at 224 px on the
-CIFAR-10 train subset (upscaled like the evaluation pipeline does: shorter side 256, centre crop 224, plus a random
-horizontal flip) and saves an official-format checkpoint for ``shunted bench --weights ... --data ...``.
+CIFAR-10 train subset (its square images upscaled as the evaluation pipeline does: 256×256, centre crop 224, plus
+a random horizontal flip; an image that is not square would be squashed) and saves an official-format checkpoint for ``shunted bench --weights ... --data ...``.
 
 It trains the tests' PyTorch transcription of the model (``tests/reference/shunted_torch.py``, no dropout or
 stochastic depth; BatchNorm kept in eval mode) because PyTorch trains ~3× faster on this CPU; the result is an
-ordinary official-format ``.pth`` that ``shunted convert`` reads. About 10 minutes on 2 cores:
+ordinary official-format ``.pth`` that ``shunted convert`` reads. About 15 minutes on 2 cores:
 
     python benchmarks/finetune_cifar224.py --output /tmp/ckpt_T_cifar10_224.pth
 """
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     resize = int(args.img_size / registry.PretrainedConfig().crop_pct)
 
     def load(path: Path, flip: bool) -> np.ndarray:
+        # A square resize is the shorter-side resize of the evaluation pipeline for square (CIFAR) images.
         img = Image.open(path).convert("RGB").resize((resize, resize), Image.BICUBIC)
         top = (resize - args.img_size) // 2
         img = img.crop((top, top, top + args.img_size, top + args.img_size))

@@ -11,22 +11,22 @@ the code path) and only if the user has not set it. PyTorch's newer MKL ignores 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 VARIABLE = "MKL_DEBUG_CPU_TYPE"
 AVX2 = "5"
 
 
 def cpu_vendor(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
-    """The ``vendor_id`` of the first CPU in ``cpuinfo`` (Linux), or None."""
+    """The ``vendor_id`` of the first CPU in ``cpuinfo`` (Linux), or None. Reads only up to that line: this runs
+    at every import of the package, and ``/proc/cpuinfo`` has a block per core."""
     try:
-        text = Path(cpuinfo).read_text(errors="replace")
+        with open(cpuinfo, errors="replace") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
     except OSError:
         return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "vendor_id":
-            return value.strip()
     return None
 
 
