@@ -1,0 +1,35 @@
+"""The benchmark scripts behind benchmarks/README.md run end to end in their quick modes (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(repo_root, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, *args], cwd=repo_root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_bench_cpu_quick_writes_every_backend(repo_root, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "quick.json"
+    done = _run(repo_root, "benchmarks/bench_cpu.py", "--quick", "--output", str(out))
+    records = json.loads(out.read_text())
+    backends = {r["backend"] for r in records}
+    assert {"dygraph", "inference", "inference_bf16", "onnxruntime"} <= backends
+    assert all(r["img_per_s"] > 0 for r in records)
+    assert "| shunted_t | 1 |" in done.stdout  # the README table
+
+
+def test_train_step_quick_times_paddle(repo_root):
+    done = _run(repo_root, "benchmarks/train_step.py", "--quick", "--variants", "paddle")
+    assert "paddle" in done.stdout and "img/s" in done.stdout
