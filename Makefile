@@ -7,14 +7,14 @@ demo:
 	.venv/bin/shunted demo
 
 test:
-	@scripts/venv.sh test,onnx
+	@scripts/venv.sh test,onnx,openvino
 	.venv/bin/ruff check shunted tests benchmarks tools hubconf.py
 	.venv/bin/ruff format --check shunted tests benchmarks tools hubconf.py
 	.venv/bin/python -m pytest -q
 
 # The full CIFAR-10 check (10,000 images against the official result and the PyTorch reference); CI runs it too.
 test-slow:
-	@scripts/venv.sh test,onnx
+	@scripts/venv.sh test,onnx,openvino
 	.venv/bin/python -m pytest -q -m slow
 
 format:

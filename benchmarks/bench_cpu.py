@@ -4,7 +4,7 @@ Runs ``shunted bench`` with the README's settings, writes ``benchmarks/results/c
 prints the Markdown table (``tools/bench_table.py`` rebuilds it from the JSON). Takes ~15 minutes on 2 cores;
 ``--quick`` is the CI smoke run (T only, tiny input, 2 repeats).
 
-    python benchmarks/bench_cpu.py [--threads 2] [--torch-compile] [--quick]
+    python benchmarks/bench_cpu.py [--threads 2] [--torch-compile] [--bf16-recheck-margin 0] [--quick]
 """
 
 from __future__ import annotations
@@ -25,13 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--torch-compile", action="store_true", help="also time torch.compile (slow to compile)"
     )
+    parser.add_argument(
+        "--bf16-recheck-margin",
+        type=float,
+        default=None,
+        help="passed to shunted bench (0 = plain bf16: with fresh weights most rows are near-ties)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
 
     from shunted.cli import main as shunted
 
-    backends = ["dygraph", "inference", "inference_bf16", "onnxruntime", "torch"]
+    backends = ["dygraph", "inference", "inference_bf16", "onnxruntime", "openvino", "openvino_bf16", "torch"]
     if args.torch_compile:
         backends.append("torch_compile")
     if args.quick:
@@ -43,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         args.output or HERE / "results" / f"cpu_{args.threads}threads{'_quick' if args.quick else ''}.json"
     )
     cmd += ["--threads", str(args.threads), "--backends", *backends, "--json", str(output), "--markdown"]
+    if args.bf16_recheck_margin is not None:
+        cmd += ["--bf16-recheck-margin", str(args.bf16_recheck_margin)]
     return shunted(cmd)
 
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         # Plain bf16 against fp32: what the fp32 recheck would give at a few margins, from the same two logit sets
         # (rows below the margin take their fp32 logits).
         summary["recheck_margins"] = {}
-        for margin in (0.05, 0.1, default_margin):
+        for margin in sorted({0.05, 0.1, 0.15, default_margin}):
             rows = backends.uncertain_rows(b, margin)
             mixed = b.copy()
             mixed[rows] = a[rows]

@@ -21,11 +21,12 @@ def _run(repo_root, *args: str) -> subprocess.CompletedProcess:
 
 def test_bench_cpu_quick_writes_every_backend(repo_root, tmp_path):
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
     out = tmp_path / "quick.json"
     done = _run(repo_root, "benchmarks/bench_cpu.py", "--quick", "--output", str(out))
     records = json.loads(out.read_text())
     backends = {r["backend"] for r in records}
-    assert {"dygraph", "inference", "inference_bf16", "onnxruntime"} <= backends
+    assert {"dygraph", "inference", "inference_bf16", "onnxruntime", "openvino", "openvino_bf16"} <= backends
     assert all(r["img_per_s"] > 0 for r in records)
     assert "| shunted_t | 1 |" in done.stdout  # the README table
 

@@ -6,7 +6,8 @@ tests' transcription of the official code, present when torch is importable). Pa
 layers and of the attention products) are printed next to the paper's figures.
 
 Backends: dygraph, inference (Paddle Inference + oneDNN, fp32), inference_bf16 (oneDNN bfloat16), onnxruntime,
-torch, torch_compile (opt-in: compiles for about a minute per model).
+openvino, openvino_bf16 (OpenVINO on the ONNX export, fp32 / bfloat16), torch, torch_compile (opt-in: compiles
+for about a minute per model).
 
 Example:
     shunted bench --models shunted_t shunted_s --batch-sizes 1 8 --threads 2 --json bench.json
@@ -53,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bf16-recheck-margin",
         type=float,
         default=None,
-        help="inference_bf16: recompute in fp32 the rows whose top-2 gap is below this many logit standard "
-        "deviations (default: the backend's 0.15; 0 = plain bf16)",
+        help="*_bf16 backends: recompute in fp32 the rows whose top-2 gap is below this many logit standard "
+        "deviations (default: the backends' 0.05; 0 = plain bf16)",
     )
     parser.add_argument(
         "--stock-torch-allocator",

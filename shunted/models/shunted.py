@@ -25,14 +25,18 @@ EMBED_NORM_EPS = 1e-5
 TOTAL_STRIDE = STRIDES[-1]
 
 
+# Both conversions reshape on the token side and transpose through the channels-last view (B, H, W, C): the
+# same values as flattening/transposing the (B, C, H·W) view, but on CPU backends the 4-D permutation matches the
+# channels-last memory the convs work in. Exported shunted_t, batch 8: Paddle Inference bf16 and ONNX Runtime
+# ~6–10 % faster, dygraph ~6 % (benchmarks/README.md).
 def tokens_to_image(x: paddle.Tensor, channels: int, height: int, width: int) -> paddle.Tensor:
     """(B, H·W, C) → (B, C, H, W)."""
-    return x.transpose([0, 2, 1]).reshape([0, channels, height, width])
+    return x.reshape([0, height, width, channels]).transpose([0, 3, 1, 2])
 
 
 def image_to_tokens(x: paddle.Tensor) -> paddle.Tensor:
     """(B, C, H, W) → (B, H·W, C)."""
-    return x.flatten(2).transpose([0, 2, 1])
+    return x.transpose([0, 2, 3, 1]).reshape([0, -1, x.shape[1]])
 
 
 class DropPath(nn.Layer):

@@ -40,6 +40,29 @@ def test_onnxruntime_backend_matches_dygraph(model_t, batch, relative_error):
     assert relative_error(got, expected) <= 1e-5
 
 
+def test_openvino_backend_matches_dygraph_for_any_batch_size(demo_checkpoint, cifar_batch, relative_error):
+    """Batches of at least ``threads`` images are split over single-thread streams (here 5 → 3 + 2, 2 → 1 + 1);
+    a single image runs whole; the parts come back in order."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("paddle2onnx")
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    images = np.concatenate([cifar_batch, cifar_batch[::-1][:2]])
+    (expected,) = dygraph_outputs(model, images)
+    predict = make_predictor("openvino", model, threads=2, img_size=64)
+    for n in (5, 2, 1):
+        assert relative_error(predict(images[:n]), expected[:n]) <= 1e-5
+
+
+def test_openvino_backend_returns_every_stage_map(cifar_batch, relative_error):
+    pytest.importorskip("openvino")
+    pytest.importorskip("paddle2onnx")
+    model = create_model("shunted_t", features_only=True)
+    expected = dygraph_outputs(model, cifar_batch)
+    got = make_predictor("openvino", model, threads=2, img_size=64)(cifar_batch)
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    assert max(relative_error(g, e) for g, e in zip(got, expected, strict=True)) <= 1e-5
+
+
 def test_dygraph_backend_is_the_model(model_t, batch, relative_error):
     (expected,) = dygraph_outputs(model_t, batch)
     got = make_predictor("dygraph", model_t, threads=2)(batch)
@@ -112,9 +135,13 @@ def _cpu_has_bf16() -> bool:
 @pytest.mark.skipif(
     not _cpu_has_bf16(), reason="the CPU has no AVX-512 BF16 / AMX (oneDNN would not use bf16)"
 )
-def test_bf16_backend_is_really_bfloat16_and_close(demo_checkpoint, cifar_batch, relative_error):
-    fp32, _ = checkpoint_predictor("inference", "shunted_t", demo_checkpoint, img_size=64, threads=2)
-    bf16, _ = checkpoint_predictor("inference_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+@pytest.mark.parametrize("runtime", ["inference", "openvino"])
+def test_bf16_backend_is_really_bfloat16_and_close(demo_checkpoint, cifar_batch, relative_error, runtime):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+        pytest.importorskip("paddle2onnx")
+    fp32, _ = checkpoint_predictor(runtime, "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    bf16, _ = checkpoint_predictor(f"{runtime}_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
     expected, got = fp32(cifar_batch), bf16(cifar_batch)
     err = relative_error(got, expected)
     assert 1e-4 < err < 5e-2  # bfloat16 keeps 8 mantissa bits: visibly different from fp32, but close
@@ -130,9 +157,15 @@ def test_uncertain_rows_are_the_near_ties():
 @pytest.mark.skipif(
     not _cpu_has_bf16(), reason="the CPU has no AVX-512 BF16 / AMX (oneDNN would not use bf16)"
 )
-def test_bf16_recheck_replaces_near_ties_by_fp32(demo_checkpoint, cifar_batch, relative_error, monkeypatch):
-    fp32, _ = checkpoint_predictor("inference", "shunted_t", demo_checkpoint, img_size=64, threads=2)
-    bf16, _ = checkpoint_predictor("inference_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+@pytest.mark.parametrize("runtime", ["inference", "openvino"])
+def test_bf16_recheck_replaces_near_ties_by_fp32(
+    demo_checkpoint, cifar_batch, relative_error, monkeypatch, runtime
+):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+        pytest.importorskip("paddle2onnx")
+    fp32, _ = checkpoint_predictor(runtime, "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    bf16, _ = checkpoint_predictor(f"{runtime}_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
     expected = fp32(cifar_batch)
     monkeypatch.setattr(backends, "BF16_RECHECK_MARGIN", 1e9)  # every row is a "near tie"
     assert relative_error(bf16(cifar_batch), expected) <= 1e-5
