@@ -20,8 +20,11 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import tempfile
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -194,6 +197,31 @@ def onnxruntime_predictor(export_dir: str | os.PathLike, threads: int) -> Predic
     return predict
 
 
+class _OpenVINOModels:
+    """The OpenVINO objects of one runner; released at interpreter exit (see :func:`_release_openvino`)."""
+
+    live: weakref.WeakSet = weakref.WeakSet()
+
+    def __init__(self, core, model, whole):
+        self.core, self.model, self.whole = core, model, whole
+        self.compiled: dict[tuple[int, int], list] = {}  # (part size, parts of that size) → infer requests
+        if not _OpenVINOModels.live:
+            atexit.register(_release_openvino)
+        _OpenVINOModels.live.add(self)
+
+    def close(self) -> None:
+        self.compiled.clear()
+        self.core = self.model = self.whole = None
+
+
+def _release_openvino() -> None:
+    """Drop every OpenVINO model before the interpreter tears modules down: left to the final garbage collection,
+    after Paddle's own exit handlers, they crash the process (SIGSEGV) once the tests are done."""
+    for models in list(_OpenVINOModels.live):
+        models.close()
+    gc.collect()
+
+
 def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predictor, int]:
     """(predict, number of outputs) of OpenVINO's CPU plugin on an ONNX file at ``precision`` ("f32"/"bf16").
 
@@ -209,28 +237,6 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
     model = core.read_model(str(path))
     input_name = model.inputs[0].get_any_name()
     n_outputs = len(model.outputs)
-    compiled: dict[tuple[int, int], list] = {}  # (part size, parts of that size) → infer requests
-
-    def requests(size: int, count: int) -> list:
-        """``count`` infer requests of a model compiled for ``size`` images, ``count`` single-thread streams."""
-        key = (size, count)
-        if key not in compiled:
-            if len(compiled) >= 8:  # many distinct batch sizes (predict on folders): keep memory bounded
-                compiled.clear()
-            static = model.clone()
-            shape = static.inputs[0].get_partial_shape()
-            shape[0] = size
-            static.reshape({input_name: shape})
-            config = {
-                "INFERENCE_PRECISION_HINT": precision,
-                "NUM_STREAMS": count,
-                "INFERENCE_NUM_THREADS": count,
-                "PERFORMANCE_HINT": "THROUGHPUT",
-            }
-            network = core.compile_model(static, "CPU", config)
-            compiled[key] = [network.create_infer_request() for _ in range(count)]
-        return compiled[key]
-
     whole = core.compile_model(
         model,
         "CPU",
@@ -241,6 +247,29 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
             "PERFORMANCE_HINT": "LATENCY",
         },
     ).create_infer_request()
+    state = _OpenVINOModels(core, model, whole)
+
+    def requests(size: int, count: int) -> list:
+        """``count`` infer requests of a model compiled for ``size`` images, ``count`` single-thread streams."""
+        key = (size, count)
+        if key not in state.compiled:
+            if (
+                len(state.compiled) >= 8
+            ):  # many distinct batch sizes (predict on folders): keep memory bounded
+                state.compiled.clear()
+            static = state.model.clone()
+            shape = static.inputs[0].get_partial_shape()
+            shape[0] = size
+            static.reshape({input_name: shape})
+            config = {
+                "INFERENCE_PRECISION_HINT": precision,
+                "NUM_STREAMS": count,
+                "INFERENCE_NUM_THREADS": count,
+                "PERFORMANCE_HINT": "THROUGHPUT",
+            }
+            network = state.core.compile_model(static, "CPU", config)
+            state.compiled[key] = [network.create_infer_request() for _ in range(count)]
+        return state.compiled[key]
 
     def outputs(req) -> list[np.ndarray]:
         return [req.get_output_tensor(i).data.copy() for i in range(n_outputs)]
@@ -248,8 +277,8 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
     def predict(x: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if threads < 2 or len(x) < threads:
-            whole.infer({0: x})
-            result = outputs(whole)
+            state.whole.infer({0: x})
+            result = outputs(state.whole)
         else:
             parts = np.array_split(x, threads)
             free = {len(p): list(requests(len(p), sum(len(q) == len(p) for q in parts))) for p in parts}
@@ -264,6 +293,7 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
             result = [np.concatenate([d[i] for d in done]) for i in range(n_outputs)]
         return result[0] if n_outputs == 1 else result
 
+    predict.openvino = state  # keeps the models alive as long as the predictor
     return predict, n_outputs
 
 

@@ -18,6 +18,10 @@ from shunted.engine.export import dygraph_outputs, load_batch
 from shunted.errors import ShuntedError
 from shunted.models import create_model
 
+# Runtimes with an fp32 and a ``_bf16`` backend. OpenVINO's are checked by tests/engine/openvino_cases.py, in a
+# process of their own (tests/engine/test_openvino.py), with the same functions.
+RUNTIMES = ["inference"]
+
 
 @pytest.fixture(scope="module")
 def batch(shared_dir, model_t):
@@ -38,29 +42,6 @@ def test_onnxruntime_backend_matches_dygraph(model_t, batch, relative_error):
     (expected,) = dygraph_outputs(model_t, batch)
     got = make_predictor("onnxruntime", model_t, threads=2)(batch)
     assert relative_error(got, expected) <= 1e-5
-
-
-def test_openvino_backend_matches_dygraph_for_any_batch_size(demo_checkpoint, cifar_batch, relative_error):
-    """Batches of at least ``threads`` images are split over single-thread streams (here 5 → 3 + 2, 2 → 1 + 1);
-    a single image runs whole; the parts come back in order."""
-    pytest.importorskip("openvino")
-    pytest.importorskip("paddle2onnx")
-    model = create_model("shunted_t", pretrained=demo_checkpoint)
-    images = np.concatenate([cifar_batch, cifar_batch[::-1][:2]])
-    (expected,) = dygraph_outputs(model, images)
-    predict = make_predictor("openvino", model, threads=2, img_size=64)
-    for n in (5, 2, 1):
-        assert relative_error(predict(images[:n]), expected[:n]) <= 1e-5
-
-
-def test_openvino_backend_returns_every_stage_map(cifar_batch, relative_error):
-    pytest.importorskip("openvino")
-    pytest.importorskip("paddle2onnx")
-    model = create_model("shunted_t", features_only=True)
-    expected = dygraph_outputs(model, cifar_batch)
-    got = make_predictor("openvino", model, threads=2, img_size=64)(cifar_batch)
-    assert [g.shape for g in got] == [e.shape for e in expected]
-    assert max(relative_error(g, e) for g, e in zip(got, expected, strict=True)) <= 1e-5
 
 
 def test_dygraph_backend_is_the_model(model_t, batch, relative_error):
@@ -89,27 +70,6 @@ def test_unknown_backend_and_missing_export_are_clear_errors(tmp_path, model_t):
         make_predictor("dygraph", tmp_path)
 
 
-@pytest.fixture(scope="module")
-def demo_checkpoint(shared_dir):
-    import shunted.convert
-
-    if not hasattr(shunted.convert, "read_weights"):
-        pytest.skip("shunted.convert.read_weights is not available yet")
-    return shared_dir / "demo" / "ckpt_T_cifar10_fp16.pth"
-
-
-@pytest.fixture(scope="module")
-def cifar_batch(shared_dir):
-    from shunted.data.transforms import EvalTransform
-    from shunted.models import get_pretrained_cfg
-
-    transform = EvalTransform.from_config(get_pretrained_cfg("shunted_t"), img_size=64)
-    files = [
-        sorted((shared_dir / "data" / "cifar10" / "test" / c).glob("*"))[0] for c in ("cat", "ship", "frog")
-    ]
-    return np.stack([transform.load(f) for f in files])
-
-
 def test_checkpoint_on_inference_backend_matches_dygraph(demo_checkpoint, cifar_batch, relative_error):
     """What ``shunted eval/predict --backend inference`` runs: the checkpoint's model exported at the eval size."""
     predict, num_classes = checkpoint_predictor(
@@ -135,11 +95,8 @@ def _cpu_has_bf16() -> bool:
 @pytest.mark.skipif(
     not _cpu_has_bf16(), reason="the CPU has no AVX-512 BF16 / AMX (oneDNN would not use bf16)"
 )
-@pytest.mark.parametrize("runtime", ["inference", "openvino"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_bf16_backend_is_really_bfloat16_and_close(demo_checkpoint, cifar_batch, relative_error, runtime):
-    if runtime == "openvino":
-        pytest.importorskip("openvino")
-        pytest.importorskip("paddle2onnx")
     fp32, _ = checkpoint_predictor(runtime, "shunted_t", demo_checkpoint, img_size=64, threads=2)
     bf16, _ = checkpoint_predictor(f"{runtime}_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
     expected, got = fp32(cifar_batch), bf16(cifar_batch)
@@ -157,13 +114,10 @@ def test_uncertain_rows_are_the_near_ties():
 @pytest.mark.skipif(
     not _cpu_has_bf16(), reason="the CPU has no AVX-512 BF16 / AMX (oneDNN would not use bf16)"
 )
-@pytest.mark.parametrize("runtime", ["inference", "openvino"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_bf16_recheck_replaces_near_ties_by_fp32(
     demo_checkpoint, cifar_batch, relative_error, monkeypatch, runtime
 ):
-    if runtime == "openvino":
-        pytest.importorskip("openvino")
-        pytest.importorskip("paddle2onnx")
     fp32, _ = checkpoint_predictor(runtime, "shunted_t", demo_checkpoint, img_size=64, threads=2)
     bf16, _ = checkpoint_predictor(f"{runtime}_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
     expected = fp32(cifar_batch)

@@ -1,0 +1,23 @@
+"""The OpenVINO backends, checked in a process of their own (see tests/engine/openvino_cases.py for why)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_openvino_backends_in_their_own_process(repo_root):
+    pytest.importorskip("openvino")
+    pytest.importorskip("paddle2onnx")
+    cases = repo_root / "tests" / "engine" / "openvino_cases.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(cases)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
