@@ -215,8 +215,9 @@ class _OpenVINOModels:
 
 
 def _release_openvino() -> None:
-    """Drop every OpenVINO model before the interpreter tears modules down: left to the final garbage collection,
-    after Paddle's own exit handlers, they crash the process (SIGSEGV) once the tests are done."""
+    """Drop every OpenVINO model while the interpreter is still whole, instead of leaving them to the final garbage
+    collection after Paddle's own exit handlers (a precaution: one test-suite process that had used OpenVINO next to
+    Paddle's fork-based DataLoader died with SIGSEGV at exit; the CLI commands exit cleanly)."""
     for models in list(_OpenVINOModels.live):
         models.close()
     gc.collect()
