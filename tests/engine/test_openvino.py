@@ -20,4 +20,7 @@ def test_openvino_backends_in_their_own_process(repo_root):
         timeout=900,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout
+    summary = done.stdout.strip().splitlines()[-1]
+    if " passed" not in summary:  # e.g. ../shared absent: the cases skip with their reason
+        pytest.skip(f"every OpenVINO case skipped ({summary}); reasons: {done.stdout[-600:]}")
+    assert "failed" not in summary
