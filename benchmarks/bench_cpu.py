@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shunted.cli import main as shunted
+    from shunted.engine.bench import DEFAULT_BACKENDS
 
-    backends = ["dygraph", "inference", "inference_bf16", "onnxruntime", "openvino", "openvino_bf16", "torch"]
+    backends = list(DEFAULT_BACKENDS)
     if args.torch_compile:
         backends.append("torch_compile")
     if args.quick:

@@ -20,11 +20,9 @@
 
 from __future__ import annotations
 
-import atexit
-import gc
 import os
 import tempfile
-import weakref
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,32 +195,6 @@ def onnxruntime_predictor(export_dir: str | os.PathLike, threads: int) -> Predic
     return predict
 
 
-class _OpenVINOModels:
-    """The OpenVINO objects of one runner; released at interpreter exit (see :func:`_release_openvino`)."""
-
-    live: weakref.WeakSet = weakref.WeakSet()
-
-    def __init__(self, core, model, whole):
-        self.core, self.model, self.whole = core, model, whole
-        self.compiled: dict[tuple[int, int], list] = {}  # (part size, parts of that size) → infer requests
-        if not _OpenVINOModels.live:
-            atexit.register(_release_openvino)
-        _OpenVINOModels.live.add(self)
-
-    def close(self) -> None:
-        self.compiled.clear()
-        self.core = self.model = self.whole = None
-
-
-def _release_openvino() -> None:
-    """Drop every OpenVINO model while the interpreter is still whole, instead of leaving them to the final garbage
-    collection after Paddle's own exit handlers (a precaution: one test-suite process that had used OpenVINO next to
-    Paddle's fork-based DataLoader died with SIGSEGV at exit; the CLI commands exit cleanly)."""
-    for models in list(_OpenVINOModels.live):
-        models.close()
-    gc.collect()
-
-
 def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predictor, int]:
     """(predict, number of outputs) of OpenVINO's CPU plugin on an ONNX file at ``precision`` ("f32"/"bf16").
 
@@ -248,17 +220,16 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
             "PERFORMANCE_HINT": "LATENCY",
         },
     ).create_infer_request()
-    state = _OpenVINOModels(core, model, whole)
+    compiled: dict[tuple[int, int], list] = {}  # (part size, parts of that size) → infer requests
 
     def requests(size: int, count: int) -> list:
         """``count`` infer requests of a model compiled for ``size`` images, ``count`` single-thread streams."""
         key = (size, count)
-        if key not in state.compiled:
-            if (
-                len(state.compiled) >= 8
-            ):  # many distinct batch sizes (predict on folders): keep memory bounded
-                state.compiled.clear()
-            static = state.model.clone()
+        if key not in compiled:
+            # Many distinct batch sizes (predict on folders): keep memory bounded.
+            if len(compiled) >= 8:
+                compiled.clear()
+            static = model.clone()
             shape = static.inputs[0].get_partial_shape()
             shape[0] = size
             static.reshape({input_name: shape})
@@ -268,9 +239,9 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
                 "INFERENCE_NUM_THREADS": count,
                 "PERFORMANCE_HINT": "THROUGHPUT",
             }
-            network = state.core.compile_model(static, "CPU", config)
-            state.compiled[key] = [network.create_infer_request() for _ in range(count)]
-        return state.compiled[key]
+            network = core.compile_model(static, "CPU", config)
+            compiled[key] = [network.create_infer_request() for _ in range(count)]
+        return compiled[key]
 
     def outputs(req) -> list[np.ndarray]:
         return [req.get_output_tensor(i).data.copy() for i in range(n_outputs)]
@@ -278,11 +249,11 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
     def predict(x: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if threads < 2 or len(x) < threads:
-            state.whole.infer({0: x})
-            result = outputs(state.whole)
+            whole.infer({0: x})
+            result = outputs(whole)
         else:
             parts = np.array_split(x, threads)
-            free = {len(p): list(requests(len(p), sum(len(q) == len(p) for q in parts))) for p in parts}
+            free = {size: list(requests(size, count)) for size, count in Counter(map(len, parts)).items()}
             running = []
             for part in parts:
                 req = free[len(part)].pop()
@@ -294,7 +265,6 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
             result = [np.concatenate([d[i] for d in done]) for i in range(n_outputs)]
         return result[0] if n_outputs == 1 else result
 
-    predict.openvino = state  # keeps the models alive as long as the predictor
     return predict, n_outputs
 
 

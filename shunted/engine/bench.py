@@ -363,14 +363,15 @@ TARGETS = {
     "inference": 1.5,
     "dygraph": 0.7,
 }
+BF16_COUNTS_IF = "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)"
 TARGET_WHY = {
     "dygraph": "Paddle's eager CPU kernels: conv2d ~29 %, depthwise conv ~27 % (3x slower than PyTorch's), matmul "
     "~15 % of the time",
     "inference": "oneDNN fp32 convolutions (1x1 feed-forward and depthwise) are ~60 % of the time",
     "onnxruntime": "ORT Conv/MatMul are ~75 % of the time; no bf16 on CPU",
-    "inference_bf16": "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)",
+    "inference_bf16": BF16_COUNTS_IF,
     "openvino": "fp32 Conv/MatMul near the fp32 limit of the cores; the bf16 paths are the fast ones",
-    "openvino_bf16": "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)",
+    "openvino_bf16": BF16_COUNTS_IF,
 }
 
 

@@ -27,8 +27,8 @@ TOTAL_STRIDE = STRIDES[-1]
 
 # Both conversions reshape on the token side and transpose through the channels-last view (B, H, W, C): the
 # same values as flattening/transposing the (B, C, H·W) view, but on CPU backends the 4-D permutation matches the
-# channels-last memory the convs work in. Exported shunted_t, batch 8: Paddle Inference bf16 and ONNX Runtime
-# ~6–10 % faster, dygraph ~6 % (benchmarks/README.md).
+# channels-last memory the convs work in. Exported shunted_t, batch 8: Paddle Inference bf16 +7 %, ONNX Runtime
+# +11 %, dygraph +7 % (benchmarks/README.md).
 def tokens_to_image(x: paddle.Tensor, channels: int, height: int, width: int) -> paddle.Tensor:
     """(B, H·W, C) → (B, C, H, W)."""
     return x.reshape([0, height, width, channels]).transpose([0, 3, 1, 2])
