@@ -5,8 +5,11 @@
   shunted convert shunted_t.pdparams ckpt_T.pth        Paddle → official layout {'model': state_dict}
 
 The .pth is read by an allow-list unpickler: a file naming any other global (os.system, eval, …) is refused and
-nothing in it runs. The variant and class count are detected from the keys and shapes and every key is checked
-strictly. DST (and its DST.json sidecar) is written atomically; SRC is never modified.
+nothing in it runs; memory stays bounded by the file's size (sizes the file declares are checked against what it
+holds before anything is allocated). The variant and class count are detected from the keys and shapes and every
+key, shape and dtype is checked strictly before tensor data is read. SRC must be a regular file (not a device or
+pipe) and is never modified. DST and its DST.json sidecar are written to temporaries and renamed into place, the
+sidecar first, so DST is never replaced without its sidecar (which records DST's size and sha256).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import pickle
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointFormatError, WeightsError
-from ..fileio import atomic_path, sha256_file, write_json_atomic
+from ..fileio import atomic_path, sha256_file
 from . import safetensors_io
 from .detect import Detected, detect
-from .mapping import TORCH_TO_PADDLE_BUFFERS, paddle_to_torch, strip_key, torch_item_to_paddle
-from .safe_pickle import NumpyArray, TensorRef, safe_loads
+from .mapping import (
+    TORCH_TO_PADDLE_BUFFERS,
+    paddle_to_torch,
+    strip_key,
+    torch_item_to_paddle,
+    torch_shape_to_paddle,
+)
+from .safe_pickle import NumpyArray, TensorRef, safe_loads, short_repr
+from .safetensors_io import SafetensorRef, SafetensorsFile
 from .torch_pickle import PthFile
 from .torch_writer import write_checkpoint
 
@@ -42,6 +49,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_OUT_SUFFIXES = (".pth", ".pt")
 PADDLE_STRUCTURE_KEY = "StructuredToParameterName@@"
 TORCH_BUFFER_NAMES = (*TORCH_TO_PADDLE_BUFFERS, "num_batches_tracked")
+MAX_KEY = 300  # characters of a state-dict key (real ones are under 100; error messages quote them)
 
 
 @dataclass
@@ -60,14 +68,27 @@ class LoadedWeights:
 
 
 def _check_readable(path: Path) -> None:
+    """A regular file: devices, pipes and sockets (``/dev/zero``, ``/dev/stdin`` on a terminal) are refused."""
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a checkpoint file", str(path))
+    if not path.is_file():
+        raise CheckpointFormatError(
+            f"{path}: not a regular file (a device, pipe or socket); give the path of a checkpoint file"
+        )
 
 
 def _is_tensor(value: Any) -> bool:
-    return isinstance(value, TensorRef | NumpyArray | np.ndarray)
+    return isinstance(value, TensorRef | NumpyArray | np.ndarray | SafetensorRef)
+
+
+def _entries(root: Mapping) -> str:
+    keys = list(root)
+    shown = ", ".join(
+        short_repr(k, 40) if not isinstance(k, str) else short_repr(k, 40).strip("'") for k in keys[:12]
+    )
+    return (shown + (f", … ({len(keys) - 12} more)" if len(keys) > 12 else "")) or "none"
 
 
 def _unwrap(root: Any, key: str | None, source: Path) -> tuple[Mapping[str, Any], str | None]:
@@ -77,7 +98,7 @@ def _unwrap(root: Any, key: str | None, source: Path) -> tuple[Mapping[str, Any]
     if key is not None:
         if key not in root:
             raise CheckpointFormatError(
-                f"{source}: has no entry {key!r} (--key); its entries: {', '.join(map(str, list(root)[:12]))}"
+                f"{source}: has no entry {short_repr(key)} (--key); its entries: {_entries(root)}"
             )
         state, used = root[key], key
     elif root and all(_is_tensor(v) for k, v in root.items() if k != PADDLE_STRUCTURE_KEY):
@@ -85,18 +106,20 @@ def _unwrap(root: Any, key: str | None, source: Path) -> tuple[Mapping[str, Any]
     else:
         used = next((k for k in STATE_KEYS if isinstance(root.get(k), dict)), None)
         if used is None:
-            entries = ", ".join(map(str, list(root)[:12])) or "none"
             raise CheckpointFormatError(
-                f"{source}: no state dict found (looked for {', '.join(STATE_KEYS)}); its entries: {entries}"
+                f"{source}: no state dict found (looked for {', '.join(STATE_KEYS)}); its entries: {_entries(root)}"
             )
         state = root[used]
     if not isinstance(state, dict):
         raise CheckpointFormatError(f"{source}: entry {used!r} is a {type(state).__name__}, not a state dict")
     state = {k: v for k, v in state.items() if k != PADDLE_STRUCTURE_KEY}
-    bad = [str(k) for k, v in state.items() if not isinstance(k, str) or not _is_tensor(v)]
+    long = [short_repr(k, 60) for k in state if isinstance(k, str) and len(k) > MAX_KEY]
+    if long:
+        raise CheckpointFormatError(f"{source}: keys longer than {MAX_KEY} characters: {', '.join(long[:3])}")
+    bad = [short_repr(k, 60) for k, v in state.items() if not isinstance(k, str) or not _is_tensor(v)]
     if bad:
         raise CheckpointFormatError(
-            f"{source}: entry {used or '(top level)'!r} is not a state dict: {', '.join(bad[:5])} "
+            f"{source}: entry {short_repr(used or '(top level)')} is not a state dict: {', '.join(bad[:5])} "
             "are not tensors; choose the weights with --key"
         )
     if not state:
@@ -113,35 +136,71 @@ def _is_torch_layout(keys: list[str], default: bool) -> bool:
     return default
 
 
-def _open_source(path: Path) -> tuple[str, Any, PthFile | None]:
-    """(format, root object, open PthFile or None) for a checkpoint file."""
+class _Source:
+    """An open checkpoint: its root object and a reader of one tensor's values (read only when asked)."""
+
+    def __init__(self, fmt: str, root: Any, pth: PthFile | None = None, st: SafetensorsFile | None = None):
+        self.format, self.root, self._pth, self._st = fmt, root, pth, st
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def array(self, value: Any) -> np.ndarray:
+        if isinstance(value, TensorRef):
+            return self._pth.array(value)
+        if isinstance(value, SafetensorRef):
+            cached = self._arrays.get(id(value))
+            if cached is None:
+                cached = self._arrays[id(value)] = self._st.array(value)
+            return cached
+        if isinstance(value, NumpyArray):
+            value = value.__dict__.get("array")
+            if value is None:
+                raise CheckpointFormatError("numpy array without data")
+        return value
+
+    def close(self) -> None:
+        self._arrays.clear()
+        if self._pth is not None:
+            self._pth.close()
+        if self._st is not None:
+            self._st.close()
+
+
+def _open_source(path: Path) -> _Source:
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        state, _metadata = safetensors_io.read(path)
-        return "safetensors", state, None
+        st = SafetensorsFile(path)
+        return _Source("safetensors", dict(st.tensors), st=st)
     if suffix in PADDLE_SUFFIXES:
         with open(path, "rb") as fh:
             if not fh.read(1):
                 raise CheckpointFormatError(f"{path}: empty file")
             fh.seek(0)
-            return "pdparams", safe_loads(fh, path), None
+            return _Source("pdparams", safe_loads(fh, path))
     pth = PthFile(path)
-    return f"pth-{pth.format}", pth.root, pth
+    return _Source(f"pth-{pth.format}", pth.root, pth=pth)
 
 
-def _arrays(state: Mapping[str, Any], pth: PthFile | None) -> Iterator[tuple[str, np.ndarray, str]]:
-    """(key, array, source dtype name) for each entry, reading lazily from ``pth``."""
-    if pth is not None:
-        refs = {k: v for k, v in state.items() if isinstance(v, TensorRef)}
-        for key, array in pth.arrays(refs):
-            yield key, array, refs[key].dtype
-    for key, value in state.items():
-        if isinstance(value, NumpyArray):
-            value = value.__dict__.get("array")
-            if value is None:
-                raise CheckpointFormatError(f"{key}: numpy array without data")
-        if isinstance(value, np.ndarray):
-            yield key, value, value.dtype.name
+def _dtype_name(value: Any) -> str:
+    if isinstance(value, TensorRef | SafetensorRef):
+        return value.dtype
+    if isinstance(value, NumpyArray):
+        value = value.__dict__.get("array")
+    return np.asarray(value).dtype.name if value is not None else "none"
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, TensorRef | SafetensorRef | NumpyArray):
+        return tuple(value.shape)
+    return tuple(np.shape(value))
+
+
+def _stand_in(shape: tuple[int, ...]) -> np.ndarray:
+    """A zero-memory float32 array of ``shape``: what key/shape checks see before any data is read."""
+    return np.broadcast_to(np.zeros((), dtype=np.float32), shape)
+
+
+def _is_floating(dtype: str) -> bool:
+    return dtype == "bfloat16" or (dtype in np.sctypeDict and np.dtype(dtype).kind == "f")
 
 
 def _describe_dtypes(names: set[str]) -> str:
@@ -155,38 +214,56 @@ def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bo
 
     key: the checkpoint entry holding the weights (default ``model``, ``state_dict``, then ``model_ema``, or a
         bare state dict). ``module.`` prefixes are stripped. The variant and class count are detected from the
-        keys and shapes, and every key and shape is checked against that variant (WeightsError naming them).
+        keys and shapes, and every key, shape and dtype is checked against that variant (WeightsError naming
+        them) before any tensor data is read (``.pth`` and ``.safetensors``; a ``.pdparams`` holds its data
+        inline in the pickle). Only the tensors of the chosen state dict are ever read.
     """
     path = Path(path)
     _check_readable(path)
     size = path.stat().st_size
     sha256 = sha256_file(path)
-    fmt, root, pth = _open_source(path)
+    source = _open_source(path)
     try:
-        state, used_key = _unwrap(root, key, path)
+        state, used_key = _unwrap(source.root, key, path)
         keys = [strip_key(k) for k in state]
         if len(set(keys)) != len(keys):
             raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
-        torch_layout = _is_torch_layout(keys, default=pth is not None)
-        out: dict[str, np.ndarray] = {}
-        source_dtypes: set[str] = set()
-        for name, array, dtype in _arrays(state, pth):
-            name = strip_key(name)
-            if array.dtype.kind == "f" or dtype == "bfloat16":
-                source_dtypes.add(dtype)
-                if not keep_dtype:
-                    array = array.astype(np.float32, copy=False)
+        torch_layout = _is_torch_layout(keys, default=source.format.startswith("pth"))
+        # 1. names, shapes and dtypes only
+        plan: dict[str, tuple[str, Any]] = {}
+        shapes: dict[str, np.ndarray] = {}
+        dtypes: dict[str, str] = {}
+        for original, value in state.items():
+            name, shape = strip_key(original), _shape(value)
             if torch_layout:
-                item = torch_item_to_paddle(name, array)
+                item = torch_shape_to_paddle(name, shape)
                 if item is None:
                     continue
-                name, array = item
+                name, shape = item
+            plan[name] = (strip_key(original), value)
+            shapes[name] = _stand_in(shape)
+            dtypes[name] = _dtype_name(value)
+        found = detect(shapes, str(path))
+        _check_strict(shapes, found, path)
+        not_float = [f"{k} ({dtypes[k]})" for k in plan if not _is_floating(dtypes[k])]
+        if not_float:
+            raise WeightsError(
+                f"{path}: tensors that should be floating point are not: {', '.join(not_float[:8])}"
+                + (f", … ({len(not_float) - 8} more)" if len(not_float) > 8 else "")
+            )
+        # 2. the data of the keys that passed
+        out: dict[str, np.ndarray] = {}
+        source_dtypes = set(dtypes.values())
+        for name, (original, value) in plan.items():
+            array = source.array(value)
+            if not keep_dtype:
+                array = array.astype(np.float32, copy=False)
+            if torch_layout:
+                _, array = torch_item_to_paddle(original, array)
             out[name] = array
     finally:
-        if pth is not None:
-            pth.close()
-    found = detect(out, str(path))
-    _check_strict(out, found, path)
+        source.close()
+    _check_strict(out, found, path)  # again with the values: non-finite tensors
     return LoadedWeights(
         state=out,
         variant=found.variant,
@@ -194,7 +271,7 @@ def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bo
         dtype=_describe_dtypes(source_dtypes),
         path=path,
         sha256=sha256,
-        format=fmt,
+        format=source.format,
         key=used_key,
         size=size,
     )
@@ -218,6 +295,20 @@ def _check_strict(state: Mapping[str, np.ndarray], found: Detected, path: Path) 
 
     model = _expected_model(found.variant, found.num_classes)
     check_state_dict(model, state, source=f"{path} ({found.variant}, {found.num_classes} classes)")
+
+
+def _check_writable(dst: Path) -> None:
+    """Refuse, before any work, a DST that is a folder or in a folder this process cannot write."""
+    for target in (dst, sidecar_path(dst)):
+        if target.is_dir():
+            raise IsADirectoryError(
+                errno.EISDIR, "is a directory; DST and DST.json must be files", str(target)
+            )
+    parent = next((p for p in (dst.parent, *dst.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is not a directory", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointFormatError(f"{dst}: cannot write into {parent} (read-only or no permission)")
 
 
 def _output_format(dst: Path) -> str:
@@ -265,6 +356,7 @@ def convert_file(
         except ValueError as exc:
             raise WeightsError(f"--model: {exc}") from None
     _check_readable(src)
+    _check_writable(dst)
     if dst.exists() and dst.resolve() == src.resolve():
         raise CheckpointFormatError(f"{dst}: the output would overwrite the input; choose another DST")
     weights = read_weights(src, key=key, keep_dtype=keep_dtype)
@@ -299,6 +391,9 @@ def convert_file(
         "package": {"name": "shunted-paddle", "version": __version__},
     }
     sidecar = json.loads(json.dumps(sidecar))  # plain JSON types (lists, not tuples), as in the file
+    # DST and DST.json are both written to temporaries; the sidecar is renamed into place first, then DST, so
+    # DST is never replaced without its sidecar. The sidecar records DST's size and sha256: should the last
+    # rename fail, a reader can tell the sidecar describes a DST that is not there.
     with atomic_path(dst) as tmp:
         if out_format == "pdparams":
             write_pdparams(tmp, weights.state)
@@ -308,5 +403,14 @@ def convert_file(
             safetensors_io.write(tmp, weights.state, metadata)
         else:
             write_checkpoint(tmp, paddle_to_torch(weights.state), archive_name=dst.stem or "archive")
-    write_json_atomic(dst.with_name(dst.name + ".json"), sidecar)
+        sidecar["output"]["size"] = tmp.stat().st_size
+        sidecar["output"]["sha256"] = sha256_file(tmp)
+        with atomic_path(sidecar_path(dst)) as side:
+            side.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     return sidecar
+
+
+def sidecar_path(dst: str | os.PathLike) -> Path:
+    """``DST.json``, the sidecar ``convert_file`` writes beside ``DST``."""
+    dst = Path(dst)
+    return dst.with_name(dst.name + ".json")

@@ -43,6 +43,15 @@ def is_linear_weight(key: str, value: np.ndarray) -> bool:
     return key.endswith(".weight") and value.ndim == 2
 
 
+def torch_shape_to_paddle(key: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]] | None:
+    """What :func:`torch_item_to_paddle` makes of ``key`` and a tensor of ``shape``, without any data."""
+    if key.rpartition(".")[2] == DROPPED_TORCH_BUFFER:
+        return None
+    if key.endswith(".weight") and len(shape) == 2:
+        shape = shape[::-1]
+    return _rename_last(key, TORCH_TO_PADDLE_BUFFERS), tuple(shape)
+
+
 def torch_item_to_paddle(key: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
     """One official entry → its Paddle name and layout (None for ``num_batches_tracked``); prefixes stay."""
     if key.rpartition(".")[2] == DROPPED_TORCH_BUFFER:

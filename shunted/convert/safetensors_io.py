@@ -1,20 +1,26 @@
-"""The safetensors format, read and written with numpy alone (no extra dependency).
+"""The safetensors format, read and written by the ``safetensors`` package (no home-made parser).
 
 Layout: 8-byte little-endian header length N, N bytes of JSON ``{name: {dtype, shape, data_offsets}, "__metadata__":
-{str: str}}`` padded with spaces, then the tensors' bytes back to back. Nothing in it is executable.
+{str: str}}``, then the tensors' bytes. Nothing in it is executable. The package checks the header (its length
+against the file, the JSON, offsets that tile the data exactly without overlapping, shapes that match the byte
+counts); on top of that :class:`SafetensorsFile` checks the header length itself first (one clear line), refuses
+dtypes numpy cannot hold, and gives every tensor's dtype and shape before any tensor data is read, so the caller
+can check them against the model first. bfloat16 (which numpy lacks) is read through the package's Paddle
+binding and widened to float32 exactly.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CheckpointFormatError
+from .safe_pickle import clip, short_repr
 
 DTYPES = {
     "F64": "float64",
@@ -29,92 +35,131 @@ DTYPES = {
     "BOOL": "bool",
 }
 CODES = {v: k for k, v in DTYPES.items() if k != "BF16"}
-MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER = 100 * 1024 * 1024  # the package's own limit
 
 
-def read_header(path: Path, fh) -> tuple[dict, int]:
-    raw = fh.read(8)
-    if len(raw) < 8:
-        raise CheckpointFormatError(f"{path}: {'empty file' if not raw else 'truncated safetensors header'}")
-    (size,) = struct.unpack("<Q", raw)
-    if size > MAX_HEADER or size > os.fstat(fh.fileno()).st_size - 8:
-        raise CheckpointFormatError(f"{path}: not a safetensors file (header length {size} is impossible)")
-    try:
-        header = json.loads(fh.read(size))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(f"{path}: not a safetensors file (bad JSON header: {exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointFormatError(f"{path}: not a safetensors file (header is not an object)")
-    return header, 8 + size
+@dataclass(frozen=True, eq=False)
+class SafetensorRef:
+    """One tensor of a safetensors file, known by its header only (no data read)."""
+
+    name: str
+    code: str
+    shape: tuple[int, ...]
+
+    @property
+    def dtype(self) -> str:
+        return DTYPES[self.code]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _safe_open(path: Path, framework: str):
+    """The package's reader. numpy: with the pread backend where the package has it, tensors are read rather
+    than mapped (the file's pages do not stay in this process's memory). Paddle (bfloat16): the default backend,
+    the only one its bfloat16 path supports."""
+    from safetensors import safe_open
+
+    if framework == "np":
+        try:
+            return safe_open(str(path), framework=framework, backend="pread")
+        except TypeError:  # a package without backends
+            pass
+    return safe_open(str(path), framework=framework)
+
+
+def _error(path: Path, exc: Exception) -> CheckpointFormatError:
+    return CheckpointFormatError(f"{path}: not a readable safetensors file ({clip(exc, 200)})")
+
+
+class SafetensorsFile:
+    """An open safetensors file: ``tensors`` (name → :class:`SafetensorRef`) and ``metadata``; data on demand."""
+
+    def __init__(self, path: str | os.PathLike):
+        from safetensors import SafetensorError
+
+        self.path = Path(path)
+        self._paddle = None
+        with open(self.path, "rb") as fh:
+            raw = fh.read(8)
+            size = os.fstat(fh.fileno()).st_size
+        if len(raw) < 8:
+            raise CheckpointFormatError(
+                f"{self.path}: {'empty file' if not raw else 'truncated safetensors header'}"
+            )
+        (header,) = struct.unpack("<Q", raw)
+        if header > min(MAX_HEADER, size - 8):
+            raise CheckpointFormatError(
+                f"{self.path}: not a safetensors file (header length {header} for a {size}-byte file)"
+            )
+        try:
+            self._file = _safe_open(self.path, "np")
+            self.metadata = dict(self._file.metadata() or {})
+            self.tensors: dict[str, SafetensorRef] = {}
+            for name in self._file.keys():
+                view = self._file.get_slice(name)
+                code = view.get_dtype()
+                if code not in DTYPES:
+                    raise CheckpointFormatError(
+                        f"{self.path}: tensor {short_repr(name)} has unsupported dtype {short_repr(code)} "
+                        f"(supported: {', '.join(DTYPES)})"
+                    )
+                self.tensors[name] = SafetensorRef(name, code, tuple(int(n) for n in view.get_shape()))
+        except SafetensorError as exc:
+            raise _error(self.path, exc) from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise _error(self.path, exc) from None
+
+    def __enter__(self) -> SafetensorsFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file = None
+        self._paddle = None
+
+    def array(self, ref: SafetensorRef) -> np.ndarray:
+        """The tensor's values (native byte order; bfloat16 widened to float32)."""
+        from safetensors import SafetensorError
+
+        try:
+            if ref.code == "BF16":
+                if self._paddle is None:
+                    self._paddle = _safe_open(self.path, "paddle")
+                bits = np.asarray(self._paddle.get_tensor(ref.name).numpy()).view(np.uint16)
+                array = (bits.astype(np.uint32) << 16).view(np.float32)
+            else:
+                array = self._file.get_tensor(ref.name)
+        except SafetensorError as exc:
+            raise _error(self.path, exc) from None
+        if array.shape != ref.shape:
+            raise CheckpointFormatError(
+                f"{self.path}: tensor {short_repr(ref.name)} changed shape while read"
+            )
+        if not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
+        return array
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """All tensors (bfloat16 widened to float32) and the metadata of a safetensors file."""
-    path = Path(path)
-    out: dict[str, np.ndarray] = {}
-    with open(path, "rb") as fh:
-        header, start = read_header(path, fh)
-        total = os.fstat(fh.fileno()).st_size - start
-        metadata = header.pop("__metadata__", None) or {}
-        for name, info in sorted(header.items(), key=lambda kv: _offsets(path, kv)[0]):
-            begin, end = _offsets(path, (name, info))
-            code = info.get("dtype")
-            if code not in DTYPES:
-                raise CheckpointFormatError(f"{path}: tensor {name} has unsupported dtype {code!r}")
-            dtype = np.dtype("<u2" if code == "BF16" else np.dtype(DTYPES[code]).newbyteorder("<"))
-            shape = tuple(int(n) for n in info.get("shape", ()))
-            if end > total or end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-                raise CheckpointFormatError(
-                    f"{path}: tensor {name} has inconsistent offsets (truncated file?)"
-                )
-            buf = bytearray(end - begin)
-            fh.seek(start + begin)
-            if fh.readinto(buf) != len(buf):
-                raise CheckpointFormatError(f"{path}: truncated (tensor {name} is cut short)")
-            array = np.frombuffer(buf, dtype=dtype).reshape(shape)
-            if code == "BF16":
-                array = (array.astype(np.uint32) << 16).view(np.float32)
-            elif not array.dtype.isnative:
-                array = array.astype(array.dtype.newbyteorder("="))
-            out[name] = array
-    return out, metadata
-
-
-def _offsets(path: Path, item) -> tuple[int, int]:
-    name, info = item
-    try:
-        begin, end = (int(v) for v in info["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointFormatError(f"{path}: tensor {name} has no valid data_offsets") from None
-    if not 0 <= begin <= end:
-        raise CheckpointFormatError(f"{path}: tensor {name} has invalid data_offsets")
-    return begin, end
+    with SafetensorsFile(path) as st:
+        return {name: st.array(ref) for name, ref in st.tensors.items()}, st.metadata
 
 
 def write(
     path: str | os.PathLike, state: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ):
-    """Write ``state`` (C order, little-endian) with string ``metadata``."""
-    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
-    arrays = []
-    offset = 0
+    """Write ``state`` (C order, little-endian) with string ``metadata`` through the package."""
+    from safetensors.numpy import save_file
+
+    arrays = {}
     for name, value in state.items():
         array = np.ascontiguousarray(value)
-        code = CODES.get(array.dtype.name)
-        if code is None:
+        if array.dtype.name not in CODES:
             raise CheckpointFormatError(f"{name}: dtype {array.dtype} cannot be stored in safetensors")
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        header[name] = {
-            "dtype": code,
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + array.nbytes],
-        }
-        offset += array.nbytes
-        arrays.append(array)
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(blob)))
-        fh.write(blob)
-        for array in arrays:
-            fh.write(array.reshape(-1).view(np.uint8).data)
+        arrays[name] = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    save_file(arrays, str(path), metadata=dict(metadata) if metadata else None)
