@@ -1,19 +1,25 @@
-"""YAML configs in PaddleClas's layout, with ``-o key=value`` overrides.
+"""YAML configs in PaddleClas's layout, with ``-o key=value`` overrides, checked against one schema.
 
-    cfg = load_config("configs/shunted_s.yaml", ["Global.epochs=10", "Arch.class_num=100"])
+    cfg = load_config("configs/shunted_s.yaml", ["Arch.class_num=100"])
     get(cfg, "Arch.name")                              # "shunted_s"
     get(cfg, "DataLoader.Eval.sampler.batch_size", 64)
 
-An override's key is a dotted path (list items by index: ``Metric.Eval.0.TopkAcc.topk=[1,5]``); its value is
-parsed as YAML (``10`` → int, ``1e-3`` → float (also in files), ``[1, 5]`` → list, ``null`` → None, anything else a string).
-Missing intermediate mappings are created. Errors name the file or the override.
+An override's key is a dotted path (list items by index: ``DataLoader.Eval.dataset.transform_ops.2.CropImage.size=64``);
+its value is parsed as YAML (``10`` → int, ``1e-3`` → float (also in files), ``[1, 5]`` → list, ``null`` → None,
+anything else a string). Every key of a file or an override must be one of shunted/config_schema.py (the keys
+``shunted train`` and ``shunted eval`` read); an unknown key, a value of the wrong type or out of range, or a
+choice that is not implemented is a ConfigError naming the file or the override, the full dotted key and, for a
+typo, the nearest known key.
 
-``eval_settings(cfg)`` reads the evaluation section (``Arch``, ``Global``, ``DataLoader.Eval``) into the
-keyword arguments of ``shunted eval``; a transform op the evaluation cannot honour is an error, not ignored.
+``eval_settings(cfg)`` reads the evaluation section (``Arch``, ``Global.pretrained_model``, ``DataLoader.Eval``)
+into the keyword arguments of ``shunted eval`` (``shunted train`` validates with it too); a transform op or
+parameter the evaluation cannot honour is an error, not ignored.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -21,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from . import config_schema as schema
 from .errors import ShuntedError
 
 _MISSING = object()
@@ -53,7 +60,8 @@ class ConfigError(ShuntedError):
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict:
-    """The YAML mapping in ``path`` (an empty one for None) with ``overrides`` applied in order."""
+    """The YAML mapping in ``path`` (an empty one for None) with ``overrides`` applied in order, all checked
+    against the schema (ConfigError naming the file or the override)."""
     cfg: dict = {}
     if path is not None:
         path = Path(path)
@@ -64,8 +72,30 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a YAML mapping at the top level")
         cfg = loaded or {}
+        check(cfg, source=str(path))
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def check(cfg: Any, key: str = "", source: str | None = None) -> None:
+    """ConfigError unless ``cfg`` (or the value at dotted ``key``) fits the schema; ``source`` names its origin."""
+    try:
+        schema.check_tree(cfg, key)
+    except schema.SchemaError as exc:
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
+    """Apply ``-o`` items to ``cfg`` in place: each key must be known, each value valid."""
     for item in overrides or []:
-        apply_override(cfg, item)
+        key, value = parse_override(item)
+        what = f"-o {item!r}"
+        try:
+            leaf, _, _ = schema.lookup(key)
+        except schema.SchemaError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+        set_value(cfg, key, value, what=what)
+        check(get(cfg, leaf), leaf, source=what)
     return cfg
 
 
@@ -80,11 +110,6 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key, value
-
-
-def apply_override(cfg: dict, item: str) -> None:
-    key, value = parse_override(item)
-    set_value(cfg, key, value, what=f"-o {item!r}")
 
 
 def set_value(cfg: dict, key: str, value: Any, what: str | None = None) -> None:
@@ -129,13 +154,50 @@ def get(cfg: dict, key: str, default: Any = _MISSING) -> Any:
     return node
 
 
-def transform_ops(cfg: dict, section: str = "DataLoader.Eval.dataset.transform_ops") -> dict[str, dict]:
-    """PaddleClas's list of ``{OpName: {params}}`` as one mapping ``{OpName: params}``."""
+OPS_KEY = "DataLoader.Eval.dataset.transform_ops"
+
+# the ops and parameters shunted eval honours: parameter → allowed values (None: any, checked below)
+_EVAL_OPS: dict[str, dict[str, tuple | None]] = {
+    "DecodeImage": {"to_rgb": (True,), "channel_first": (False,), "backend": ("pil",)},
+    "ResizeImage": {
+        "resize_short": None,
+        "interpolation": schema.INTERPOLATIONS,
+        "backend": ("pil",),
+        "size": None,
+    },
+    "CropImage": {"size": None},
+    "NormalizeImage": {"scale": None, "mean": None, "std": None, "order": ("", "hwc")},
+    "ToCHWImage": {},
+}
+
+
+def transform_ops(cfg: dict, section: str = OPS_KEY) -> dict[str, dict]:
+    """PaddleClas's list of ``{OpName: {params}}`` as one mapping ``{OpName: params}``; ops and parameters that
+    shunted eval does not honour are errors naming the key."""
     ops: dict[str, dict] = {}
-    for op in get(cfg, section, []) or []:
+    for i, op in enumerate(get(cfg, section, []) or []):
         if not isinstance(op, dict) or len(op) != 1:
             raise ConfigError(f"{section}: each transform op must be a one-key mapping, got {op!r}")
         ((name, params),) = op.items()
+        if name not in _EVAL_OPS:
+            close = difflib.get_close_matches(str(name), list(_EVAL_OPS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{section}: {name} not supported by shunted eval{hint}")
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"{section}.{i}.{name}: expected a mapping of parameters, got {params!r}")
+        allowed = _EVAL_OPS[name]
+        for param, value in (params or {}).items():
+            key = f"{section}.{i}.{name}.{param}"
+            if param not in allowed:
+                close = difflib.get_close_matches(str(param), list(allowed), n=1)
+                hint = f" (did you mean {name}.{close[0]}?)" if close else ""
+                raise ConfigError(f"{key}: unknown parameter{hint}")
+            choices = allowed[param]
+            if choices is not None and value not in choices:
+                what = "the official pipeline decodes and resizes with 'pil'" if param == "backend" else ""
+                raise ConfigError(
+                    f"{name}.{param}: {value!r}; {what or 'choose ' + ', '.join(map(repr, choices))} ({key})"
+                )
         ops[name] = params or {}
     return ops
 
@@ -148,7 +210,19 @@ def parse_number(value: Any) -> float:
     return float(value)
 
 
-_EVAL_OPS = {"DecodeImage", "ResizeImage", "CropImage", "NormalizeImage", "ToCHWImage"}
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _floats(value: Any, key: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ConfigError(f"{key}: expected three numbers, got {value!r}")
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected three numbers, got {value!r}") from None
 
 
 def eval_settings(cfg: dict) -> dict[str, Any]:
@@ -167,33 +241,28 @@ def eval_settings(cfg: dict) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     ops = transform_ops(cfg)
-    unknown = sorted(set(ops) - _EVAL_OPS)
-    if unknown:
-        raise ConfigError(
-            f"DataLoader.Eval transform_ops: {', '.join(unknown)} not supported by shunted eval"
-        )
-    for op in ("DecodeImage", "ResizeImage"):
-        backend = ops.get(op, {}).get("backend", "pil")
-        if backend != "pil":
-            raise ConfigError(
-                f"{op}.backend: {backend!r}; the official pipeline decodes and resizes with 'pil'"
-            )
     resize = ops.get("ResizeImage", {})
-    if "resize_short" in resize:
-        out["resize_short"] = int(resize["resize_short"])
     if "size" in resize:
         raise ConfigError("ResizeImage.size: only resize_short (shorter side) matches the official protocol")
+    if "resize_short" in resize:
+        out["resize_short"] = _positive_int(resize["resize_short"], "ResizeImage.resize_short")
     if "interpolation" in resize:
         out["interpolation"] = resize["interpolation"]
     crop = ops.get("CropImage", {})
     if "size" in crop:
-        out["img_size"] = int(crop["size"])
+        out["img_size"] = _positive_int(crop["size"], "CropImage.size")
     norm = ops.get("NormalizeImage", {})
     if norm:
-        if "scale" in norm and abs(parse_number(norm["scale"]) - 1 / 255) > 1e-12:
-            raise ConfigError(
-                f"NormalizeImage.scale: {norm['scale']!r}; the official pipeline scales by 1/255"
-            )
-        out["mean"] = tuple(float(v) for v in norm.get("mean", ()))
-        out["std"] = tuple(float(v) for v in norm.get("std", ()))
+        if "scale" in norm:
+            try:
+                scale = parse_number(norm["scale"])
+            except (TypeError, ValueError, ZeroDivisionError):
+                scale = math.nan
+            if not abs(scale - 1 / 255) <= 1e-12:
+                raise ConfigError(
+                    f"NormalizeImage.scale: {norm['scale']!r}; the official pipeline scales by 1/255"
+                )
+        for key in ("mean", "std"):
+            if key in norm:
+                out[key] = _floats(norm[key], f"NormalizeImage.{key}")
     return out
