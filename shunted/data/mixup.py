@@ -82,8 +82,9 @@ class Mixup:
             if use_cutmix:
                 height, width = x.shape[-2:]
                 y0, y1, x0, x1 = cutmix_box(height, width, lam, rng)
-                x = x.clone()
-                x[:, :, y0:y1, x0:x1] = x.flip([0])[:, :, y0:y1, x0:x1]
+                if y1 > y0 and x1 > x0:  # an empty box (λ near 1, or side 1 halved to 0) pastes nothing
+                    x = x.clone()
+                    x[:, :, y0:y1, x0:x1] = x.flip([0])[:, :, y0:y1, x0:x1]
                 lam = 1.0 - (y1 - y0) * (x1 - x0) / float(height * width)
             else:
                 x = x * lam + x.flip([0]) * (1.0 - lam)

@@ -71,13 +71,16 @@ def random_erasing(
     area: tuple[float, float] = (0.02, 1 / 3),
     min_aspect: float = 0.3,
 ) -> np.ndarray:
-    """timm's RandomErasing on a normalised CHW array (in place): with probability ``prob``, ``count`` boxes of
-    area fraction ~ U(area)/count and log aspect ~ U(log 0.3, log 1/0.3) get N(0, 1) values (``pixel``), one
-    N(0, 1) colour per channel (``rand``) or zeros (``const``)."""
+    """timm's RandomErasing on a normalised CHW array (in place): with probability ``prob``, n boxes of area
+    fraction ~ U(area)/n and log aspect ~ U(log 0.3, log 1/0.3) get N(0, 1) values (``pixel``), one N(0, 1)
+    colour per channel (``rand``) or zeros (``const``). ``count`` is timm's ``max_count`` (``create_transform``
+    passes ``re_count`` there, with ``min_count`` 1): n = 1, or n ~ U{1..count} when count > 1."""
     if rng.random() > prob:
         return x
     chans, height, width = x.shape
     log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    if count > 1:
+        count = int(rng.integers(1, count + 1))
     for _ in range(count):
         for _attempt in range(10):
             target = rng.uniform(*area) * height * width / count

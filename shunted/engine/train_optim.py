@@ -1,13 +1,22 @@
 """Optimiser and learning-rate schedule of the official recipe, on Paddle's AdamW and LRScheduler.
 
-Schedule (timm ``CosineLRScheduler`` as DeiT creates it, ``t_in_epochs=True``): for epoch t (a float when updated
-per step), lr(t) = warmup_lr + t · (peak − warmup_lr) / warmup_epochs while t < warmup_epochs, else
-min_lr + ½ (peak − min_lr)(1 + cos(π t / epochs)). The cosine is not shifted by the warm-up (timm's
-``warmup_prefix=False``), so at t = warmup_epochs it is already slightly below the peak.
-We set epoch e's rate to lr(e) before the epoch runs. (DeiT's loop calls ``scheduler.step(e)`` *after* epoch e,
-so there epoch e ≥ 1 runs at lr(e − 1) and epochs 0 and 1 both at warmup_lr — one epoch of lag in 300.)
+Schedule (timm ``CosineLRScheduler`` as DeiT's ``create_scheduler`` builds it, ``t_in_epochs=True``,
+``warmup_prefix=False``, ``cycle_limit=1``): for epoch t,
+lr(t) = warmup_lr + t · (peak − warmup_lr) / warmup_epochs while t < warmup_epochs, else
+min_lr + ½ (peak − min_lr)(1 + cos(π t / epochs)), and min_lr from t = epochs on. The cosine is not shifted by the
+warm-up, so at t = warmup_epochs it is already slightly below the peak.
+
+Stepping (the official ``main.py``): the scheduler starts at lr(0) (= warmup_lr, or the peak without warm-up) and
+``lr_scheduler.step(epoch)`` is called *after* epoch ``epoch``. Epoch e (0-based) therefore trains at
+lr(max(e − 1, 0)): epochs 0 and 1 both at lr(0), epoch 2 at lr(1), … — :func:`schedule_t` says which t an epoch
+uses. It depends on the epoch number alone, so a run resumed at any epoch gets the same rates.
+``by_epoch=False`` (``Optimizer.lr.by_epoch``, an explicit option, not the official recipe) updates the rate
+before every step instead, at t = epoch + step / steps_per_epoch (timm's per-update stepping: update k trains at
+the rate for k updates).
+
 Paddle's LinearWarmup + CosineAnnealingDecay cannot express this (its cosine restarts after the warm-up), hence
-the small subclass. Its state (``last_epoch``) travels in the optimiser's state dict.
+the small subclass. Weight decay follows timm's ``add_weight_decay``: none on 1-D parameters (biases, norms) and
+on ``model.no_weight_decay()``.
 """
 
 from __future__ import annotations
@@ -33,8 +42,20 @@ def warmup_cosine_lr(
     return min_lr + 0.5 * (peak - min_lr) * (1 + math.cos(math.pi * t / epochs))
 
 
+def schedule_t(epoch: int, step: int = 0, steps_per_epoch: int = 1, by_epoch: bool = True) -> float:
+    """The schedule position t whose rate step ``step`` of epoch ``epoch`` (both 0-based) trains at.
+
+    ``by_epoch`` (official): max(epoch − 1, 0) for every step of the epoch; else epoch + step / steps_per_epoch.
+    """
+    if by_epoch:
+        return float(max(epoch - 1, 0))
+    return epoch + step / steps_per_epoch
+
+
 class WarmupCosineLR(LRScheduler):
-    """``step(t)`` sets the rate for (fractional) epoch t; ``step()`` advances one epoch."""
+    """``step(t)`` sets the rate lr(t) for (fractional) position t; ``step()`` advances t by one.
+
+    The trainer calls ``step(schedule_t(epoch, step, ...))``, never the argument-less form."""
 
     def __init__(
         self,

@@ -86,3 +86,80 @@ def test_odd_batch_is_refused_when_mixing():
     x, y = _batch(n=3)
     with pytest.raises(ValueError, match="even batch"):
         Mixup(5, prob=1.0)(x, y, np.random.default_rng(0))
+
+
+# -- against timm's behaviour (tests/reference/official_recipe_torch.py), given the same draws ----------------
+MIX_SETTINGS = {
+    "recipe": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5},
+    "mixup only, prob 0.7": {"mixup_alpha": 0.8, "cutmix_alpha": 0.0, "prob": 0.7, "switch_prob": 0.5},
+    "cutmix only": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5},
+    "switch 0.8, prob 0.5": {"mixup_alpha": 0.4, "cutmix_alpha": 2.0, "prob": 0.5, "switch_prob": 0.8},
+}
+
+
+@pytest.mark.parametrize("name", list(MIX_SETTINGS))
+def test_mixup_and_cutmix_match_timm_given_the_same_draws(name):
+    """Same generator state → same λ, switch, box, mixed images and smoothed mixed targets as timm's batch-mode
+    ``Mixup`` (each image with the flipped batch; CutMix λ corrected to the pasted area)."""
+    torch = pytest.importorskip("torch")
+    from reference import official_recipe_torch as R
+
+    kw, k = MIX_SETTINGS[name], 7
+    seen = set()
+    for seed in range(40):
+        data = np.random.default_rng(seed)
+        x = data.normal(size=(6, 3, 12, 20)).astype("float32")  # H ≠ W: a swapped axis would show
+        y = data.integers(0, k, size=6)
+        ours_x, ours_t = Mixup(k, label_smoothing=0.1, **kw)(
+            paddle.to_tensor(x), paddle.to_tensor(y), np.random.default_rng([seed, 1])
+        )
+        ref = R.Mixup(**kw, label_smoothing=0.1, num_classes=k)
+        ref_x, ref_t = ref(
+            torch.from_numpy(x.copy()),
+            torch.from_numpy(y),
+            R.GeneratorDraws(np.random.default_rng([seed, 1])),
+        )
+        np.testing.assert_allclose(ours_x.numpy(), ref_x.numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(ours_t.numpy(), ref_t.numpy(), rtol=0, atol=1e-7)
+        lam, cut, box = ref.last
+        seen.add("cutmix" if cut else "none" if lam == 1.0 else "mixup")
+        if cut and (box[1] == box[0] or box[3] == box[2]):
+            seen.add("empty box")  # λ corrected to 1: nothing pasted (Paddle refused the empty slice before)
+    expected = {"none"} if kw["prob"] < 1 else set()
+    expected |= {"mixup"} if kw["mixup_alpha"] > 0 else set()
+    expected |= {"cutmix"} if kw["cutmix_alpha"] > 0 else set()
+    assert seen - {"empty box"} == expected
+    if name == "cutmix only":
+        assert "empty box" in seen  # 12 × 20 images: side-1 boxes halve to nothing now and then
+
+
+def test_cutmix_with_an_empty_box_leaves_the_batch_alone():
+    """λ close to 1 gives a box of side int(H·√(1−λ)) // 2 · 2 = 0: timm pastes nothing and sets λ = 1."""
+    x, y = _batch(size=16)
+
+    class NearOne(np.random.Generator):
+        def beta(self, a, b, size=None):
+            return 0.999  # √(1 − λ) · 16 ≈ 0.5 → a box of side 0
+
+    mix = Mixup(5, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0)
+    xm, t = mix(x, y, NearOne(np.random.PCG64(0)))
+    np.testing.assert_array_equal(xm.numpy(), x.numpy())
+    np.testing.assert_array_equal(t.numpy(), smooth_one_hot(y, 5).numpy())
+
+
+def test_losses_match_timm():
+    """SoftTargetCrossEntropy on mixed targets, and LabelSmoothingCrossEntropy on plain labels (targets smoothed
+    by ``mixup_target`` with λ = 1), as timm computes them."""
+    torch = pytest.importorskip("torch")
+    from reference import official_recipe_torch as R
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(8, 10)).astype("float32") * 3
+    labels = rng.integers(0, 10, size=8)
+    mixed = R.mixup_target(torch.from_numpy(labels), 10, lam=0.3, smoothing=0.1)
+    ours = float(soft_target_cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(mixed.numpy())))
+    assert ours == pytest.approx(float(R.SoftTargetCrossEntropy()(torch.from_numpy(logits), mixed)), rel=1e-6)
+    plain = smooth_one_hot(paddle.to_tensor(labels), 10, 0.1)
+    ours = float(soft_target_cross_entropy(paddle.to_tensor(logits), plain))
+    timm = float(R.LabelSmoothingCrossEntropy(0.1)(torch.from_numpy(logits), torch.from_numpy(labels)))
+    assert ours == pytest.approx(timm, rel=1e-6)

@@ -98,3 +98,17 @@ def test_repeated_augmentation_sampler():
     ranks[0].set_epoch(1)
     assert [k for b in ranks[0] for k in b] != keys[0]
     assert len(RepeatedAugBatchSampler(30, 8)) == 3  # small sets: n // world, not DeiT's empty epoch
+
+
+def test_decay_groups_match_timm_add_weight_decay_on_the_reference_model(reference):
+    """Same parameters decayed as timm's ``add_weight_decay`` on the official module tree (none on 1-D
+    parameters and ``*.bias``)."""
+    from reference import official_recipe_torch as R
+
+    model = create_model("shunted_t", num_classes=10)
+    ours = {n for n, p in model.named_parameters() if p.name in decay_param_names(model)}
+    torch_model = reference.build("shunted_t", 10)
+    no_decay, decay = R.add_weight_decay(torch_model, 0.05)
+    by_id = {id(p): n for n, p in torch_model.named_parameters()}
+    assert ours == {by_id[id(p)] for p in decay["params"]}
+    assert len(no_decay["params"]) > 0 and no_decay["weight_decay"] == 0.0
