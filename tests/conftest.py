@@ -11,8 +11,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
-import paddle
 import pytest
+
+try:
+    import paddle
+except ImportError:  # the PIL/numpy-only tests also run without Paddle (scripts/pillow_check.sh)
+    paddle = None
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -23,8 +27,9 @@ PADDLE_SEED = 2022
 if str(TESTS_DIR) not in sys.path:  # makes ``reference`` importable from every test directory
     sys.path.insert(0, str(TESTS_DIR))
 
-paddle.set_device("cpu")
-paddle.base.core.set_num_threads(NUM_THREADS)
+if paddle is not None:
+    paddle.set_device("cpu")
+    paddle.base.core.set_num_threads(NUM_THREADS)
 try:
     import torch
 
@@ -50,7 +55,8 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def paddle_seed() -> int:
     """Seed Paddle's global generator once per session, so fresh initialisations are reproducible."""
-    paddle.seed(PADDLE_SEED)
+    if paddle is not None:
+        paddle.seed(PADDLE_SEED)
     return PADDLE_SEED
 
 

@@ -9,7 +9,8 @@ timm's semantics, re-stated (timm/data/auto_augment.py):
   AutoContrast, Equalize, Invert, Rotate, PosterizeIncreasing, SolarizeIncreasing, SolarizeAdd, ColorIncreasing,
   ContrastIncreasing, BrightnessIncreasing, SharpnessIncreasing, ShearX, ShearY, TranslateXRel, TranslateYRel;
 - magnitude m → argument (signed ops flip sign with probability 0.5): Rotate 30·m/10 degrees; Shear 0.3·m/10;
-  Translate 0.45·m/10 of the image side; enhance factor 1 ± 0.9·m/10; Posterize keeps 4 − int(4·m/10) bits;
+  Translate 0.45·m/10 of the image side; enhance factor 1 ± 0.9·m/10; Posterize keeps 4 − int(4·m/10) bits
+  (0 bits at m = 10: a black image, as Pillow ≤ 12 made it; Pillow 13 refuses 0 bits, so it is done here);
   Solarize threshold 256 − int(256·m/10); SolarizeAdd adds int(110·m/10) below 128;
 - geometric ops fill with the mean colour (round(255·mean)) and resample with the training interpolation.
 
@@ -115,7 +116,16 @@ def _solarize_add(img: Image.Image, add: int, **_) -> Image.Image:
 
 
 def _posterize(img: Image.Image, bits: int, **_) -> Image.Image:
-    return img if bits >= 8 else ImageOps.posterize(img, bits)
+    """Keep the top ``bits`` bits of each channel (value & ~(2**(8 - bits) - 1)).
+
+    0 bits (PosterizeIncreasing at the clipped magnitude 10, Posterize at 0) keeps nothing: a black image, which
+    is what ``ImageOps.posterize(img, 0)`` returned up to Pillow 12; Pillow 13 refuses 0 bits (ValueError).
+    """
+    if bits >= 8:
+        return img
+    if bits <= 0:
+        return img.point([0] * 256 * len(img.getbands()))
+    return ImageOps.posterize(img, bits)
 
 
 _OPS: dict[str, Callable] = {
@@ -167,6 +177,7 @@ class RandAugment:
         if parts[0] != "rand":
             raise ValueError(f"auto_augment {config!r}: only RandAugment ('rand-...') is supported")
         kw: dict = {"fill": tuple(min(255, round(255 * c)) for c in mean), "interpolation": interpolation}
+        kw["increasing"] = False  # timm: the default op set unless the string says inc1
         for part in parts[1:]:
             for key, field, conv in (
                 ("mstd", "magnitude_std", float),

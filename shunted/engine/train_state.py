@@ -9,6 +9,10 @@
 - ``last.pdparams`` / ``best.pdparams`` (/ ``ema.pdparams``): weights only, what ``shunted eval`` and
   ``create_model(pretrained=...)`` take.
 - ``metrics.csv``, ``metrics.json``: one row per epoch; ``metrics.png`` when matplotlib is importable.
+- ``config.yaml``, ``summary.json``: the resolved config; the run's facts after the last epoch.
+
+Nothing non-finite is ever written (``non_finite`` is checked first). A process killed mid-write leaves a
+temporary of ``atomic_path``'s; ``orphan_temporaries`` finds exactly those, for removal when a run starts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import csv
 import io
 import pickle
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,63 @@ from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic, write_t
 CHECKPOINT = "last.pdckpt"
 FORMAT = "shunted-train-state"
 VERSION = 1
+# every file a run writes into its folder through shunted.fileio (engine/train.py and this module)
+OUTPUTS = (
+    CHECKPOINT,
+    "last.pdparams",
+    "best.pdparams",
+    "ema.pdparams",
+    "metrics.csv",
+    "metrics.json",
+    "metrics.png",
+    "summary.json",
+    "config.yaml",
+)
+# shunted/fileio.py atomic_path: tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp") — 8 random characters
+# from tempfile's alphabet (lowercase letters, digits, underscore) between them
+_NAMES = "|".join(re.escape(n) for n in OUTPUTS)
+_TEMPORARY = re.compile(rf"\.({_NAMES})\.[a-z0-9_]{{8}}\.tmp")
+
+
+def orphan_temporaries(run_dir: Path) -> list[Path]:
+    """Temporaries of this run's own outputs left in ``run_dir`` by a killed process (regular files only).
+
+    Only names ``atomic_path`` makes for the names in ``OUTPUTS`` match; anything else in the folder is the
+    user's and is never listed.
+    """
+    if not run_dir.is_dir():
+        return []
+    return sorted(
+        p for p in run_dir.iterdir() if _TEMPORARY.fullmatch(p.name) and not p.is_symlink() and p.is_file()
+    )
+
+
+def remove_orphan_temporaries(run_dir: Path) -> list[Path]:
+    """Delete ``orphan_temporaries(run_dir)``; returns what was removed."""
+    removed = orphan_temporaries(run_dir)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def non_finite(arrays: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Names (``prefix`` + key, nested mappings joined by dots) of floating-point arrays holding NaN or ±inf.
+
+    Takes numpy arrays, Paddle tensors and nested mappings of them (a ``Trainer.state``); skips everything else.
+    """
+    bad = []
+    for key, value in arrays.items():
+        if isinstance(value, Mapping):
+            bad += non_finite(value, f"{prefix}{key}.")
+            continue
+        if isinstance(value, paddle.Tensor):
+            if not paddle.is_floating_point(value):
+                continue
+            value = value.astype("float32").numpy() if value.dtype == paddle.bfloat16 else value.numpy()
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.inexact):
+            if not np.isfinite(value).all():
+                bad.append(f"{prefix}{key}")
+    return bad
 
 
 def to_numpy(state: Mapping[str, Any]) -> dict[str, Any]:

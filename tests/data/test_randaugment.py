@@ -99,3 +99,66 @@ def test_reproducible_from_the_generator():
     b = [np.asarray(ra(img, np.random.default_rng(s))) for s in range(6)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert any(not np.array_equal(a[0], x) for x in a[1:])
+
+
+def _pillow12_posterize(a: np.ndarray, bits: int) -> np.ndarray:
+    """Pillow ≤ 12's ImageOps.posterize, re-stated on the array: value & ~(2**(8 - bits) - 1); 0 bits → 0."""
+    return a & np.uint8((0xFF << (8 - bits)) & 0xFF)
+
+
+@pytest.fixture
+def pillow13_posterize(monkeypatch):
+    """ImageOps.posterize as Pillow 13 has it (ValueError outside 1..8 bits), whichever Pillow is installed."""
+    from PIL import ImageOps
+
+    real = ImageOps.posterize
+
+    def posterize(image, bits):
+        if not 1 <= bits <= 8:
+            raise ValueError("bits must be between or equal to 1 and 8")
+        return real(image, bits)
+
+    monkeypatch.setattr(ImageOps, "posterize", posterize)
+
+
+@pytest.mark.parametrize("magnitude", [10.0, 8.0, 5.0, 2.0, 0.0])
+def test_posterize_increasing_equals_pillow_12_at_every_bit_count(pillow13_posterize, magnitude):
+    """Clipped magnitude 10 asks for 0 bits: black, what Pillow ≤ 12 produced (Pillow 13 would raise)."""
+    ra = RandAugment.from_string("rand-m9-mstd0.5-inc1")
+    a = np.random.default_rng(3).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    bits = op_argument("PosterizeIncreasing", magnitude)
+    out = ra.apply_op(Image.fromarray(a), "PosterizeIncreasing", magnitude)
+    assert out.mode == "RGB" and out.size == (13, 9)
+    np.testing.assert_array_equal(np.asarray(out), _pillow12_posterize(a, bits))
+    if magnitude == 10.0:
+        assert bits == 0 and not np.asarray(out).any()
+
+
+def test_default_posterize_at_magnitude_0_is_black(pillow13_posterize):
+    ra = RandAugment.from_string("rand-m9-mstd0.5-inc0")
+    a = np.random.default_rng(4).integers(1, 256, (6, 5, 3), dtype=np.uint8)
+    assert op_argument("Posterize", 0.0) == 0
+    np.testing.assert_array_equal(np.asarray(ra.apply_op(Image.fromarray(a), "Posterize", 0.0)), 0 * a)
+
+
+def test_clipped_magnitudes_do_not_stop_training(pillow13_posterize):
+    """rand-m10: half the magnitudes clip to 10, so PosterizeIncreasing asks for 0 bits often; no call raises."""
+    ra = RandAugment.from_string("rand-m10-mstd0.5-inc1-n4-p1.0")
+    img = Image.fromarray(np.random.default_rng(5).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    rng = np.random.default_rng(6)
+    for _ in range(300):  # 1200 ops, ~80 of them PosterizeIncreasing, ~40 of those at 0 bits
+        ra(img, rng)
+
+
+def test_the_reference_is_pillow_12s_own_posterize():
+    """_pillow12_posterize equals Pillow ≤ 12's ImageOps.posterize bit for bit, 0 bits included."""
+    import PIL
+    from PIL import ImageOps
+
+    if int(PIL.__version__.split(".")[0]) >= 13:
+        pytest.skip(f"Pillow {PIL.__version__} refuses 0 bits; the reference is checked under Pillow ≤ 12")
+    a = np.random.default_rng(7).integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    for bits in range(9):
+        np.testing.assert_array_equal(
+            np.asarray(ImageOps.posterize(Image.fromarray(a), bits)), _pillow12_posterize(a, bits)
+        )

@@ -11,14 +11,19 @@ import pytest
 
 from shunted.engine.train_ema import ModelEMA
 from shunted.engine.train_state import (
+    OUTPUTS,
     load_checkpoint,
     load_optimizer_state,
+    non_finite,
     optimizer_state,
+    orphan_temporaries,
     plot_metrics,
+    remove_orphan_temporaries,
     save_checkpoint,
     write_metrics,
 )
 from shunted.errors import CheckpointFormatError
+from shunted.fileio import atomic_path
 
 
 def _stepped(seed: int):
@@ -85,3 +90,39 @@ def test_ema_update():
     np.testing.assert_allclose(ema.state["weight"].numpy(), [0.9 + 0.3, 0.9 + 0.5], rtol=1e-6)
     ema.load({"weight": np.array([7.0, 7.0], np.float32)})
     np.testing.assert_array_equal(ema.state["weight"].numpy(), [7.0, 7.0])
+
+
+def test_orphan_temporaries_are_exactly_what_atomic_path_leaves(tmp_path):
+    """For every output of a run, the temporary atomic_path writes (and a SIGKILL would leave) is recognised."""
+    user = ["notes.txt", ".notes.txt.abcdefgh.tmp", ".last.pdckpt.tmp", "last.pdckpt.abcdefgh.tmp"]
+    for name in user:
+        (tmp_path / name).write_text("user's")
+    (tmp_path / ".last.pdparams.abcdefgh.tmp").mkdir()  # a folder is never ours
+    (tmp_path / ".summary.json.abcdefgh.tmp").symlink_to(tmp_path / "notes.txt")  # nor a link
+    for _ in range(8):  # mkstemp's random part varies: letters, digits and "_"
+        for name in OUTPUTS:
+            with atomic_path(tmp_path / name) as tmp:
+                tmp.write_text("partial")
+                assert orphan_temporaries(tmp_path) == [tmp]
+    assert {p.name for p in tmp_path.iterdir()} >= set(user)
+    planted = [tmp_path / f".{name}.k3x_9q2a.tmp" for name in OUTPUTS]
+    for path in planted:
+        path.write_text("partial")
+    assert remove_orphan_temporaries(tmp_path) == sorted(planted)
+    assert not any(p.exists() for p in planted)
+    assert all((tmp_path / name).read_text() == "user's" for name in user)
+    assert (tmp_path / ".last.pdparams.abcdefgh.tmp").is_dir()
+    assert (tmp_path / ".summary.json.abcdefgh.tmp").is_symlink()
+    assert orphan_temporaries(tmp_path / "missing") == []
+
+
+def test_non_finite_names_every_bad_array():
+    state = {
+        "model": {"a": np.ones(3, np.float32), "b": np.array([1.0, np.nan], np.float32)},
+        "ema": {"a": paddle.to_tensor([np.inf], dtype="float32"), "n": paddle.to_tensor([1], dtype="int64")},
+        "optimizer": {"a_moment2_0": np.array([-np.inf]), "LR_Scheduler": {"last_lr": float("nan")}},
+        "epoch": 3,
+        "rng": {"numpy": ("MT19937", np.arange(3, dtype=np.uint32))},
+    }
+    assert non_finite(state) == ["model.b", "ema.a", "optimizer.a_moment2_0"]
+    assert non_finite({"w": paddle.to_tensor([1.0], dtype="bfloat16") * float("inf")}) == ["w"]
