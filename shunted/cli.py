@@ -2,8 +2,9 @@
 
 Each subcommand lives in ``shunted/commands/<name>.py`` and provides ``HELP`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``. Command modules import Paddle lazily so ``--help`` stays fast.
-User-facing errors (``ShuntedError``, missing files) print one line and exit 2; ``--debug`` or ``SHUNTED_DEBUG=1``
-shows the traceback.
+User-facing errors print one line ``shunted CMD: error: ...`` and exit 2: bad flags (argparse, without the usage
+block), ``ShuntedError`` and any ``OSError`` (named by its file). ``--debug`` or ``SHUNTED_DEBUG=1`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ from .errors import ShuntedError
 COMMANDS = ("demo", "convert", "eval", "predict", "train", "export", "bench", "info")
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``shunted CMD: error: ...``, exit 2), like the others."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="shunted",
         description="Shunted Transformer in PaddlePaddle: convert official weights, evaluate, predict, "
         "fine-tune, export, benchmark.",
@@ -43,12 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # reported by the subcommand's parser: "shunted CMD: error: ..."
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     keep_freed_memory()  # Paddle's CPU kernels page-fault on every fresh tensor otherwise (cpu_memory.py)
     debug = getattr(args, "debug", False) or os.environ.get("SHUNTED_DEBUG") == "1"
     try:
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"shunted {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ShuntedError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+    except (ShuntedError, OSError) as exc:
         if debug:
             traceback.print_exc()
         print(f"shunted {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror or exc}"
+        return f"{exc.filename}: {exc.strerror or ' '.join(str(exc).split())}"
     return " ".join(str(exc).split())
 
 

@@ -1,44 +1,221 @@
 """Atomic output: write to a temporary file in the destination's folder, then rename over it.
 
 An existing destination is replaced only when the new content is complete; on any error the temporary file is
-removed and the destination is left as it was.
+removed and the destination is left as it was. A failure to write (read-only file system, no permission, full
+disk, a file where a folder is expected) is an ``OutputError`` naming the destination the user gave, never the
+temporary file.
+
+Long commands call ``check_output_file`` / ``check_output_dir`` on their outputs before the work starts, so a
+location that cannot be written fails in a second, not after an hour of evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import ShuntedError
+
+# Errors of a write whose OSError carries no file name (write(2), fsync(2)): they concern the file being written.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
+class OutputError(ShuntedError):
+    """An output location cannot be written (named as the user gave it); ``errno`` says why."""
+
+    def __init__(self, message: str, errno_: int | None = None):
+        super().__init__(message)
+        self.errno = errno_
+
+
+def output_error(dst: str | os.PathLike, exc: OSError, temporaries: tuple = ()) -> OutputError:
+    """``exc`` (raised while writing ``dst``) as one line naming ``dst``; ``temporaries`` are never named."""
+    code = exc.errno
+    reason = exc.strerror or str(exc)
+    where = exc.filename
+    if where is not None:
+        name = _name(where)
+        if name == os.fsdecode(dst) or any(
+            name == str(t) or name.startswith(str(t) + os.sep) for t in temporaries
+        ):
+            where = None
+    blocker = _nearest_existing(Path(dst).parent)
+    if code == errno.EISDIR:
+        text = f"{dst}: is a folder; give a file name"
+    elif code in (errno.EEXIST, errno.ENOTDIR) and not blocker.is_dir():
+        text = f"{dst}: cannot create its folder: {blocker} is a file, not a folder"
+    elif code == errno.ENOSPC:
+        text = f"{dst}: cannot write: no space left on the device"
+    else:
+        text = f"{dst}: cannot write: {reason}" + (f" ({where})" if where is not None else "")
+    return OutputError(text, code)
+
+
+def _temporary(dst: Path) -> Path:
+    """A new empty file beside ``dst`` (``.NAME.XXXXXXXX.tmp``; engine/train_state.py recognises the pattern)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    return Path(tmp)
+
 
 @contextlib.contextmanager
 def atomic_path(dst: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``dst``; on success it is renamed to ``dst`` (fsync'd first)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    """Yield a temporary path beside ``dst``; on success it is renamed to ``dst`` (fsync'd first).
+
+    OSErrors about the temporary (or the destination, or without a file name such as ENOSPC from a write) are
+    raised as ``OutputError`` naming ``dst``. Missing parent folders are created. A symbolic link is kept: the
+    file it points to is replaced. A destination that is not a regular file (``/dev/stdout``, ``/dev/null``, a
+    pipe; anything under /dev or /proc) is written in place, never replaced.
+    """
+    shown = Path(dst)
+    if _in_place(shown):
+        try:
+            yield shown
+        except OSError as exc:
+            if _about(exc, shown):
+                raise output_error(shown, exc) from exc
+            raise
+        return
+    dst = _target(shown)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(shown, exc) from None
+    try:
+        tmp_path = _temporary(dst)
+    except OSError as exc:
+        raise output_error(shown, exc, (exc.filename,) if exc.filename else ()) from None
+    try:
+        try:
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+            yield tmp_path
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, dst)
+        except OSError as exc:
+            if _about(exc, dst, tmp_path, shown):
+                raise output_error(shown, exc, (tmp_path, dst)) from exc
+            raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _about(exc: OSError, *paths: Path) -> bool:
+    """Whether ``exc`` concerns the output: it names one of ``paths``, or names no file and is a write error."""
+    if exc.filename is None:
+        return exc.errno in _WRITE_ERRNOS
+    return _name(exc.filename) in {str(p) for p in paths}
+
+
+def _name(filename: Any) -> str:
+    return os.fsdecode(filename) if isinstance(filename, (str, bytes)) else str(filename)
+
+
+def _in_place(dst: Path) -> bool:
+    """Whether ``dst`` exists and must be written in place: a device, pipe or socket, or a path under /dev or
+    /proc (``/dev/stdout`` links to the caller's stdout, which may be a regular file: replacing it would cut
+    the link)."""
+    if not os.path.lexists(dst):
+        return False
+    path = os.path.abspath(dst)
+    for _ in range(40):  # the path and every link it goes through (a link to /dev/stdout counts)
+        if path.startswith(("/dev/", "/proc/")):
+            return True
+        if not os.path.islink(path):
+            break
+        path = os.path.abspath(os.path.join(os.path.dirname(path), os.readlink(path)))
+    try:
+        mode = os.stat(dst).st_mode
+    except OSError:  # a dangling link: its target is created
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _target(dst: Path) -> Path:
+    """The path to replace: ``dst``, or the file a symbolic link ``dst`` points to (the link is kept)."""
+    return Path(os.path.realpath(dst)) if dst.is_symlink() else dst
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_folder_writable(folder: Path, dst: Path) -> None:
+    """``folder`` (the nearest existing ancestor of where ``dst`` goes) can hold new files, or OutputError."""
+    if not folder.is_dir():
+        raise OutputError(f"{dst}: cannot create its folder: {folder} is a file, not a folder", errno.ENOTDIR)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        code = errno.EROFS if read_only else errno.EACCES
+        own = Path(os.path.abspath(dst))
+        where = "" if folder in (own, own.parent) else f" ({folder})"
+        raise OutputError(f"{dst}: cannot write: {os.strerror(code)}{where}", code)
+    st = os.statvfs(folder)
+    if st.f_blocks and (st.f_bfree if os.geteuid() == 0 else st.f_bavail) == 0:  # f_blocks 0: /proc-like
+        raise OutputError(f"{dst}: cannot write: no space left on the device", errno.ENOSPC)
+    try:  # a real file creation: catches what access(2) cannot see (ACLs, NFS, /proc-like file systems)
+        probe = tempfile.mkstemp(prefix=f".{dst.name or 'output'}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        hide = (exc.filename,) if exc.filename else ()  # the probe's own name means nothing to the user
+        raise output_error(dst, exc, hide) from None
+    os.close(probe[0])
+    os.unlink(probe[1])
+
+
+def disk_full(path: str | os.PathLike, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding ``path`` has less than ``margin`` bytes left (False if unknown)."""
+    try:
+        st = os.statvfs(_nearest_existing(Path(path)))
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return bool(st.f_blocks) and free * st.f_frsize < margin
+
+
+def check_output_file(dst: str | os.PathLike) -> None:
+    """Raise ``OutputError`` naming ``dst`` now if ``atomic_path(dst)`` could not write it later.
+
+    Nothing is created: a missing parent folder is checked through its nearest existing ancestor.
+    """
+    dst = Path(dst)
+    if dst.is_dir():
+        raise OutputError(f"{dst}: is a folder; give a file name", errno.EISDIR)
+    if _in_place(dst):
+        if not os.access(dst, os.W_OK):
+            raise OutputError(f"{dst}: cannot write: {os.strerror(errno.EACCES)}", errno.EACCES)
+        return
+    _check_folder_writable(_nearest_existing(_target(dst).parent), dst)
+
+
+def check_output_dir(dst: str | os.PathLike, beside: bool = False) -> None:
+    """Raise ``OutputError`` naming ``dst`` now if the folder ``dst`` could not be created or written into.
+
+    ``beside``: the output is built in a sibling folder and renamed into place (its parent must be writable).
+    """
+    dst = Path(dst)
+    if os.path.lexists(dst) and not dst.is_dir():
+        raise OutputError(f"{dst}: exists and is not a folder", errno.ENOTDIR)
+    target = dst.parent if beside or not dst.is_dir() else dst
+    _check_folder_writable(_nearest_existing(target), dst)
 
 
 def write_bytes_atomic(dst: str | os.PathLike, data: bytes) -> None:
@@ -50,8 +227,21 @@ def write_text_atomic(dst: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(dst, text.encode("utf-8"))
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / ±inf float replaced by None: JSON has no such numbers (json.dumps would write
+    the non-standard ``NaN`` / ``Infinity`` tokens that strict readers refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(dst: str | os.PathLike, obj: Any) -> None:
-    write_text_atomic(dst, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """``obj`` as indented JSON; non-finite floats are written as null (``finite_json``)."""
+    write_text_atomic(dst, json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -25,20 +25,27 @@ HELP = "CPU throughput of the backends next to the PyTorch reference (same weigh
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..engine.bench import ALL_BACKENDS, DEFAULT_BACKENDS
     from ..models.registry import list_models
+    from .common import image_size, nonnegative_float, nonnegative_int, positive_int
 
     parser.add_argument("--models", nargs="+", default=["shunted_t"], choices=list_models(), help="variants")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8], help="default: 1 8")
-    parser.add_argument("--img-size", type=int, default=224, help="input height and width (default 224)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for every backend (default 2)")
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8], help="default: 1 8")
+    parser.add_argument(
+        "--img-size", type=image_size, default=224, help="input height and width (default 224)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=2, help="CPU threads for every backend (default 2)"
+    )
     parser.add_argument(
         "--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=ALL_BACKENDS, help="backends to time"
     )
     parser.add_argument(
-        "--repeats", type=int, default=15, help="timed calls per backend (median; default 15)"
+        "--repeats", type=positive_int, default=15, help="timed calls per backend (median; default 15)"
     )
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per backend first (default 3)")
     parser.add_argument(
-        "--pause", type=float, default=0.25, help="seconds between timed calls (default 0.25)"
+        "--warmup", type=nonnegative_int, default=3, help="untimed calls per backend first (default 3)"
+    )
+    parser.add_argument(
+        "--pause", type=nonnegative_float, default=0.25, help="seconds between timed calls (default 0.25)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke mode: 1 warm-up, 2 repeats, no pause")
     parser.add_argument(
@@ -52,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bf16-recheck-margin",
-        type=float,
+        type=nonnegative_float,
         default=None,
         help="*_bf16 backends: recompute in fp32 the rows whose top-2 gap is below this many logit standard "
         "deviations (default: the backends' 0.05; 0 = plain bf16)",
@@ -70,11 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.bench import available_backends, markdown_table, run_bench, target_lines
     from ..engine.summary import variant_summary
     from ..errors import ShuntedError
-    from ..fileio import write_json_atomic
+    from ..fileio import check_output_file, write_json_atomic
     from .info import format_table
 
     if args.img_size % 32:
         raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
+    if args.json:
+        check_output_file(args.json)
     if args.quick:
         args.repeats, args.warmup, args.pause = 2, 1, 0.0
     if args.bf16_recheck_margin is not None:

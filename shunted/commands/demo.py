@@ -25,11 +25,15 @@ PREDICT_EXAMPLES = ("airplane/0000.jpg", "cat/0000.jpg", "horse/0000.jpg", "ship
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .common import nonnegative_int, positive_int
+
     parser.add_argument(
         "--output-dir", default="outputs/demo", help="where to write outputs (default outputs/demo)"
     )
-    parser.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2)")
-    parser.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    parser.add_argument(
+        "--workers", type=nonnegative_int, default=2, help="decoding worker processes (default 2)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=100, help="images per batch (default 100)")
 
 
 def assets() -> Path:
@@ -42,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.backends import dygraph_predictor
     from ..engine.evaluate import format_table, run_evaluation
     from ..engine.predict import format_predictions, predict
-    from ..models import create_model, get_pretrained_cfg
+    from ..factory import create_model
+    from ..fileio import check_output_dir
+    from ..models import get_pretrained_cfg
 
     start = time.perf_counter()
+    check_output_dir(args.output_dir)
     checkpoint = assets() / "demo" / "ckpt_T_cifar10_fp16.pth"
     subset = assets() / "cifar10-demo"
     expected = json.loads((subset / "expected.json").read_text())

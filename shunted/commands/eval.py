@@ -8,6 +8,10 @@ Defaults come from the variant's config (224 px, crop_pct 0.875 → resize 256, 
 flags given on the command line win over the config file. Prints a table; --output writes it as JSON and
 --save-logits the logits (.npy, rows in sample order), both atomically. An unreadable image stops the run with
 its name, unless --skip-bad, which skips it and lists it in the JSON.
+
+Class folders map to the model's classes by name when the names are known (--class-names FILE; the sidecar
+`shunted convert` writes; a training run's summary.json; ImageNet synset folders for 1000 classes): a folder
+that is not a class is an error. Unknown names: sorted folder order, only with as many folders as classes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ HELP = "evaluate top-1/top-5 on ImageNet-style data with the official preprocess
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..engine.backends import add_backend_arguments
-    from .common import add_config_arguments, add_preprocessing_arguments
+    from .common import add_config_arguments, add_preprocessing_arguments, nonnegative_int, positive_int
 
     add_config_arguments(parser, "PaddleClas-style YAML (Arch, Global.pretrained_model, DataLoader.Eval)")
     parser.add_argument("--model", help="variant: shunted_t, shunted_s or shunted_b")
@@ -28,13 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels", help="label file of 'relative/path label' lines (PaddleClas val_list.txt)"
     )
-    parser.add_argument("--num-classes", type=int, help="class count (default: the checkpoint's)")
-    add_preprocessing_arguments(parser)
-    parser.add_argument("--batch-size", type=int, help="images per batch (default 64)")
     parser.add_argument(
-        "--workers", type=int, help="decoding worker processes (default 2; 0 decodes in-process)"
+        "--class-names",
+        metavar="FILE",
+        help="the model's class names, one per line in class-index order: class folders map to classes by "
+        "name (default: names recorded beside the weights, ImageNet synsets for 1000 classes)",
     )
-    parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    parser.add_argument("--num-classes", type=positive_int, help="class count (default: the checkpoint's)")
+    add_preprocessing_arguments(parser)
+    parser.add_argument("--batch-size", type=positive_int, help="images per batch (default 64)")
+    parser.add_argument(
+        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 decodes in-process)"
+    )
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N samples")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed in the JSON)")
     parser.add_argument(
         "--save-logits", metavar="F.npy", help="write the logits, one row per sample in order"
@@ -50,6 +60,7 @@ _KEYS = (
     "weights",
     "data",
     "labels",
+    "class_names",
     "num_classes",
     "img_size",
     "crop_pct",
@@ -96,8 +107,12 @@ def settings(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import format_table, run_evaluation
+    from ..fileio import check_output_file
 
     s = settings(args)
+    for path in (args.save_logits, args.output):  # before the work (a static backend exports first)
+        if path is not None:
+            check_output_file(path)
     extra = {}
     if args.backend != "dygraph":
         from ..engine.backends import checkpoint_predictor

@@ -18,13 +18,23 @@ HELP = "export to Paddle Inference or ONNX, checked against dygraph on real imag
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..models.registry import list_models
+    from .common import image_size, positive_int
 
     parser.add_argument("--model", required=True, choices=list_models(), help="variant")
     parser.add_argument("--weights", default=None, help="checkpoint (.pth / .pdparams / .safetensors)")
     parser.add_argument("--format", required=True, choices=("paddle", "onnx"), help="export format")
-    parser.add_argument("--output", required=True, type=Path, help="output directory (replaced atomically)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=int, default=224, help="input height and width (multiple of 32)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="output folder: new, empty, or a previous export (replaced atomically); any other content is refused",
+    )
+    parser.add_argument(
+        "--num-classes", type=positive_int, default=None, help="classes (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--img-size", type=image_size, default=224, help="input height and width (multiple of 32)"
+    )
     parser.add_argument(
         "--features", action="store_true", help="export the four stage maps instead of logits"
     )
@@ -34,14 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder of real images for the parity check (default: bundled demo images or ../shared samples)",
     )
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the check (default 2)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=2, help="CPU threads for the check (default 2)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.backends import set_paddle_threads
-    from ..engine.export import PARITY_TOL, export_model, find_check_images
-    from ..models import create_model
+    import sys
 
+    from ..engine.backends import set_paddle_threads
+    from ..engine.export import PARITY_TOL, check_export_output, export_model, find_check_images
+    from ..factory import create_model
+
+    check_export_output(args.output)  # before loading anything: refuse a folder of the user's files now
+    if args.weights is None:
+        print(
+            "shunted export: WARNING: no --weights given: exporting RANDOMLY INITIALISED weights "
+            "(its predictions are meaningless)",
+            file=sys.stderr,
+        )
     set_paddle_threads(args.threads)
     kwargs = {"features_only": True} if args.features else {}
     model = create_model(args.model, pretrained=args.weights, num_classes=args.num_classes, **kwargs)
@@ -56,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         check_images=images,
         threads=args.threads,
     )
-    files = ", ".join(sorted(p.name for p in args.output.iterdir()))
+    files = ", ".join(info.files)
     print(
         f"exported {args.model} ({args.format}, {args.img_size}×{args.img_size}, outputs: "
         f"{', '.join(info.outputs)}) to {args.output}: {files}\n"

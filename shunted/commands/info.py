@@ -11,9 +11,14 @@ HELP = "variant table: parameters, FLOPs (MACs) and the paper's figures"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=None, help="variants (default: all)")
+    from ..models.registry import list_models
+    from .common import image_size
+
     parser.add_argument(
-        "--img-size", type=int, default=224, help="input size for the FLOP count (default 224)"
+        "--models", nargs="+", default=None, choices=list_models(), help="variants (default: all)"
+    )
+    parser.add_argument(
+        "--img-size", type=image_size, default=224, help="input size for the FLOP count (default 224)"
     )
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
 

@@ -4,7 +4,9 @@
   shunted predict --model shunted_t --weights my10.pdparams --labels names.txt img.jpg --output preds.json
 
 Class names: --labels imagenet (the bundled ImageNet-1k names, the default for 1,000-class weights) or a FILE
-with one name per line in class-index order. Preprocessing is the evaluation's (resize, centre crop).
+with one name per line in class-index order; by default also the names recorded beside the weights (the
+`shunted convert` sidecar of the demo checkpoint, a training run's summary.json). Preprocessing is the
+evaluation's (resize, centre crop).
 """
 
 from __future__ import annotations
@@ -16,32 +18,35 @@ HELP = "top-k predictions with class names for image files or folders"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..engine.backends import add_backend_arguments
-    from .common import add_preprocessing_arguments
+    from .common import add_preprocessing_arguments, positive_int
 
     parser.add_argument(
         "inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders of images"
     )
     parser.add_argument("--model", required=True, help="variant: shunted_t, shunted_s or shunted_b")
     parser.add_argument("--weights", required=True, help="official .pth, .pdparams or .safetensors")
-    parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
     parser.add_argument("--labels", help="'imagenet' or a file of class names, one per line")
     add_preprocessing_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     parser.add_argument("--output", metavar="F.json", help="write the predictions as JSON")
     add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.classnames import resolve_class_names
+    from ..data.classnames import known_class_names, resolve_class_names
     from ..data.transforms import EvalTransform
     from ..engine.backends import make_predictor
     from ..engine.predict import expand_inputs, format_predictions, predict
     from ..errors import ShuntedError
-    from ..fileio import write_json_atomic
-    from ..models import create_model, get_pretrained_cfg
+    from ..factory import create_model
+    from ..fileio import check_output_file, write_json_atomic
+    from ..models import get_pretrained_cfg
 
     if args.topk < 1:
         raise ShuntedError(f"--topk {args.topk}: must be at least 1")
+    if args.output:
+        check_output_file(args.output)
     try:
         get_pretrained_cfg(args.model)
     except ValueError as exc:
@@ -49,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     model = create_model(args.model, pretrained=args.weights)
     names = resolve_class_names(args.labels, model.num_classes)
+    known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
+    if names is None:
+        known = known_class_names(args.weights, model.num_classes, sha256=model.pretrained_sha256)
+        names = list(known.names) if known and len(known.names) == model.num_classes else None
     transform = EvalTransform.from_config(
         get_pretrained_cfg(args.model),
         img_size=args.img_size,
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 "model": args.model,
                 "weights": {"path": str(args.weights), "sha256": model.pretrained_sha256},
                 "num_classes": model.num_classes,
-                "labels": args.labels or ("imagenet" if names else None),
+                "labels": args.labels or (known.source if known and names else "imagenet" if names else None),
                 "preprocessing": transform.describe(),
                 "predictions": results,
             },

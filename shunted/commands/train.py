@@ -1,7 +1,8 @@
 """Train or fine-tune a Shunted Transformer with the official (DeiT-style) recipe.
 
-Every knob lives in configs/shunted_{t,s,b}_train.yaml (the official values; -c picks the file, default the
-one of --model) and can be overridden with -o Section.key=value; the flags below override the config.
+Every knob is a key of shunted/config_schema.py, whose defaults are the official recipe (written out as
+configs/shunted_{t,s,b}_train.yaml); -c FILE and -o Section.key=value override them (an unknown key is an error),
+and the flags below override the config.
 
 Fine-tune the bundled CIFAR-10 checkpoint on your own classes (head re-initialised when --num-classes differs):
     shunted train --model shunted_t --data train/ --val-data val/ --output runs/ft \\
@@ -26,7 +27,13 @@ HELP = "train or fine-tune (official recipe, resumable, multi-process via paddle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from shunted.commands.common import add_config_arguments  # absolute: this file also runs as a script
+    from shunted.commands.common import (  # absolute: this file also runs as a script
+        add_config_arguments,
+        image_size,
+        nonnegative_int,
+        positive_float,
+        positive_int,
+    )
 
     parser.add_argument("--model", default=None, help="shunted_t / shunted_s / shunted_b (default: from -c)")
     parser.add_argument(
@@ -41,27 +48,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pretrained", default=None, help="initial weights: official .pth, .pdparams, .safetensors"
     )
-    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: from the data)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None, help="images per process and step")
     parser.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (default: 5e-4 x batch/512)"
+        "--num-classes", type=positive_int, default=None, help="classes (default: from the data)"
     )
-    parser.add_argument("--img-size", type=int, default=None, help="training crop size (default 224)")
-    parser.add_argument("--workers", type=int, default=None, help="data loader worker processes")
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="images per process and step")
+    parser.add_argument(
+        "--lr", type=positive_float, default=None, help="peak learning rate (default: 5e-4 x batch/512)"
+    )
+    parser.add_argument("--img-size", type=image_size, default=None, help="training crop size (default 224)")
+    parser.add_argument("--workers", type=nonnegative_int, default=None, help="data loader worker processes")
     parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
     parser.add_argument("--freeze", type=int, default=None, help="freeze the first N stages (0-4)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision (GPU)")
     parser.add_argument(
-        "--max-steps", type=int, default=None, help="stop each epoch after N steps (smoke tests)"
+        "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
     )
-    add_config_arguments(parser, "YAML config (default configs/<model>_train.yaml)")
+    add_config_arguments(parser, "YAML config over the recipe (configs/<model>_train.yaml lists every key)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.train import train_from_args
+    from ..fileio import check_output_dir
 
+    check_output_dir(args.output)  # before the data is listed and the model built
     train_from_args(args)
     return 0
 

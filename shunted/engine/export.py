@@ -6,16 +6,26 @@ dynamic batch) → ``model.onnx``. paddle2onnx's default post-export step (polyg
 it sets ``POLYGRAPHY_AUTOINSTALL_DEPS`` and may pip-install packages at run time. Asking ``paddle2onnx.export`` for
 the model bytes (``save_file=None``) returns before that step; its own C++ graph optimiser still runs.
 
-An export directory also holds ``export.json`` (model, format, input size, outputs, parity figures). It is built in
-a temporary sibling directory and renamed into place only after the parity check passed, so a failed export never
-leaves a half-written or unchecked model at the destination.
+An export directory also holds ``export.json`` (model, format, input size, outputs, parity figures, the files it
+wrote). It is built in a temporary sibling directory and swapped into place only after the parity check passed, so
+a failed export never leaves a half-written or unchecked model at the destination.
+
+The destination must be new, empty, or a previous export (a folder holding only an ``export.json`` of ours and
+the files it lists). Anything else is refused before any work, naming what is there: an export never deletes or
+mixes with files it did not write. (Writing beside the user's files instead would leave the folder half old,
+half new whenever an export fails midway, and could not replace a previous export atomically.) A previous export
+is replaced by one atomic swap (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames), then its files are
+removed by name.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ShuntedError
+from ..fileio import OutputError, check_output_dir, disk_full, output_error
 
 FORMATS = ("paddle", "onnx")
 PADDLE_PREFIX = "model"  # → model.json + model.pdiparams
@@ -32,6 +43,8 @@ META_FILE = "export.json"
 ONNX_OPSET = 17
 PARITY_TOL = 1e-5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# What an export of an earlier version wrote when its export.json does not list its files.
+EXPORT_FILES = (META_FILE, f"{PADDLE_PREFIX}.json", f"{PADDLE_PREFIX}.pdiparams", ONNX_FILE)
 
 
 class ExportError(ShuntedError):
@@ -50,6 +63,7 @@ class ExportInfo:
     outputs: list[str]
     weights: str | None = None
     parity: dict = field(default_factory=dict)  # {"images": n, "batch_sizes": [...], "max_rel_err": x}
+    files: list[str] = field(default_factory=list)  # what the export wrote (export.json included)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -221,16 +235,19 @@ def export_model(
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if img_size % 32:
         raise ExportError(f"--img-size {img_size}: must be a multiple of 32 (the network's total stride)")
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ExportError(f"{output}: exists and is not a directory")
+    given = output
+    output = check_export_output(output)
     images = list(check_images) if check_images else find_check_images(max(batch_sizes))
     batch = load_batch(images, model, img_size)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    except OSError as exc:
+        raise output_error(given, exc) from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    installed = False
     try:
         model.eval()
         save_paddle(model, tmp, img_size) if fmt == "paddle" else save_onnx(model, tmp, img_size)
@@ -254,24 +271,126 @@ def export_model(
                 "tolerance": tol,
             },
         )
+        info.files = sorted({META_FILE, *(p.name for p in tmp.iterdir())})
         (tmp / META_FILE).write_text(json.dumps(info.to_dict(), indent=2) + "\n")
-        _replace_dir(tmp, output)
+        _install(tmp, output, given)
+        installed = True
+    except OSError as exc:  # ENOSPC, EIO, ...: name the user's folder, not the temporary one
+        raise output_error(given, exc, (tmp,)) from exc
+    except Exception as exc:
+        # paddle.jit.save ignores ENOSPC and leaves a truncated model.pdiparams; the failure then surfaces as
+        # a RuntimeError of the predictor reading it. A full file system is the cause worth naming.
+        if disk_full(tmp):
+            raise OutputError(f"{given}: cannot write: no space left on the device", errno.ENOSPC) from exc
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not installed:  # the folder this call made (mkdtemp) and filled: only files it wrote
+            shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``; an existing ``dst`` is moved aside first and removed after the swap."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}")
-        os.replace(dst, old)
+def _previous_export_files(folder: Path) -> set[str] | None:
+    """The files a previous export in ``folder`` wrote (from its export.json), or None if it is not one."""
     try:
-        os.replace(src, dst)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        meta = json.loads((folder / META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and meta.get("format") in FORMATS and "model" in meta):
+        return None
+    files = meta.get("files") or EXPORT_FILES
+    if not (
+        isinstance(files, list | tuple)
+        and all(isinstance(f, str) and "/" not in f and "\0" not in f for f in files)
+    ):
+        return None
+    return {META_FILE, *files}
+
+
+def foreign_entries(folder: str | os.PathLike) -> list[str]:
+    """Names in ``folder`` that a previous export did not write (all of them when it is not an export)."""
+    folder = Path(folder)
+    names = sorted(os.listdir(folder))
+    ours = _previous_export_files(folder) or set()
+    return [n for n in names if n not in ours or (folder / n).is_symlink() or not (folder / n).is_file()]
+
+
+def check_export_output(output: str | os.PathLike) -> Path:
+    """The real path to export to, or ExportError / OutputError naming ``output`` (nothing is changed).
+
+    Refused: the current folder or one of its parents, a file, a folder holding anything but a previous export,
+    a location that cannot be written (shunted/fileio.py ``check_output_dir``).
+    """
+    given = str(output)
+    real = Path(os.path.realpath(output))  # "." and symbolic links: the folder that would be replaced
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if real == cwd or real in cwd.parents:
+        raise ExportError(
+            f"--output {given}: is the current folder or one of its parents; give a new folder, "
+            f"e.g. --output {Path(given) / 'export'}"
+        )
+    if os.path.lexists(real) and not real.is_dir():
+        raise ExportError(f"--output {given}: exists and is not a folder")
+    if real.is_dir():
+        _refuse_foreign(real, given)
+    check_output_dir(real, beside=True)
+    return real
+
+
+def _refuse_foreign(folder: Path, given: str) -> None:
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ExportError(
+            f"--output {given}: holds files that are not a shunted export ({shown}); nothing was changed: "
+            "give a new or empty folder"
+        )
+
+
+def _install(tmp: Path, output: Path, given: str) -> None:
+    """Put the finished export ``tmp`` at ``output``, replacing a previous export (checked again) atomically."""
+    if not os.path.lexists(output):
+        os.rename(tmp, output)  # fails if a non-empty folder appeared meanwhile; an empty one is replaced
+        return
+    _refuse_foreign(output, given)
+    if _exchange(tmp, output):
+        old = tmp
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
+        os.rename(output, old)  # onto the empty placeholder
+        try:
+            os.rename(tmp, output)
+        except BaseException:
+            os.rename(old, output)
+            raise
+    _remove_previous_export(old)
+
+
+def _remove_previous_export(folder: Path) -> None:
+    """Delete, by name, the files a previous export wrote, then the folder; anything else is left there."""
+    for name in _previous_export_files(folder) or ():
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        print(
+            f"shunted export: warning: left {folder}: it holds files the previous export did not write",
+            file=sys.stderr,
+        )
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))

@@ -17,7 +17,7 @@ from shunted.engine.export import (
     load_batch,
     paddle_files,
 )
-from shunted.models import create_model
+from shunted.factory import create_model
 
 pytest.importorskip("paddle2onnx")
 pytest.importorskip("onnxruntime")
@@ -30,6 +30,7 @@ def images(shared_dir):
     return files
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 @pytest.mark.parametrize(
     ("fmt", "img_size"), [("paddle", 224), ("onnx", 224), ("paddle", 160), ("onnx", 160)]
 )
@@ -53,6 +54,7 @@ def test_export_matches_dygraph_at_batch_1_and_3(fmt, img_size, model_t, images,
         assert relative_error(got, expected) <= 1e-5
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_features_export_returns_the_four_stage_maps(images, tmp_path, relative_error):
     model = create_model("shunted_t", features_only=True)
     out = tmp_path / "features"
@@ -66,14 +68,18 @@ def test_features_export_returns_the_four_stage_maps(images, tmp_path, relative_
         assert relative_error(g, e) <= 1e-5
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_failed_check_writes_nothing_and_keeps_the_old_export(model_t, images, tmp_path):
     out = tmp_path / "export"
     out.mkdir()
-    (out / "keep.txt").write_text("previous export")
+    previous = {"model": "shunted_t", "format": "onnx", "files": ["export.json", "model.onnx"]}
+    (out / META_FILE).write_text(json.dumps(previous))
+    (out / "model.onnx").write_text("previous export")
     # float32 runtimes never match dygraph to 1e-12: the check must refuse, naming the error.
     with pytest.raises(ExportError, match=r"rel err .* > 1e-12"):
         export_model(model_t, "paddle", out, 96, model_name="shunted_t", check_images=images, tol=1e-12)
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [META_FILE, "model.onnx"]
+    assert (out / "model.onnx").read_text() == "previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary directory left behind
 
 
