@@ -84,7 +84,7 @@ try:
 except ImportError:
     from shunted.convert.mapping import paddle_to_torch
     from shunted.convert.torch_writer import write_checkpoint
-    from shunted.models import create_model
+    from shunted.factory import create_model
     from shunted.models.weights import state_dict_numpy
     write_checkpoint(path, paddle_to_torch(state_dict_numpy(create_model(variant))))
     print("shunted's torch-free writer (torch not installed)")

@@ -19,6 +19,15 @@ use_avx2_kernels_on_amd()  # before Paddle loads its MKL (see mkl_dispatch.py)
 
 __version__ = "0.1.0"
 
-from .models import create_model, get_pretrained_cfg, list_models  # noqa: E402
+from .models.registry import get_pretrained_cfg, list_models  # noqa: E402  (plain Python)
 
 __all__ = ["__version__", "create_model", "get_pretrained_cfg", "list_models"]
+
+
+def __getattr__(name: str):
+    """PEP 562: ``shunted.create_model`` imports Paddle on first use, so ``import shunted`` stays light."""
+    if name == "create_model":
+        from .factory import create_model
+
+        return create_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

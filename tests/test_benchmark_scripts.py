@@ -19,6 +19,7 @@ def _run(repo_root, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_bench_cpu_quick_writes_every_backend(repo_root, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")

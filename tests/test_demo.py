@@ -17,6 +17,7 @@ CKPT = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
 EXPECTED = json.loads((SUBSET / "expected.json").read_text())
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_demo_runs_and_matches_the_official_result(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -49,6 +50,7 @@ def test_expected_json_describes_the_bundled_files(shared_dir):
     assert EXPECTED["n_images"] == sum(1 for _ in SUBSET.glob("*/*.jpg"))
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_expected_json_is_what_the_tool_recomputes(tmp_path):
     pytest.importorskip("torch")
     spec = importlib.util.spec_from_file_location(

@@ -323,7 +323,11 @@ def add_backend_arguments(parser) -> None:
         default="dygraph",
         help="runtime (default dygraph); the static ones export the model to a temporary folder first",
     )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    from ..commands.common import positive_int
+
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads (default: every core)"
+    )
 
 
 def checkpoint_predictor(
@@ -336,7 +340,8 @@ def checkpoint_predictor(
 ) -> tuple[Predictor, int]:
     """(predict, num_classes) of ``create_model(model_name, pretrained=weights)`` on ``backend`` (for eval)."""
     from ..errors import WeightsError
-    from ..models import create_model, get_pretrained_cfg
+    from ..factory import create_model
+    from ..models import get_pretrained_cfg
 
     model = create_model(model_name, pretrained=weights)
     if num_classes is not None and num_classes != model.num_classes:

@@ -281,7 +281,7 @@ def run_bench(
     """
     import paddle
 
-    from ..models import create_model
+    from ..factory import create_model
 
     records = []
     set_paddle_threads(threads)

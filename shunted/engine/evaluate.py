@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import BAD_LABEL, ImageDataset
-from ..fileio import atomic_path, write_json_atomic
+from ..fileio import atomic_path, check_output_file, write_json_atomic
 from .backends import dygraph_predictor
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
@@ -244,19 +244,26 @@ def run_evaluation(
     output: str | os.PathLike | None = None,
     progress: bool = True,
     predict_batch: PredictBatch | None = None,
+    class_names: str | os.PathLike | None = None,
 ) -> dict:
     """``shunted eval`` as a function: build model and data, evaluate, write the outputs, return the result.
 
     ``predict_batch`` replaces the dygraph model (another backend); ``num_classes`` is then required. Otherwise
     the model is ``create_model(model, pretrained=weights)`` and ``num_classes``, when given, must match the
-    checkpoint's head.
+    checkpoint's head. Class folders map to class indices by name when the names are known (``class_names``, a
+    file of one name per line, or what ``data/classnames.py:known_class_names`` finds beside the weights).
     """
+    from ..data.classnames import known_class_names
     from ..data.datasets import list_samples
     from ..data.transforms import EvalTransform
-    from ..errors import WeightsError
+    from ..errors import DataError, WeightsError
+    from ..factory import create_model
     from ..fileio import sha256_file
-    from ..models import create_model, get_pretrained_cfg
+    from ..models import get_pretrained_cfg
 
+    for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
+        if out_path is not None:
+            check_output_file(out_path)
     transform = EvalTransform.from_config(
         get_pretrained_cfg(model),
         img_size=img_size,
@@ -277,7 +284,17 @@ def run_evaluation(
         predict_batch = dygraph_predictor(net)
     elif num_classes is None:
         raise ValueError("num_classes is required with a custom predict_batch")
-    samples = list_samples(data, labels=labels, num_classes=num_classes).head(limit)
+    weights_sha256 = weights_sha256 or sha256_file(weights)
+    known = None
+    if labels is None or class_names is not None:
+        known = known_class_names(weights, num_classes, class_names, sha256=weights_sha256)
+    samples = list_samples(
+        data,
+        labels=labels,
+        num_classes=num_classes,
+        class_names=known.names if known else None,
+        names_source=known.source if known else None,
+    ).head(limit)
     dataset = ImageDataset(samples, transform, on_error="mark")
     outcome = evaluate(
         dataset,
@@ -289,16 +306,21 @@ def run_evaluation(
         keep_logits=save_logits_to is not None,
         progress=progress,
     )
+    if outcome.n == 0:  # no accuracy to report (NaN otherwise)
+        raise DataError(
+            f"{data}: no image could be evaluated ({len(outcome.skipped)} unreadable, all skipped)"
+        )
     result = result_dict(
         outcome,
         model=model,
-        weights={"path": str(weights), "sha256": weights_sha256 or sha256_file(weights)},
+        weights={"path": str(weights), "sha256": weights_sha256},
         num_classes=num_classes,
         data={
             "root": str(samples.root),
             "labels": str(labels) if labels is not None else None,
             "layout": samples.layout,
             "class_map": samples.class_map,
+            **samples.describe(),
             "samples": len(samples),
             "limit": limit,
         },

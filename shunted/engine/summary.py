@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import paddle
 from paddle import nn
 
-from ..models.shunted import Attention, Mlp
+from ..models.shunted import Attention
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,6 @@ def _attention_macs(layer: Attention, inputs, output) -> int:
     return batch * layer.num_heads * tokens * tokens * d * 2
 
 
-def _mlp_macs(layer: Mlp, inputs, output) -> int:
-    """fc1 and fc2: the feed-forward applies their weights as 1×1 convs, so their own hooks never fire."""
-    tokens = int(inputs[0].shape[0]) * int(inputs[0].shape[1])
-    return tokens * sum(int(fc.weight.shape[0]) * int(fc.weight.shape[1]) for fc in (layer.fc1, layer.fc2))
-
-
 def count_macs(model: nn.Layer, img_size: int | tuple[int, int] = 224) -> MacCount:
     """Multiply-accumulates of one forward pass on a single image of ``img_size``."""
     height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
@@ -66,19 +60,11 @@ def count_macs(model: nn.Layer, img_size: int | tuple[int, int] = 224) -> MacCou
     def on_layer(layer, inputs, output):
         totals["layers"] += _layer_macs(layer, inputs, output)
 
-    def on_mlp(layer, inputs, output):
-        totals["layers"] += _mlp_macs(layer, inputs, output)
-
     def on_attention(layer, inputs, output):
         totals["attention"] += _attention_macs(layer, inputs, output)
 
-    in_mlp = {
-        id(fc) for m in model.sublayers(include_self=True) if isinstance(m, Mlp) for fc in (m.fc1, m.fc2)
-    }
     for layer in model.sublayers(include_self=True):
-        if isinstance(layer, Mlp):
-            hooks.append(layer.register_forward_post_hook(on_mlp))
-        if isinstance(layer, (nn.Conv2D, nn.Linear)) and id(layer) not in in_mlp:
+        if isinstance(layer, (nn.Conv2D, nn.Linear)):  # PixelLinear too: output.size counts its pixels
             hooks.append(layer.register_forward_post_hook(on_layer))
         elif isinstance(layer, Attention):
             hooks.append(layer.register_forward_post_hook(on_attention))
@@ -96,7 +82,8 @@ def count_macs(model: nn.Layer, img_size: int | tuple[int, int] = 224) -> MacCou
 
 def variant_summary(name: str, img_size: int = 224) -> dict:
     """Parameters and MACs of a freshly built variant, next to the paper's figures (for tables)."""
-    from ..models import create_model, get_variant
+    from ..factory import create_model
+    from ..models import get_variant
 
     variant = get_variant(name)
     model = create_model(name)

@@ -29,18 +29,18 @@ import paddle.distributed as dist
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from ..config import ConfigError, get
+from ..config import ConfigError, eval_settings, get
 from ..data.datasets import ImageDataset, Samples, list_samples
 from ..data.mixup import Mixup, soft_target_cross_entropy
 from ..data.train_transforms import SeededImageDataset, TrainTransform
 from ..data.transforms import EvalTransform
 from ..errors import DataError, ShuntedError
+from ..factory import create_model
 from ..fileio import write_json_atomic, write_text_atomic
-from ..models import create_model
 from . import train_state as ts
 from .train_config import resolve_config, section
 from .train_ema import ModelEMA
-from .train_optim import WarmupCosineLR, build_optimizer, scaled_lr
+from .train_optim import WarmupCosineLR, build_optimizer, scaled_lr, schedule_t
 from .train_sampler import RepeatedAugBatchSampler
 
 log = logging.getLogger(__name__)
@@ -127,20 +127,22 @@ class Trainer:
         self.max_steps = get(cfg, "Global.max_steps_per_epoch")
         paddle.seed(self.seed)
         self.train_samples = list_samples(
-            get(cfg, "DataLoader.Train.image_root"), get(cfg, "DataLoader.Train.cls_label_path")
+            get(cfg, "DataLoader.Train.dataset.image_root"),
+            get(cfg, "DataLoader.Train.dataset.cls_label_path"),
         )
         self.num_classes = get(cfg, "Arch.class_num") or infer_num_classes(self.train_samples)
         self._check_labels(self.train_samples, "--data")
+        self._check_two_classes(self.train_samples)
         arch = section(cfg, "Arch")
         self.model = create_model(
             arch["name"],
-            pretrained=arch.get("pretrained_model"),
+            pretrained=get(cfg, "Global.pretrained_model"),
             num_classes=self.num_classes,
             drop_path_rate=arch.get("drop_path_rate") or 0.0,
             drop_rate=arch.get("drop_rate") or 0.0,
         )
         self.frozen = freeze_stages(self.model, int(arch.get("freeze_stages") or 0))
-        self.finetune_eval_mode = bool(arch.get("pretrained_model") and arch.get("finetune_eval_mode"))
+        self.finetune_eval_mode = bool(get(cfg, "Global.pretrained_model") and arch.get("finetune_eval_mode"))
         self._build_data()
         self._build_optim()
         ema = section(cfg, "EMA")
@@ -160,6 +162,14 @@ class Trainer:
         if bad:
             raise DataError(f"{flag}: label {bad[0]} out of range for {self.num_classes} classes")
 
+    def _check_two_classes(self, samples: Samples) -> None:
+        present = sorted(set(samples.labels))
+        if len(present) < 2 or self.num_classes < 2:
+            what = f"class folder {samples.classes[0]!r}" if samples.classes else f"label {present[0]}"
+            raise DataError(
+                f"--data {samples.root}: one class only ({what}); a classifier needs at least two classes"
+            )
+
     def _build_data(self) -> None:
         train = section(self.cfg, "DataLoader.Train")
         t = dict(train["transform"])
@@ -175,8 +185,8 @@ class Trainer:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"DataLoader.Train.transform: {exc}") from None
         self.train_set = SeededImageDataset(self.train_samples, self.transform, self.seed)
-        self.batch_size = int(train["batch_size"])
-        repeats = int(train.get("repeated_aug") or 1)
+        self.batch_size = int(train["sampler"]["batch_size"])
+        repeats = int(train["sampler"]["repeated_aug"])
         if repeats > 1:
             self.sampler = RepeatedAugBatchSampler(
                 len(self.train_set), self.batch_size, repeats, self.world.size, self.world.rank, self.seed
@@ -195,7 +205,7 @@ class Trainer:
                 f"--data: {len(self.train_samples)} images give no full step of {self.batch_size} x "
                 f"{self.world.size} processes (lower --batch-size)"
             )
-        self.workers = int(train["num_workers"])
+        self.workers = int(train["loader"]["num_workers"])
         self.loader = paddle.io.DataLoader(
             self.train_set, batch_sampler=self.sampler, num_workers=self.workers, return_list=True
         )
@@ -212,16 +222,38 @@ class Trainer:
         self.val_loader = self._build_val()
 
     def _build_val(self):
-        ev = section(self.cfg, "DataLoader.Eval")
-        if not ev.get("image_root"):
+        ev = eval_settings(self.cfg)  # the keys shunted eval reads (DataLoader.Eval.dataset/sampler/loader)
+        if not ev.get("data"):
             return None
-        samples = list_samples(ev["image_root"], ev.get("cls_label_path"))
+        train = self.train_samples  # validation folders map to the training classes by name
+        samples = list_samples(
+            ev["data"],
+            ev.get("labels"),
+            num_classes=self.num_classes,
+            class_names=train.classes or None,
+            names_source=f"the class folders of --data {train.root}",
+            hint="give --val-data the class folders of --data, or --val-labels FILE",
+        )
         self._check_labels(samples, "--val-data")
-        size = ev.get("img_size") or self.transform.img_size
-        dataset = ImageDataset(samples, EvalTransform.from_config(self.model.pretrained_cfg, img_size=size))
+        pcfg = self.model.pretrained_cfg
+        for key in ("mean", "std"):  # normalisation comes with the model
+            if key in ev and ev[key] != tuple(getattr(pcfg, key)):
+                raise ConfigError(
+                    f"NormalizeImage.{key} {list(ev[key])} differs from the model's {getattr(pcfg, key)}"
+                )
+        transform = EvalTransform.from_config(
+            pcfg,
+            img_size=ev.get("img_size") or self.transform.img_size,
+            resize_short=ev.get("resize_short"),
+            interpolation=ev.get("interpolation"),
+        )
+        dataset = ImageDataset(samples, transform)
         shard = paddle.io.Subset(dataset, list(range(self.world.rank, len(samples), self.world.size)))
         return paddle.io.DataLoader(
-            shard, batch_size=int(ev["batch_size"]), shuffle=False, num_workers=int(ev["num_workers"])
+            shard,
+            batch_size=int(ev.get("batch_size", self.batch_size)),
+            shuffle=False,
+            num_workers=int(ev.get("workers", self.workers)),
         )
 
     def _build_optim(self) -> None:
@@ -295,8 +327,11 @@ class Trainer:
             raise ShuntedError(
                 f"{self.run_dir}: holds a run already; pass --resume or choose another --output"
             )
+        self.saved_epoch = self.start_epoch  # what last.pdckpt holds (0: no checkpoint yet)
         if self.world.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for orphan in ts.remove_orphan_temporaries(self.run_dir):  # left by a process killed mid-write
+                log.info("removed %s, a partial write of an interrupted run", orphan)
             import yaml
 
             write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
@@ -334,7 +369,7 @@ class Trainer:
             for layer in self.frozen:
                 layer.eval()
         seed_epoch(self.seed, epoch, self.world.rank)
-        self.scheduler.step(epoch)
+        epoch_lr = self._set_lr(epoch, 0)  # the official stepping: see train_optim.schedule_t
         if isinstance(self.sampler, RepeatedAugBatchSampler):
             self.sampler.set_epoch(epoch)
         else:  # Paddle's sampler shuffles with RandomState(epoch): fold the seed in
@@ -348,16 +383,12 @@ class Trainer:
         for step, (x, y, _index) in enumerate(self.loader):
             if step >= self.steps_per_epoch:
                 break
-            if not self.by_epoch:
-                self.scheduler.step(epoch + step / self.steps_per_epoch)
+            if not self.by_epoch and step > 0:
+                self._set_lr(epoch, step)
             loss = self.train_step(x, y, rng)
             if not math.isfinite(loss):
                 bar.close()
-                raise ShuntedError(
-                    f"loss is {loss} at epoch {epoch + 1} step {step + 1}: stopped; {self.run_dir / ts.CHECKPOINT}"
-                    f" holds the last good epoch ({self.start_epoch if not self.rows else self.rows[-1]['epoch']})"
-                    " — lower --lr or enable Optimizer.grad_clip"
-                )
+                raise self._non_finite_stop(f"loss is {loss} at epoch {epoch + 1} step {step + 1}")
             loss_sum += loss * x.shape[0]
             seen += x.shape[0]
             bar.update(1)
@@ -367,16 +398,24 @@ class Trainer:
                 img_s=f"{seen * self.world.size / (time.perf_counter() - start):.1f}",
             )
         bar.close()
+        # the last step's update shows in no loss: check the weights (every rank, so all of them stop together)
+        bad = self._non_finite_state()
+        if bad:
+            raise self._non_finite_stop(f"weights not finite after epoch {epoch + 1} ({_first(bad)})")
         seconds = time.perf_counter() - start
         total_loss, total_seen = self.world.sum([loss_sum, float(seen)])
         return {
             "epoch": epoch + 1,
-            "lr": self.optimizer.get_lr(),
+            "lr": epoch_lr,  # the rate the epoch trained at (per-step schedule: at its first step)
             "train_loss": total_loss / max(total_seen, 1),
             "images": int(total_seen),
             "seconds": round(seconds, 3),
             "img_per_s": round(total_seen / seconds, 2) if seconds > 0 else None,
         }
+
+    def _set_lr(self, epoch: int, step: int) -> float:
+        self.scheduler.step(schedule_t(epoch, step, self.steps_per_epoch, self.by_epoch))
+        return float(self.optimizer.get_lr())
 
     def train_step(self, x: paddle.Tensor, y: paddle.Tensor, rng: np.random.Generator) -> float:
         x, target = self.mixup(x, y, rng)
@@ -440,8 +479,28 @@ class Trainer:
             raise ShuntedError(f"the {self.world.size} processes ended the epoch with different weights")
         return digest, per_rank
 
+    def _non_finite_state(self) -> list[str]:
+        """The model, EMA and optimiser tensors holding NaN or ±inf."""
+        return ts.non_finite(
+            {
+                "model": self.model.state_dict(),
+                "ema": self.ema.state if self.ema else {},
+                "optimizer": ts.optimizer_state(self.optimizer, self.model),
+            }
+        )
+
+    def _non_finite_stop(self, what: str) -> ShuntedError:
+        """The one-line error for a non-finite loss or state; it names the checkpoint that is kept."""
+        kept = getattr(self, "saved_epoch", self.start_epoch)
+        where = self.run_dir / ts.CHECKPOINT
+        kept_text = f"{where} keeps epoch {kept}, the last good one" if kept else "no checkpoint was written"
+        return ShuntedError(f"{what}: stopped; {kept_text} — lower --lr or enable Optimizer.grad_clip")
+
     def save(self, epoch: int, improved: bool, digest: str, per_rank: list[str]) -> None:
         state = self.state(epoch)
+        bad = ts.non_finite(state)  # before anything is written: no file under any name is ever non-finite
+        if bad:
+            raise self._non_finite_stop(f"weights not finite at the end of epoch {epoch} ({_first(bad)})")
         ts.save_weights(self.run_dir / "last.pdparams", state["model"])
         if improved:
             ts.save_weights(self.run_dir / "best.pdparams", state["model"])
@@ -465,6 +524,7 @@ class Trainer:
             },
         )
         ts.save_checkpoint(self.run_dir / ts.CHECKPOINT, state)  # last: its presence marks a complete epoch
+        self.saved_epoch = epoch
 
     def _visualdl(self):
         if not (self.world.main and get(self.cfg, "Global.use_visualdl", False)):
@@ -477,6 +537,11 @@ class Trainer:
             )
             return None
         return LogWriter(logdir=str(self.run_dir / "visualdl"))
+
+
+def _first(names: list[str]) -> str:
+    """``model.head.weight`` or ``3 tensors: model.head.weight, ...``."""
+    return names[0] if len(names) == 1 else f"{len(names)} tensors: {names[0]}, ..."
 
 
 def infer_num_classes(samples: Samples) -> int:

@@ -31,7 +31,7 @@ def make_factory(name: str) -> Callable:
     def factory(
         pretrained: bool | str | os.PathLike = False, class_num: int = 1000, use_ssld: bool = False, **kwargs
     ):
-        from ..models import create_model
+        from ..factory import create_model
 
         if pretrained is True or use_ssld:
             raise ShuntedError(

@@ -1,8 +1,9 @@
 """Shunted Transformer (Ren et al., CVPR 2022) in Paddle, with the official module and parameter names.
 
 An official PyTorch state dict maps onto this network by two rules (``shunted.convert.mapping``): transpose Linear
-weights, rename BatchNorm ``running_mean``/``running_var`` to ``_mean``/``_variance``. SPEC.md is the specification;
-comments here only point at the places where a detail is easy to get wrong.
+weights, rename BatchNorm ``running_mean``/``running_var`` to ``_mean``/``_variance``. docs/architecture.md states
+the model facts; comments here only point at the places where a detail is easy to get wrong. The CPU speed layers
+(``BiasViewConv2D``, ``PixelLinear``) and the layout helpers live in ``layers.py``.
 
 Tokens are (B, N, C) with N = H·W. All reshapes keep the batch dimension symbolic (``0`` = copy, or ``flatten``)
 so the network exports with a dynamic batch through ``paddle.jit.to_static``.
@@ -17,6 +18,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from .layers import BiasViewConv2D, DropPath, PixelLinear, image_to_tokens, tokens_to_image
 from .registry import EMBED_DIMS, MLP_RATIOS, NUM_HEADS, SR_RATIOS, STRIDES
 
 # LayerNorm epsilons of the official code: blocks and stage norms use 1e-6, every other LayerNorm PyTorch's 1e-5.
@@ -25,79 +27,12 @@ EMBED_NORM_EPS = 1e-5
 TOTAL_STRIDE = STRIDES[-1]
 
 
-# Both conversions reshape on the token side and transpose through the channels-last view (B, H, W, C): the
-# same values as flattening/transposing the (B, C, H·W) view, but on CPU backends the 4-D permutation matches the
-# channels-last memory the convs work in. Exported shunted_t, batch 8: Paddle Inference bf16 +7 %, ONNX Runtime
-# +11 %, dygraph +7 % (benchmarks/README.md).
-def tokens_to_image(x: paddle.Tensor, channels: int, height: int, width: int) -> paddle.Tensor:
-    """(B, H·W, C) → (B, C, H, W)."""
-    return x.reshape([0, height, width, channels]).transpose([0, 3, 1, 2])
-
-
-def image_to_tokens(x: paddle.Tensor) -> paddle.Tensor:
-    """(B, C, H, W) → (B, H·W, C)."""
-    return x.transpose([0, 2, 3, 1]).reshape([0, -1, x.shape[1]])
-
-
-class DropPath(nn.Layer):
-    """Stochastic depth: drop the whole residual branch per sample during training."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        shape = [x.shape[0]] + [1] * (x.ndim - 1)
-        mask = paddle.floor(keep + paddle.rand(shape, dtype=x.dtype))
-        return x / keep * mask
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
-
-
-def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None, **kwargs) -> paddle.Tensor:
-    """``F.conv2d`` on NCHW; in dygraph the bias is added through a (B, C, H·W) view of the output.
-
-    Same values, bit for bit. Paddle 3.3's eager CPU kernel for the 4-D (1, C, 1, 1) broadcast that ``F.conv2d``
-    uses runs at ~0.3 GB/s, about 15× slower than the 3-D (C, 1) one; it was a third of the dygraph forward.
-    Static graphs (export) keep the plain conv + bias pattern that the oneDNN / ONNX fusion passes look for.
-    """
-    if bias is None or not paddle.in_dynamic_mode():
-        return F.conv2d(x, weight, bias, **kwargs)
-    y = F.conv2d(x, weight, None, **kwargs)
-    batch, channels, height, width = y.shape
-    return (y.reshape([batch, channels, height * width]) + bias.unsqueeze(1)).reshape(y.shape)
-
-
-class Conv2D(nn.Conv2D):
-    """``nn.Conv2D`` (NCHW, zero padding) whose dygraph forward adds the bias through :func:`conv2d`."""
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.bias is None or not paddle.in_dynamic_mode():
-            return super().forward(x)
-        return conv2d(
-            x, self.weight, self.bias, stride=self._stride, padding=self._padding, groups=self._groups
-        )
-
-
-def pointwise(x: paddle.Tensor, layer: nn.Linear) -> paddle.Tensor:
-    """``layer`` applied at every pixel of an NCHW image: a 1×1 conv with its weight ([in, out] → [out, in, 1, 1]).
-
-    unsqueeze comes before transpose: Paddle 3.3's DataParallel does not all-reduce the gradient of a parameter
-    used through a strided transpose view (``FLAGS_use_stride_kernel``), so ranks would drift apart.
-    """
-    return conv2d(x, layer.weight.unsqueeze([2, 3]).transpose([1, 0, 2, 3]), layer.bias)
-
-
 class DWConv(nn.Layer):
     """Depthwise 3×3 conv of an NCHW image (official name ``dwconv.dwconv``)."""
 
     def __init__(self, dim: int):
         super().__init__()
-        self.dwconv = Conv2D(dim, dim, 3, stride=1, padding=1, groups=dim)
+        self.dwconv = BiasViewConv2D(dim, dim, 3, stride=1, padding=1, groups=dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.dwconv(x)
@@ -106,25 +41,25 @@ class DWConv(nn.Layer):
 class Mlp(nn.Layer):
     """Detail-specific feed-forward: fc2(GELU(h + DWConv(h))) with h = fc1(x).
 
-    Computed on the NCHW image, fc1 and fc2 as 1×1 convs with the Linear weights: the only layout changes are of
-    the C-wide input and output, not of the 4–8× wider hidden tensor, and oneDNN / ONNX Runtime keep their blocked
-    conv layout (and fuse the add and GELU) through the whole feed-forward. On CPU the transposes and reorders
-    of the token formulation cost about as much as the convs.
+    Computed on the NCHW image, fc1 and fc2 as ``PixelLinear`` (a 1×1 conv with the Linear weights): the only
+    layout changes are of the C-wide input and output, not of the 4–8× wider hidden tensor, and oneDNN / ONNX
+    Runtime keep their blocked conv layout (and fuse the add and GELU) through the whole feed-forward. On CPU the
+    transposes and reorders of the token formulation cost about as much as the convs.
     """
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = PixelLinear(dim, hidden_dim)
         self.dwconv = DWConv(hidden_dim)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = PixelLinear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, height: int, width: int) -> paddle.Tensor:
-        x = pointwise(tokens_to_image(x, x.shape[-1], height, width), self.fc1)
+        x = self.fc1(tokens_to_image(x, x.shape[-1], height, width))
         x = self.act(x + self.dwconv(x))
         x = self.drop(x)
-        x = image_to_tokens(pointwise(x, self.fc2))
+        x = image_to_tokens(self.fc2(x))
         return self.drop(x)
 
 
@@ -157,17 +92,17 @@ class Attention(nn.Layer):
         self.q = nn.Linear(dim, dim, bias_attr=None if qkv_bias else False)
         if sr_ratio > 1:
             half = dim // 2
-            self.sr1 = Conv2D(dim, dim, sr_ratio, stride=sr_ratio)
+            self.sr1 = BiasViewConv2D(dim, dim, sr_ratio, stride=sr_ratio)
             self.norm1 = nn.LayerNorm(dim, epsilon=EMBED_NORM_EPS)
-            self.sr2 = Conv2D(dim, dim, sr_ratio // 2, stride=sr_ratio // 2)
+            self.sr2 = BiasViewConv2D(dim, dim, sr_ratio // 2, stride=sr_ratio // 2)
             self.norm2 = nn.LayerNorm(dim, epsilon=EMBED_NORM_EPS)
             self.kv1 = nn.Linear(dim, dim, bias_attr=None if qkv_bias else False)
             self.kv2 = nn.Linear(dim, dim, bias_attr=None if qkv_bias else False)
-            self.local_conv1 = Conv2D(half, half, 3, padding=1, groups=half)
-            self.local_conv2 = Conv2D(half, half, 3, padding=1, groups=half)
+            self.local_conv1 = BiasViewConv2D(half, half, 3, padding=1, groups=half)
+            self.local_conv2 = BiasViewConv2D(half, half, 3, padding=1, groups=half)
         else:
             self.kv = nn.Linear(dim, dim * 2, bias_attr=None if qkv_bias else False)
-            self.local_conv = Conv2D(dim, dim, 3, padding=1, groups=dim)
+            self.local_conv = BiasViewConv2D(dim, dim, 3, padding=1, groups=dim)
         self.act = nn.GELU()
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -178,7 +113,7 @@ class Attention(nn.Layer):
         kv = kv.reshape([0, -1, 2, heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
         return kv[0], kv[1]
 
-    def _local(self, conv: nn.Conv2D, v: paddle.Tensor, height: int, width: int) -> paddle.Tensor:
+    def _local(self, conv: nn.Layer, v: paddle.Tensor, height: int, width: int) -> paddle.Tensor:
         """Depthwise conv of V (B, heads, Nk, d) viewed as an image whose channel = head·d + k; same layout back."""
         heads = v.shape[1]
         image = v.transpose([0, 1, 3, 2]).reshape([0, heads * self.head_dim, height, width])
@@ -231,7 +166,9 @@ class Block(nn.Layer):
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, epsilon=BLOCK_NORM_EPS)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, sr_ratio)
+        self.attn = Attention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop, sr_ratio=sr_ratio
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, epsilon=BLOCK_NORM_EPS)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -257,7 +194,7 @@ class Head(nn.Layer):
                 nn.BatchNorm2D(dim),
                 nn.ReLU(),
             ]
-        stem.append(Conv2D(dim, dim, 2, stride=2))
+        stem.append(BiasViewConv2D(dim, dim, 2, stride=2))
         self.conv = nn.Sequential(*stem)
         self.norm = nn.LayerNorm(dim, epsilon=EMBED_NORM_EPS)
 
@@ -272,7 +209,7 @@ class OverlapPatchEmbed(nn.Layer):
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int = 3, stride: int = 2):
         super().__init__()
-        self.proj = Conv2D(in_chans, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
+        self.proj = BiasViewConv2D(in_chans, embed_dim, patch_size, stride=stride, padding=patch_size // 2)
         self.norm = nn.LayerNorm(embed_dim, epsilon=EMBED_NORM_EPS)
 
     def forward(self, x: paddle.Tensor) -> tuple[paddle.Tensor, int, int]:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from shunted.models import create_model
+from shunted.factory import create_model
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from test_backends import test_bf16_recheck_replaces_near_ties_by_fp32 as _bf16_
 
 from shunted.engine.backends import make_predictor
 from shunted.engine.export import dygraph_outputs
-from shunted.models import create_model
+from shunted.factory import create_model
 
 pytest.importorskip("openvino")
 pytest.importorskip("paddle2onnx")

@@ -16,7 +16,7 @@ from shunted.engine.backends import (
 )
 from shunted.engine.export import dygraph_outputs, load_batch
 from shunted.errors import ShuntedError
-from shunted.models import create_model
+from shunted.factory import create_model
 
 # Runtimes with an fp32 and a ``_bf16`` backend. OpenVINO's are checked by tests/engine/openvino_cases.py, in a
 # process of their own (tests/engine/test_openvino.py), with the same functions.
@@ -36,6 +36,7 @@ def test_inference_backend_matches_dygraph(model_t, batch, relative_error):
     assert relative_error(got, expected) <= 1e-5
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_onnxruntime_backend_matches_dygraph(model_t, batch, relative_error):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("paddle2onnx")
@@ -70,6 +71,7 @@ def test_unknown_backend_and_missing_export_are_clear_errors(tmp_path, model_t):
         make_predictor("dygraph", tmp_path)
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_checkpoint_on_inference_backend_matches_dygraph(demo_checkpoint, cifar_batch, relative_error):
     """What ``shunted eval/predict --backend inference`` runs: the checkpoint's model exported at the eval size."""
     predict, num_classes = checkpoint_predictor(

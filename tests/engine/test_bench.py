@@ -13,6 +13,7 @@ from shunted.engine.bench import markdown_table
 from shunted.errors import ShuntedError
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_quick_bench_writes_records_for_every_backend(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "bench.json"
@@ -94,6 +95,7 @@ def _assets():
     return assets()
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_bench_times_a_checkpoint_on_real_images(tmp_path):
     out = tmp_path / "bench.json"
     parser = argparse.ArgumentParser()

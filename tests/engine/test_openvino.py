@@ -8,6 +8,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_openvino_backends_in_their_own_process(repo_root):
     pytest.importorskip("openvino")
     pytest.importorskip("paddle2onnx")

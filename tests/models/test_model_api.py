@@ -217,6 +217,7 @@ def test_paddle_hub_loads_from_the_repository(repo_root):
         assert tuple(model(paddle.zeros([1, 3, 64, 64])).shape) == (1, 10)
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_jit_export_with_dynamic_batch(tmp_path, relative_error):
     model = create_model("shunted_t")
     model.eval()
