@@ -10,6 +10,7 @@ test:
 	@scripts/venv.sh test,onnx,openvino
 	.venv/bin/ruff check shunted tests benchmarks tools hubconf.py
 	.venv/bin/ruff format --check shunted tests benchmarks tools hubconf.py
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q
 
 # The full CIFAR-10 check (10,000 images against the official result and the PyTorch reference); CI runs it too.

@@ -1,7 +1,7 @@
 """The CPU benchmark behind benchmarks/README.md: every variant, batch 1 and 8, 224 px, 2 threads.
 
-Runs ``shunted bench`` with the README's settings, writes ``benchmarks/results/cpu_<threads>threads.json`` and
-prints the Markdown table (``tools/bench_table.py`` rebuilds it from the JSON). Takes ~15 minutes on 2 cores;
+Runs ``shunted bench`` with the README's settings, writes ``benchmarks/results/cpu_<threads>threads.json``,
+prints the Markdown table and how each backend stands against the speed targets (``benchmarks/targets.py``) (``tools/bench_table.py`` rebuilds it from the JSON). Takes ~15 minutes on 2 cores;
 ``--quick`` is the CI smoke run (T only, tiny input, 2 repeats).
 
     python benchmarks/bench_cpu.py [--threads 2] [--torch-compile] [--bf16-recheck-margin 0] [--quick]
@@ -10,8 +10,11 @@ prints the Markdown table (``tools/bench_table.py`` rebuilds it from the JSON). 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+from targets import target_lines  # benchmarks/ is this script's folder
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd += ["--threads", str(args.threads), "--backends", *backends, "--json", str(output), "--markdown"]
     if args.bf16_recheck_margin is not None:
         cmd += ["--bf16-recheck-margin", str(args.bf16_recheck_margin)]
-    return shunted(cmd)
+    status = shunted(cmd)
+    if status == 0:
+        for line in target_lines(json.loads(output.read_text())):
+            print(line)
+    return status
 
 
 if __name__ == "__main__":

@@ -39,39 +39,37 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="inference_bf16: recheck rows whose top-2 gap is below this many logit stds in fp32 "
-        "(default: shunted.engine.backends.BF16_RECHECK_MARGIN; 0 = plain bf16)",
+        "(default: shunted.runtime.recheck.DEFAULT_MARGIN; 0 = plain bf16)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the summary here")
     args = parser.parse_args(argv)
 
-    from shunted.engine import backends
-    from shunted.engine.backends import checkpoint_predictor
-    from shunted.engine.evaluate import run_evaluation
+    from shunted.data.transforms import EvalTransform
+    from shunted.engine.evaluate import checkpoint_dataset, run_evaluation
+    from shunted.engine.session import open_model
     from shunted.fileio import write_json_atomic
+    from shunted.runtime.recheck import DEFAULT_MARGIN, uncertain_rows
 
-    default_margin = backends.BF16_RECHECK_MARGIN
-    if args.recheck_margin is not None:
-        backends.BF16_RECHECK_MARGIN = args.recheck_margin
+    margin = DEFAULT_MARGIN if args.recheck_margin is None else args.recheck_margin
     results, logits, rechecked = {}, {}, {}
     for backend in args.backends:
-        predict, num_classes = checkpoint_predictor(
-            backend, args.model, args.weights, args.img_size, args.threads
+        opened = open_model(
+            args.model, args.weights, backend, args.threads, args.img_size, recheck_margin=margin
         )
+        transform = EvalTransform.from_config(opened.pretrained_cfg, img_size=args.img_size)
+        dataset, record = checkpoint_dataset(opened, args.data, transform, limit=args.limit)
         out = Path(f"/tmp/shunted-agreement-{backend}.npy")
         results[backend] = run_evaluation(
-            args.model,
-            args.weights,
-            args.data,
-            num_classes=num_classes,
-            img_size=args.img_size,
+            opened.predictor,
+            dataset,
+            opened.num_classes,
+            record,
             batch_size=args.batch_size,
-            limit=args.limit,
             save_logits_to=out,
             progress=False,
-            predict_batch=predict,
         )
         logits[backend] = np.load(out)
-        stats = getattr(predict, "stats", None)
+        stats = getattr(opened.predictor, "stats", None)
         if stats:
             rechecked[backend] = stats["rechecked"] / max(stats["rows"], 1)
         out.unlink()
@@ -87,18 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         "top1": {k: results[k]["top1"] for k in args.backends},
         "top1_agreement": agree,
         "max_abs_logit_diff": float(np.abs(a - b).max()),
-        "bf16_recheck_margin": backends.BF16_RECHECK_MARGIN,
+        "bf16_recheck_margin": margin,
         "rechecked_in_fp32": rechecked,
     }
-    if backends.BF16_RECHECK_MARGIN == 0:
+    if margin == 0:
         # Plain bf16 against fp32: what the fp32 recheck would give at a few margins, from the same two logit sets
         # (rows below the margin take their fp32 logits).
         summary["recheck_margins"] = {}
-        for margin in sorted({0.05, 0.1, 0.15, default_margin}):
-            rows = backends.uncertain_rows(b, margin)
+        for candidate in sorted({0.05, 0.1, 0.15, DEFAULT_MARGIN}):
+            rows = uncertain_rows(b, candidate)
             mixed = b.copy()
             mixed[rows] = a[rows]
-            summary["recheck_margins"][str(margin)] = {
+            summary["recheck_margins"][str(candidate)] = {
                 "rechecked": rows.size / len(b),
                 "top1_agreement": float((a.argmax(1) == mixed.argmax(1)).mean()),
             }

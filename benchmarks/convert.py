@@ -77,10 +77,9 @@ from pathlib import Path
 variant, path, repo = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 try:
     import torch
-    sys.path.insert(0, str(repo / "tests"))
-    from reference import shunted_torch
-    torch.save({"model": shunted_torch.build(variant, num_classes=1000).state_dict()}, path)
-    print(f"torch {torch.__version__} (tests/reference)")
+    from shunted.runtime import torch_reference
+    torch.save({"model": torch_reference.build(variant, num_classes=1000).state_dict()}, path)
+    print(f"torch {torch.__version__} (shunted/runtime/torch_reference.py)")
 except ImportError:
     from shunted.convert.mapping import paddle_to_torch
     from shunted.convert.torch_writer import write_checkpoint

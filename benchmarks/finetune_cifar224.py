@@ -6,7 +6,7 @@ shipped (the CIFAR-10 demo) was trained at 64 px. This script fine-tunes that de
 CIFAR-10 train subset (its square images upscaled as the evaluation pipeline does: 256×256, centre crop 224, plus
 a random horizontal flip; an image that is not square would be squashed) and saves an official-format checkpoint for ``shunted bench --weights ... --data ...``.
 
-It trains the tests' PyTorch transcription of the model (``tests/reference/shunted_torch.py``, no dropout or
+It trains the tests' PyTorch transcription of the model (``shunted/runtime/torch_reference.py``, no dropout or
 stochastic depth; BatchNorm kept in eval mode) because PyTorch trains ~3× faster on this CPU; the result is an
 ordinary official-format ``.pth`` that ``shunted convert`` reads. About 15 minutes on 2 cores:
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Preprocessing facts from the package (registry.py imports nothing, so Paddle stays out of this process).
     registry = _load("shunted_registry", REPO / "shunted" / "models" / "registry.py")
-    reference = _load("shunted_torch_reference", REPO / "tests" / "reference" / "shunted_torch.py")
+    reference = _load("shunted_torch_reference", REPO / "shunted" / "runtime" / "torch_reference.py")
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/train_step.py --profile       # plus Paddle's top operators by time
     .venv/bin/python benchmarks/train_step.py --variants paddle paddle-tokens torch
 
-Both frameworks run the same model (the tests' independent PyTorch transcription, tests/reference/shunted_torch.py,
+Both frameworks run the same model (the tests' independent PyTorch transcription, shunted/runtime/torch_reference.py,
 stands for the official code), the same batch size, the soft-target cross-entropy of the recipe and AdamW with
 the recipe's parameter groups; drop path is 0 in both (the reference is an inference transcription). Each
 variant runs in its own process, one after the other: in one process the two OpenMP runtimes slow each other
@@ -45,7 +45,7 @@ def paddle_step(name: str, batch: int, size: int, classes: int, mlp_tokens: bool
 
     from shunted import create_model
     from shunted.data.mixup import smooth_one_hot, soft_target_cross_entropy
-    from shunted.engine.train_optim import build_optimizer
+    from shunted.engine.train.optim import build_optimizer
     from shunted.models.shunted import Mlp
 
     model = create_model(name, num_classes=classes)
@@ -71,8 +71,7 @@ def paddle_step(name: str, batch: int, size: int, classes: int, mlp_tokens: bool
 def torch_step(name: str, batch: int, size: int, classes: int):
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from reference.shunted_torch import build
+    from shunted.runtime.torch_reference import build
 
     model = build(name, num_classes=classes).train()
     decay = [p for p in model.parameters() if p.ndim > 1]

@@ -51,8 +51,33 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_DEPTH = (
+    50  # nesting levels a config may have (the schema needs 6); deeper is refused, never recursed into
+)
+
+
+def _yaml_depth(text: str) -> int:
+    """The deepest nesting of collections in ``text``, from PyYAML's event stream (no recursion)."""
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return deepest
+
+
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
+    """The YAML value of ``text``; ConfigError if nested deeper than MAX_DEPTH (yaml.YAMLError if malformed)."""
+    if _yaml_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"nested more than {MAX_DEPTH} levels deep")
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(f"nested too deeply (at most {MAX_DEPTH} levels)") from None
 
 
 class ConfigError(ShuntedError):
@@ -69,6 +94,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             loaded = parse_yaml(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a YAML mapping at the top level")
         cfg = loaded or {}
@@ -83,6 +110,8 @@ def check(cfg: Any, key: str = "", source: str | None = None) -> None:
         schema.check_tree(cfg, key)
     except schema.SchemaError as exc:
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    except RecursionError:  # parse_yaml bounds the depth; this guards values built in Python
+        raise ConfigError(f"{source or 'config'}: nested too deeply") from None
 
 
 def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
@@ -109,6 +138,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except ConfigError as exc:
+        raise ConfigError(f"-o {item[:60]!r}: {exc}") from None
     return key, value
 
 
@@ -210,9 +241,13 @@ def parse_number(value: Any) -> float:
     return float(value)
 
 
-def _positive_int(value: Any, key: str) -> int:
+def _positive_int(value: Any, key: str, high: int | None = None, multiple: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    if multiple and value % multiple:
+        raise ConfigError(f"{key}: {value} is not a multiple of {multiple} (the network's total stride)")
+    if high is not None and value > high:
+        raise ConfigError(f"{key}: {value} is too large (at most {high})")
     return value
 
 
@@ -245,12 +280,16 @@ def eval_settings(cfg: dict) -> dict[str, Any]:
     if "size" in resize:
         raise ConfigError("ResizeImage.size: only resize_short (shorter side) matches the official protocol")
     if "resize_short" in resize:
-        out["resize_short"] = _positive_int(resize["resize_short"], "ResizeImage.resize_short")
+        out["resize_short"] = _positive_int(
+            resize["resize_short"], "ResizeImage.resize_short", high=schema.MAX_RESIZE_SHORT
+        )
     if "interpolation" in resize:
         out["interpolation"] = resize["interpolation"]
     crop = ops.get("CropImage", {})
     if "size" in crop:
-        out["img_size"] = _positive_int(crop["size"], "CropImage.size")
+        out["img_size"] = _positive_int(
+            crop["size"], "CropImage.size", high=schema.MAX_IMAGE_SIZE, multiple=schema.STRIDE
+        )
     norm = ops.get("NormalizeImage", {})
     if norm:
         if "scale" in norm:

@@ -5,7 +5,7 @@ keys of both loaders under ``dataset`` / ``sampler`` / ``loader``). ``shunted.co
 and ``-o`` override against it: an unknown key is an error naming the key (and the nearest known one), values are
 checked for type, range and the implemented choices. ``train_defaults(name)`` is the official recipe (the default
 of ``shunted train``); ``configs/shunted_{t,s,b}_train.yaml`` and ``configs/shunted_{t,s,b}.yaml`` are written by
-``render_train_yaml`` / ``render_eval_yaml`` (``python tools/gen_configs.py``; tests/test_config.py checks the
+``render_train_yaml`` / ``render_eval_yaml`` (``python tools/gen_configs.py``; a test checks the
 shipped files are exactly that output).
 """
 
@@ -19,6 +19,10 @@ from typing import Any
 
 # pure data: kept in step with shunted/data/transforms.py INTERPOLATIONS (a test checks)
 INTERPOLATIONS = ("bicubic", "bilinear")
+# the same bounds as the command line's (shunted/commands/common.py, where they are explained; a test checks)
+STRIDE = 32
+MAX_IMAGE_SIZE = 1024
+MAX_RESIZE_SHORT = 4 * MAX_IMAGE_SIZE
 LR_SCHEDULES = ("WarmupCosine",)
 OPTIMIZERS = ("AdamW",)
 
@@ -34,6 +38,7 @@ class Key:
     low: float | None = None
     high: float | None = None
     nullable: bool | None = None  # default: the default is None
+    multiple: int | None = None  # an int key: must be a multiple of this
 
     @property
     def accepts_none(self) -> bool:
@@ -101,7 +106,7 @@ SCHEMA: dict[str, Any] = {
             },
             "loader": {"num_workers": Key(8, "int", "", low=0)},
             "transform": {
-                "img_size": Key(224, "int", "", low=1),
+                "img_size": Key(224, "int", "", low=STRIDE, high=MAX_IMAGE_SIZE, multiple=STRIDE),
                 "scale": Key([0.08, 1.0], "pair", "RandomResizedCrop area fraction"),
                 "ratio": Key([0.75, 1.3333333333333333], "pair", "RandomResizedCrop aspect ratio"),
                 "interpolation": Key("bicubic", "str", "", choices=INTERPOLATIONS),
@@ -244,6 +249,8 @@ def check_value(key: str, spec: Key, value: Any) -> None:
         if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
             bounds = f"{spec.low if spec.low is not None else '-inf'}..{spec.high if spec.high is not None else 'inf'}"
             raise SchemaError(f"{key}: {value!r} out of range {bounds}")
+        if spec.multiple and value % spec.multiple:
+            raise SchemaError(f"{key}: {value!r} is not a multiple of {spec.multiple} (the network's stride)")
 
 
 def check_tree(value: Any, key: str = "") -> None:

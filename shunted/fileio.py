@@ -61,7 +61,7 @@ def output_error(dst: str | os.PathLike, exc: OSError, temporaries: tuple = ()) 
 
 
 def _temporary(dst: Path) -> Path:
-    """A new empty file beside ``dst`` (``.NAME.XXXXXXXX.tmp``; engine/train_state.py recognises the pattern)."""
+    """A new empty file beside ``dst`` (``.NAME.XXXXXXXX.tmp``; engine/train/state.py recognises the pattern)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
     return Path(tmp)
@@ -251,3 +251,91 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+# The file names read as images: the data lister (shunted/data/datasets.py), the export's check images, and the
+# output check below (an output with such a name inside a data folder would be read as data next time).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one file: the same inode (hard links, symbolic links) or, for a path that
+    does not exist yet, the same real path (a dangling link to the other, ``x`` and ``./d/../x``)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is in ``folder`` or below it (symbolic links resolved)."""
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real != top and top in real.parents
+
+
+def _shown(what: str | None, path: str | os.PathLike) -> str:
+    return f"{what} {os.fsdecode(path)}" if what else os.fsdecode(path)
+
+
+Named = tuple[str | None, str | os.PathLike | None]
+
+
+def check_outputs(
+    outputs: list[Named],
+    inputs: list[Named] = (),
+    data: list[Named] = (),
+    folders: list[Named] = (),
+) -> None:
+    """Refuse, before any work, outputs that would replace what the command reads or one another.
+
+    Each argument is a list of ``(what, path)`` pairs (``what`` is the flag the user gave, e.g. ``--output``,
+    or None; a None path is skipped). Raises ``OutputError`` with one line naming the user's paths when:
+
+    - an output is the same file as an input (same inode or real path: a hard link, a symbolic link, the
+      sidecar ``DST.json`` of ``shunted convert`` being its SRC, ``--output`` being ``--weights``);
+    - two outputs are the same file (``--output r.json --save-logits r.json``: one would be lost);
+    - an output is, or would go, inside a ``data`` folder as a file the data lister takes for an image (an
+      existing image is overwritten; a new one is evaluated next time). Other names there (``r.json`` beside
+      the images) are allowed: the lister ignores them (``IMAGE_EXTENSIONS``), and
+      ``--output result.json`` in the folder being evaluated is a normal thing to do;
+    - an input or a data folder is, or is inside, one of ``folders``: output folders the command replaces as
+      a whole (``export --output``).
+    """
+    outputs = [(w, p) for w, p in outputs if p is not None]
+    for i, (what, path) in enumerate(outputs):
+        for in_what, in_path in inputs:
+            if in_path is not None and _same_file(path, in_path):
+                raise OutputError(
+                    f"{_shown(what, path)}: is the same file as the input {_shown(in_what, in_path)}; writing it would "
+                    "destroy the input: choose another output",
+                    errno.EEXIST,
+                )
+        for other_what, other in outputs[i + 1 :]:
+            if _same_file(path, other):
+                raise OutputError(
+                    f"{_shown(what, path)} and {_shown(other_what, other)} are the same file: one output "
+                    "would be lost; give two different files",
+                    errno.EEXIST,
+                )
+        for data_what, folder in data:
+            if folder is None or not _inside(path, folder):
+                continue
+            if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+                existing = "is an image in" if os.path.lexists(path) else "would be an image in"
+                raise OutputError(
+                    f"{_shown(what, path)}: {existing} the data folder {_shown(data_what, folder)}; "
+                    "write it outside the data",
+                    errno.EEXIST,
+                )
+    for what, folder in folders:
+        if folder is None:
+            continue
+        for in_what, in_path in [*inputs, *data]:
+            if in_path is not None and (_same_file(in_path, folder) or _inside(in_path, folder)):
+                raise OutputError(
+                    f"{_shown(what, folder)}: holds the input {_shown(in_what, in_path)}; writing the "
+                    "output there could replace it: give another folder",
+                    errno.EEXIST,
+                )

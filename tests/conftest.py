@@ -62,11 +62,11 @@ def paddle_seed() -> int:
 
 @pytest.fixture(scope="session")
 def reference():
-    """``tests/reference/shunted_torch.py``, the independent PyTorch transcription (skips without torch)."""
+    """``shunted/runtime/torch_reference.py``, the independent PyTorch transcription (skips without torch)."""
     pytest.importorskip("torch")
-    from reference import shunted_torch
+    from shunted.runtime import torch_reference
 
-    return shunted_torch
+    return torch_reference
 
 
 def to_numpy_state(state: Mapping) -> dict[str, np.ndarray]:
@@ -92,16 +92,11 @@ def load_torch_state() -> Callable[[paddle.nn.Layer, Mapping], None]:
     return load_torch_state_into
 
 
-def rel_err(actual, expected) -> float:
-    """‖actual − expected‖ / ‖expected‖ in float64."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
-
-
 @pytest.fixture(scope="session")
 def relative_error() -> Callable[[np.ndarray, np.ndarray], float]:
-    """``relative_error(actual, expected)`` = ‖Δ‖ / ‖expected‖, the parity measure used across the tests."""
+    """``relative_error(actual, expected)`` = ‖Δ‖ / ‖expected‖: the package's one parity measure."""
+    from shunted.engine.export import rel_err
+
     return rel_err
 
 

@@ -179,6 +179,8 @@ def test_any_os_error_is_one_line_naming_its_file(monkeypatch, capsys):
 
 
 def test_an_evaluation_that_evaluated_nothing_is_an_error_not_nan(tmp_path):
+    from shunted.data.datasets import ImageDataset, list_samples
+    from shunted.data.transforms import EvalTransform
     from shunted.engine.evaluate import run_evaluation
     from shunted.errors import DataError
 
@@ -187,22 +189,19 @@ def test_an_evaluation_that_evaluated_nothing_is_an_error_not_nan(tmp_path):
     for name in ("a.jpg", "b.jpg"):
         (data / name).write_bytes(b"not an image")
     (tmp_path / "labels.txt").write_text("a.jpg 0\nb.jpg 1\n")
-    weights = tmp_path / "w.pdparams"
-    weights.write_bytes(b"only hashed")
+    samples = list_samples(data, labels=tmp_path / "labels.txt", num_classes=10)
+    dataset = ImageDataset(samples, EvalTransform(img_size=32), on_error="mark")
     out = tmp_path / "r.json"
     with pytest.raises(DataError, match="no image could be evaluated"):
         run_evaluation(
-            "shunted_t",
-            weights,
-            data,
-            labels=tmp_path / "labels.txt",
-            num_classes=10,
-            img_size=32,
+            lambda x: pytest.fail("no image should reach the model"),
+            dataset,
+            10,
+            {"model": "shunted_t"},
             workers=0,
             skip_bad=True,
             output=out,
             progress=False,
-            predict_batch=lambda x: pytest.fail("no image should reach the model"),
         )
     assert not out.exists()
 

@@ -4,7 +4,7 @@
     .venv/bin/python tools/compute_demo_reference.py --data ../shared/data/cifar10/test --out /tmp/full.json \
         --logits /tmp/full_torch_logits.npy                               # any class-folder tree
 
-Runs the tests' independent PyTorch transcription (tests/reference/shunted_torch.py) with the float16 demo
+Runs the independent PyTorch transcription (shunted/runtime/torch_reference.py) with the float16 demo
 checkpoint upcast to float32 and loaded strictly, on images preprocessed here with PIL and torch alone (none of
 the package's code): Image.open(f).convert('RGB'); shorter side → 73, longer int(73·long/short), PIL bicubic;
 centre crop 64 at int(round((h − 64) / 2)); ToTensor (/255) and Normalize with the ImageNet mean/std.
@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from reference import shunted_torch  # noqa: E402
+from shunted.runtime import torch_reference as shunted_torch  # noqa: E402
 
 CHECKPOINT = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
 SUBSET = REPO / "shunted" / "assets" / "cifar10-demo"
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "image_order": "sorted relative paths <class>/<name>; label = index of <class> in the sorted folder names",
         "preprocessing": f"PIL convert('RGB'); shorter side -> {RESIZE}, longer int({RESIZE}*long/short), bicubic; "
         f"center crop {SIZE} at int(round((h-{SIZE})/2)); /255; ImageNet mean/std",
-        "reference": "tests/reference/shunted_torch.py (independent PyTorch transcription of SPEC.md), float16 "
+        "reference": "shunted/runtime/torch_reference.py (independent PyTorch transcription of docs/model.md), float16 "
         "weights upcast to float32, strict load, eval mode, CPU float32",
         "versions": {"torch": torch.__version__, "pillow": PIL.__version__},
         "command": "python tools/compute_demo_reference.py",

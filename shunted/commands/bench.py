@@ -2,8 +2,8 @@
 
 All backends of one model share its weights (fresh, seeded: speed does not depend on their values) and the thread
 count; they are timed interleaved after a warm-up, and medians are reported with the ratio to PyTorch eager (the
-tests' transcription of the official code, present when torch is importable). Parameters and FLOPs (MACs of the
-layers and of the attention products) are printed next to the paper's figures.
+independent transcription of the official code in shunted/runtime/torch_reference.py, when torch is importable).
+Parameters and FLOPs (MACs of the layers and of the attention products) are printed next to the paper's figures.
 
 Backends: dygraph, inference (Paddle Inference + oneDNN, fp32), inference_bf16 (oneDNN bfloat16), onnxruntime,
 openvino, openvino_bf16 (OpenVINO on the ONNX export, fp32 / bfloat16), torch, torch_compile (opt-in: compiles
@@ -11,7 +11,7 @@ for about a minute per model).
 
 Example:
     shunted bench --models shunted_t shunted_s --batch-sizes 1 8 --threads 2 --json bench.json
-    python tools/bench_table.py bench.json     # the README table
+    python tools/bench_table.py bench.json     # the README table, with the speed targets of benchmarks/targets.py
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ HELP = "CPU throughput of the backends next to the PyTorch reference (same weigh
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..engine.bench import ALL_BACKENDS, DEFAULT_BACKENDS
     from ..models.registry import list_models
+    from ..runtime import BENCH_BACKENDS, DEFAULT_BENCH_BACKENDS
     from .common import image_size, nonnegative_float, nonnegative_int, positive_int
 
     parser.add_argument("--models", nargs="+", default=["shunted_t"], choices=list_models(), help="variants")
@@ -36,7 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=positive_int, default=2, help="CPU threads for every backend (default 2)"
     )
     parser.add_argument(
-        "--backends", nargs="+", default=list(DEFAULT_BACKENDS), choices=ALL_BACKENDS, help="backends to time"
+        "--backends",
+        nargs="+",
+        default=list(DEFAULT_BENCH_BACKENDS),
+        choices=BENCH_BACKENDS,
+        help="backends to time",
     )
     parser.add_argument(
         "--repeats", type=positive_int, default=15, help="timed calls per backend (median; default 15)"
@@ -74,27 +78,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.bench import available_backends, markdown_table, run_bench, target_lines
+    from ..engine.bench import available_backends, markdown_table, open_inputs, run_bench
     from ..engine.summary import variant_summary
     from ..errors import ShuntedError
-    from ..fileio import check_output_file, write_json_atomic
+    from ..fileio import check_output_file, check_outputs, write_json_atomic
     from .info import format_table
 
     if args.img_size % 32:
         raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
     if args.json:
         check_output_file(args.json)
+        check_outputs([("--json", args.json)], [("--weights", args.weights)])
     if args.quick:
         args.repeats, args.warmup, args.pause = 2, 1, 0.0
-    if args.bf16_recheck_margin is not None:
-        from ..engine import backends as runtime
+    from ..runtime import DEFAULT_MARGIN
 
-        runtime.BF16_RECHECK_MARGIN = args.bf16_recheck_margin
+    margin = DEFAULT_MARGIN if args.bf16_recheck_margin is None else args.bf16_recheck_margin
     if args.weights is not None and len(args.models) != 1:
         raise ShuntedError(f"--weights {args.weights}: give the one model it holds with --models")
     backends, skipped = available_backends(args.backends)
     if not backends:
         raise ShuntedError("--backends: none of them is available here: " + "; ".join(skipped))
+    preloaded = open_inputs(args.models, args.weights, args.data, args.batch_sizes, args.repeats)
     print(
         format_table([variant_summary(m, args.img_size) for m in args.models], args.img_size, markdown=False)
     )
@@ -116,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
         stock_torch_allocator=args.stock_torch_allocator,
         weights=args.weights,
         data=args.data,
+        recheck_margin=margin,
+        preloaded=preloaded,
     )
-    for line in target_lines(records):
-        print(line)
     dicts = [r.to_dict() for r in records]
     if args.json:
         write_json_atomic(args.json, dicts)

@@ -10,6 +10,11 @@ import argparse
 import math
 
 STRIDE = 32  # the network's total stride: inputs must be multiples of it (shunted/models/shunted.py)
+# Upper bounds so an absurd value is refused while parsing instead of exhausting memory later. Stage 1's attention
+# grows with (S/4)^2 x (S/32)^2 ~ S^4: shunted_b at S=1024, batch 1, needs about 3 GB on CPU, at 2048 about 16x that.
+MAX_IMAGE_SIZE = 1024
+MIN_CROP_PCT = 0.25  # timm / PaddleClas use 0.5 .. 1.0; resize_short = int(S / crop_pct) stays <= 4 x S
+MAX_RESIZE_SHORT = 4 * MAX_IMAGE_SIZE
 
 
 def _int(text: str) -> int:
@@ -46,12 +51,31 @@ def nonnegative_int(text: str) -> int:
 
 
 def image_size(text: str) -> int:
-    """A positive multiple of 32: the model's four stages divide the input by 32 (smaller sizes do not run)."""
+    """A positive multiple of 32 up to MAX_IMAGE_SIZE: the model's four stages divide the input by 32 (smaller
+    sizes do not run); larger ones exhaust memory (stage 1's attention grows with the fourth power of the size)."""
     value = _int(text)
     if value < STRIDE or value % STRIDE:
         raise argparse.ArgumentTypeError(
             f"{value} must be a positive multiple of {STRIDE} (the network's total stride), e.g. 64 or 224"
         )
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is too large: at most {MAX_IMAGE_SIZE}")
+    return value
+
+
+def num_classes(text: str) -> int:
+    """A class count >= 2 (a classifier over a single class has nothing to learn)."""
+    value = _int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value}: a classifier needs at least 2 classes")
+    return value
+
+
+def resize_short(text: str) -> int:
+    """A shorter-side length in pixels, 1 .. MAX_RESIZE_SHORT."""
+    value = _int(text)
+    if not 1 <= value <= MAX_RESIZE_SHORT:
+        raise argparse.ArgumentTypeError(f"{value} must be between 1 and {MAX_RESIZE_SHORT} pixels")
     return value
 
 
@@ -72,10 +96,18 @@ def nonnegative_float(text: str) -> float:
 
 
 def fraction(text: str) -> float:
-    """A number in (0, 1] (``--crop-pct``: 0.875, not 87.5)."""
+    """A number in (0, 1]."""
     value = _finite_float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text} must be a fraction in (0, 1], e.g. 0.875")
+    return value
+
+
+def crop_pct(text: str) -> float:
+    """``--crop-pct`` in [MIN_CROP_PCT, 1] (0.875, not 87.5): the resize side int(S / crop_pct) stays bounded."""
+    value = _finite_float(text)
+    if not MIN_CROP_PCT <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a fraction in [{MIN_CROP_PCT}, 1], e.g. 0.875")
     return value
 
 
@@ -99,9 +131,28 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
-        "--crop-pct", type=fraction, help="resize the shorter side to int(S / crop_pct) (default 0.875)"
+        "--crop-pct", type=crop_pct, help="resize the shorter side to int(S / crop_pct) (default 0.875)"
     )
-    size.add_argument("--resize-short", type=positive_int, help="resize the shorter side to this many pixels")
+    size.add_argument(
+        "--resize-short",
+        type=resize_short,
+        help=f"resize the shorter side to this many pixels (<= {MAX_RESIZE_SHORT})",
+    )
     parser.add_argument(
         "--interpolation", choices=("bicubic", "bilinear"), help="PIL filter (default bicubic)"
+    )
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--threads`` for the commands that run a model (eval, predict)."""
+    from ..runtime import BACKENDS
+
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="dygraph",
+        help="runtime (default dygraph); the static ones export the model to a temporary folder first",
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads (default: every core)"
     )

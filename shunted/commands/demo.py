@@ -41,13 +41,12 @@ def assets() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import convert_file
+    from ..convert import convert_file, sidecar_path
     from ..data.transforms import EvalTransform
-    from ..engine.backends import dygraph_predictor
-    from ..engine.evaluate import format_table, run_evaluation
+    from ..engine.evaluate import evaluate_checkpoint, format_table
     from ..engine.predict import format_predictions, predict
-    from ..factory import create_model
-    from ..fileio import check_output_dir
+    from ..engine.session import open_model
+    from ..fileio import check_output_dir, check_outputs
     from ..models import get_pretrained_cfg
 
     start = time.perf_counter()
@@ -56,37 +55,43 @@ def run(args: argparse.Namespace) -> int:
     subset = assets() / "cifar10-demo"
     expected = json.loads((subset / "expected.json").read_text())
     out = Path(args.output_dir)
+    pdparams, evaluation = out / "shunted_t_cifar10.pdparams", out / "eval.json"
+    check_outputs(
+        [(None, pdparams), (None, sidecar_path(pdparams)), (None, evaluation)],
+        [(None, checkpoint)],
+        [(None, subset)],
+    )
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"1. convert {checkpoint.name} (official PyTorch layout, float16) without torch")
-    pdparams = out / "shunted_t_cifar10.pdparams"
     info = convert_file(checkpoint, pdparams)
     print(f"   → {pdparams}: {info['variant']}, {info['num_classes']} classes, {info['num_tensors']} tensors")
 
     print(
         f"2. evaluate on {expected['n_images']:,} CIFAR-10 test images ({subset.name}, {IMG_SIZE} px, resize {RESIZE_SHORT})"
     )
-    result = run_evaluation(
+    opened = open_model(MODEL, pdparams)  # built once, for the evaluation and the predictions
+    result = evaluate_checkpoint(
         MODEL,
         pdparams,
         subset,
+        opened=opened,
         img_size=IMG_SIZE,
         resize_short=RESIZE_SHORT,
         batch_size=args.batch_size,
         workers=args.workers,
-        output=out / "eval.json",
+        output=evaluation,
     )
     print(format_table(result))
     print()
     print(comparison_table(result, expected))
 
     print(f"\n3. predict {len(PREDICT_EXAMPLES)} images")
-    model = create_model(MODEL, pretrained=pdparams)
     transform = EvalTransform.from_config(
         get_pretrained_cfg(MODEL), img_size=IMG_SIZE, resize_short=RESIZE_SHORT
     )
     paths = [subset / p for p in PREDICT_EXAMPLES]
-    preds = predict(paths, transform, dygraph_predictor(model), topk=3, class_names=expected["classes"])
+    preds = predict(paths, transform, opened.predictor, topk=3, class_names=expected["classes"])
     for p in preds:
         p["path"] = Path(p["path"]).relative_to(subset).as_posix()
     print(format_predictions(preds))

@@ -22,8 +22,13 @@ HELP = "evaluate top-1/top-5 on ImageNet-style data with the official preprocess
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..engine.backends import add_backend_arguments
-    from .common import add_config_arguments, add_preprocessing_arguments, nonnegative_int, positive_int
+    from .common import (
+        add_backend_arguments,
+        add_config_arguments,
+        add_preprocessing_arguments,
+        nonnegative_int,
+        positive_int,
+    )
 
     add_config_arguments(parser, "PaddleClas-style YAML (Arch, Global.pretrained_model, DataLoader.Eval)")
     parser.add_argument("--model", help="variant: shunted_t, shunted_s or shunted_b")
@@ -106,28 +111,17 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import format_table, run_evaluation
-    from ..fileio import check_output_file
+    from ..engine.evaluate import evaluate_checkpoint, format_table
 
-    s = settings(args)
-    for path in (args.save_logits, args.output):  # before the work (a static backend exports first)
-        if path is not None:
-            check_output_file(path)
-    extra = {}
-    if args.backend != "dygraph":
-        from ..engine.backends import checkpoint_predictor
-
-        extra["predict_batch"], s["num_classes"] = checkpoint_predictor(
-            args.backend, s["model"], s["weights"], s["img_size"], args.threads, s["num_classes"]
-        )
-    result = run_evaluation(
-        **s,
+    result = evaluate_checkpoint(
+        **settings(args),
         limit=args.limit,
         skip_bad=args.skip_bad,
         save_logits_to=args.save_logits,
         output=args.output,
         progress=not args.no_progress,
-        **extra,
+        backend=args.backend,
+        threads=args.threads,
     )
     print(format_table(result))
     for item in result["skipped"]:

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--check-images",
         type=Path,
         default=None,
-        help="folder of real images for the parity check (default: bundled demo images or ../shared samples)",
+        help="folder of real images for the parity check (default: the bundled CIFAR-10 demo images)",
     )
     parser.add_argument(
         "--threads", type=positive_int, default=2, help="CPU threads for the check (default 2)"
@@ -52,21 +52,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..engine.backends import set_paddle_threads
     from ..engine.export import PARITY_TOL, check_export_output, export_model, find_check_images
-    from ..factory import create_model
+    from ..engine.session import open_model
+    from ..fileio import check_outputs
+    from ..runtime.dygraph import set_paddle_threads
 
     check_export_output(args.output)  # before loading anything: refuse a folder of the user's files now
+    # the export replaces its folder as a whole: refuse one that holds the weights or the check images
+    check_outputs(
+        [],
+        [("--weights", args.weights)],
+        [("--check-images", args.check_images)],
+        [("--output", args.output)],
+    )
     if args.weights is None:
         print(
             "shunted export: WARNING: no --weights given: exporting RANDOMLY INITIALISED weights "
             "(its predictions are meaningless)",
             file=sys.stderr,
         )
-    set_paddle_threads(args.threads)
-    kwargs = {"features_only": True} if args.features else {}
-    model = create_model(args.model, pretrained=args.weights, num_classes=args.num_classes, **kwargs)
     images = find_check_images(3, [args.check_images]) if args.check_images else None
+    set_paddle_threads(args.threads)
+    model = open_model(
+        args.model, args.weights, num_classes=args.num_classes, features_only=args.features
+    ).model
     info = export_model(
         model,
         args.format,

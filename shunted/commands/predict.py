@@ -12,13 +12,13 @@ evaluation's (resize, centre crop).
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "top-k predictions with class names for image files or folders"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..engine.backends import add_backend_arguments
-    from .common import add_preprocessing_arguments, positive_int
+    from .common import add_backend_arguments, add_preprocessing_arguments, positive_int
 
     parser.add_argument(
         "inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders of images"
@@ -36,11 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.classnames import known_class_names, resolve_class_names
     from ..data.transforms import EvalTransform
-    from ..engine.backends import make_predictor
     from ..engine.predict import expand_inputs, format_predictions, predict
+    from ..engine.session import open_model
     from ..errors import ShuntedError
-    from ..factory import create_model
-    from ..fileio import check_output_file, write_json_atomic
+    from ..fileio import check_output_file, check_outputs, write_json_atomic
     from ..models import get_pretrained_cfg
 
     if args.topk < 1:
@@ -48,33 +47,38 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output_file(args.output)
     try:
-        get_pretrained_cfg(args.model)
+        cfg = get_pretrained_cfg(args.model)
     except ValueError as exc:
         raise ShuntedError(f"--model: {exc}") from None
     paths = expand_inputs(args.inputs)
-    model = create_model(args.model, pretrained=args.weights)
-    names = resolve_class_names(args.labels, model.num_classes)
-    known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
-    if names is None:
-        known = known_class_names(args.weights, model.num_classes, sha256=model.pretrained_sha256)
-        names = list(known.names) if known and len(known.names) == model.num_classes else None
+    # an output that is an input image (or the weights, the labels) or an image in an input folder: refused now
+    check_outputs(
+        [("--output", args.output)],
+        [("--weights", args.weights), ("--labels", args.labels), *((None, p) for p in args.inputs)],
+        data=[(None, p) for p in args.inputs if os.path.isdir(p)],
+    )
     transform = EvalTransform.from_config(
-        get_pretrained_cfg(args.model),
+        cfg,
         img_size=args.img_size,
         crop_pct=args.crop_pct,
         resize_short=args.resize_short,
         interpolation=args.interpolation,
     )
-    predict_batch = make_predictor(args.backend, model, args.threads, img_size=transform.img_size)
-    results = predict(paths, transform, predict_batch, args.topk, names, args.batch_size)
+    opened = open_model(args.model, args.weights, args.backend, args.threads, img_size=transform.img_size)
+    names = resolve_class_names(args.labels, opened.num_classes)
+    known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
+    if names is None:
+        known = known_class_names(args.weights, opened.num_classes, sha256=opened.weights_sha256)
+        names = list(known.names) if known and len(known.names) == opened.num_classes else None
+    results = predict(paths, transform, opened.predictor, args.topk, names, args.batch_size)
     print(format_predictions(results))
     if args.output:
         write_json_atomic(
             args.output,
             {
                 "model": args.model,
-                "weights": {"path": str(args.weights), "sha256": model.pretrained_sha256},
-                "num_classes": model.num_classes,
+                "weights": {"path": str(args.weights), "sha256": opened.weights_sha256},
+                "num_classes": opened.num_classes,
                 "labels": args.labels or (known.source if known and names else "imagenet" if names else None),
                 "preprocessing": transform.describe(),
                 "predictions": results,

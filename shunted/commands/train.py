@@ -10,10 +10,9 @@ Fine-tune the bundled CIFAR-10 checkpoint on your own classes (head re-initialis
 
 Resume a run that stopped (crash, SIGKILL, Ctrl-C): the same command with --resume.
 
-Many processes (CPU: gloo; GPUs: NCCL) through Paddle's launcher, which takes a script path (not -m); this
-file is that script (tools/train.py in a checkout is the same):
-    python -m paddle.distributed.launch --nproc_per_node 2 \
-        "$(python -c 'import shunted.commands.train as t; print(t.__file__)')" train --model shunted_t ...
+Many processes (CPU: gloo; GPUs: NCCL) through Paddle's launcher, which takes a script path (not -m): in a
+checkout tools/train.py, in a pip install the package's __main__.py (see shunted/__main__.py):
+    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py train --model shunted_t ...
 Multi-node: add --ips host1,host2 on every node; --output must be on a file system all nodes share (for --resume).
 Outputs in --output: last.pdckpt (full state), last.pdparams / best.pdparams (weights), metrics.csv/.json,
 metrics.png (if matplotlib is installed), config.yaml.
@@ -31,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_arguments,
         image_size,
         nonnegative_int,
+        num_classes,
         positive_float,
         positive_int,
     )
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pretrained", default=None, help="initial weights: official .pth, .pdparams, .safetensors"
     )
     parser.add_argument(
-        "--num-classes", type=positive_int, default=None, help="classes (default: from the data)"
+        "--num-classes", type=num_classes, default=None, help="classes (default: from the data)"
     )
     parser.add_argument("--epochs", type=positive_int, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=None, help="images per process and step")
@@ -69,18 +69,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..engine.train import train_from_args
-    from ..fileio import check_output_dir
+    from ..engine.train.state import OUTPUTS
+    from ..fileio import check_output_dir, check_outputs
 
     check_output_dir(args.output)  # before the data is listed and the model built
+    # the run's files must not replace an input (--pretrained runs/x/last.pdparams) nor go into the data
+    # (metrics.png would be listed as an image)
+    check_outputs(
+        [(None, Path(args.output) / name) for name in OUTPUTS],
+        [("--pretrained", args.pretrained), ("--labels", args.labels), ("--val-labels", args.val_labels)],
+        [("--data", args.data), ("--val-data", args.val_data)],
+    )
     train_from_args(args)
     return 0
-
-
-if __name__ == "__main__":  # run as a script by paddle.distributed.launch
-    import sys
-
-    sys.path.pop(0)  # this folder, whose module names (eval, train, ...) must not shadow others
-    from shunted.cli import main
-
-    sys.exit(main())

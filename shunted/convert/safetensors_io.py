@@ -36,6 +36,7 @@ DTYPES = {
 }
 CODES = {v: k for k, v in DTYPES.items() if k != "BF16"}
 MAX_HEADER = 100 * 1024 * 1024  # the package's own limit
+MAX_RANK = 32  # numpy's limit is 64; the model's tensors have at most 4 dimensions
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +106,13 @@ class SafetensorsFile:
                         f"{self.path}: tensor {short_repr(name)} has unsupported dtype {short_repr(code)} "
                         f"(supported: {', '.join(DTYPES)})"
                     )
-                self.tensors[name] = SafetensorRef(name, code, tuple(int(n) for n in view.get_shape()))
+                shape = view.get_shape()
+                if len(shape) > MAX_RANK:
+                    raise CheckpointFormatError(
+                        f"{self.path}: tensor {short_repr(name)} has {len(shape)} dimensions "
+                        f"(at most {MAX_RANK} supported)"
+                    )
+                self.tensors[name] = SafetensorRef(name, code, tuple(int(n) for n in shape))
         except SafetensorError as exc:
             raise _error(self.path, exc) from None
         except (OSError, ValueError, TypeError) as exc:

@@ -9,7 +9,7 @@ maps class folders by name (``datasets.list_samples``): a ``--class-names`` file
 checkpoint's ``DST.json`` sidecar; the checkpoint being (or, by its sidecar's ``source.sha256``, converted
 from) a bundled checkpoint whose classes the package records (``assets/demo/expected.json``: the CIFAR-10
 demo); the ``classes`` of a training run's ``summary.json`` beside its ``last/best/ema.pdparams``
-(``engine/train.py``).
+(``engine/train/loop.py``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ RUN_WEIGHTS = (
     "last.pdparams",
     "best.pdparams",
     "ema.pdparams",
-)  # what engine/train.py writes beside summary.json
+)  # what engine/train/loop.py writes beside summary.json
 _MAX_JSON = 4 << 20  # a sidecar or summary larger than this is not ours: not read
 
 

@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import IMAGE_EXTENSIONS
 from .transforms import load_rgb
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 BAD_LABEL = -1
 MAPPING_HINT = (
     "pass --class-names FILE (the model's class names, one per line in class-index order) "

@@ -1,4 +1,4 @@
-"""The official evaluation preprocessing, pixel for pixel (SPEC.md "Evaluation protocol").
+"""The official evaluation preprocessing, pixel for pixel (docs/model.md "Evaluation protocol").
 
 The official code runs torchvision's ``Resize(int(S / crop_pct), BICUBIC)``, ``CenterCrop(S)``, ``ToTensor()``,
 ``Normalize(mean, std)`` on ``Image.open(f).convert('RGB')``. This module re-states those rules on PIL alone:

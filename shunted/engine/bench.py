@@ -6,12 +6,10 @@ machine may be shared) hits all of them alike; the median per backend is reporte
 process pauses briefly: Paddle's OpenMP runtime (libiomp5) keeps its threads spinning for up to 200 ms after a
 parallel region, which would otherwise slow whichever runtime runs next.
 
-The PyTorch yardstick is the tests' independent transcription of the official model
-(``tests/reference/shunted_torch.py``), loaded with the same weights and thread count; it is used only when torch
-is importable and the file is present (a source checkout). The package never needs torch. It runs in a separate
-process (no Paddle in it): in one process, Paddle's libiomp5 and torch's libgomp OpenMP runtimes interfere and
-torch ran 2–3× slower than on its own. The worker times its own calls, so the pipe is not in the figure.
-It runs under the same glibc allocator policy as this process (``shunted/cpu_memory.py``: the ``shunted`` command
+The PyTorch yardstick is an independent transcription of the official model
+(``shunted/runtime/torch_reference.py``), loaded with the same weights and thread count, in a child process of
+its own (``shunted/runtime/torch_worker.py``); it is used only when torch is importable. The package never needs
+torch. It runs under the same glibc allocator policy as this process (``shunted/cpu_memory.py``: the ``shunted`` command
 keeps freed memory in the heap, which speeds PyTorch up as much as Paddle); ``stock_torch_allocator`` times
 PyTorch with glibc's defaults instead, as a plain ``python`` process runs it.
 """
@@ -19,34 +17,28 @@ PyTorch with glibc's defaults instead, as a plain ``python`` process runs it.
 from __future__ import annotations
 
 import importlib.util
-import os
-import pickle
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..cpu_memory import memory_kept
-from .backends import BACKENDS, ONNX_BACKENDS, make_predictor, set_paddle_threads
-from .export import rel_err
-
-TORCH_BACKENDS = ("torch", "torch_compile")
-ALL_BACKENDS = BACKENDS + TORCH_BACKENDS
-DEFAULT_BACKENDS = (
-    "dygraph",
-    "inference",
-    "inference_bf16",
-    "onnxruntime",
-    "openvino",
-    "openvino_bf16",
-    "torch",
+from ..runtime import (
+    BENCH_BACKENDS as ALL_BACKENDS,
 )
-REFERENCE_FILE = Path(__file__).resolve().parents[2] / "tests" / "reference" / "shunted_torch.py"
+from ..runtime import (
+    DEFAULT_MARGIN,
+    ONNX_BACKENDS,
+    TORCH_BACKENDS,
+)
+from ..runtime.dygraph import set_paddle_threads
+from ..runtime.torch_worker import TorchPredictor
+from ..runtime.torch_worker import available as torch_available
+from .export import rel_err
+from .session import model_predictor, open_model
+
 SEED = 0
 
 
@@ -68,120 +60,27 @@ class Record:
         return asdict(self)
 
 
-def torch_reference():
-    """The PyTorch transcription module, or None (torch missing, or not a source checkout)."""
-    if importlib.util.find_spec("torch") is None or not REFERENCE_FILE.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("shunted_torch_reference", REFERENCE_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def torch_predictor(
+    model, threads: int, compile: bool = False, stock_allocator: bool = False
+) -> TorchPredictor:
+    """The PyTorch reference with ``model``'s weights (converted to the official layout), in a child process.
 
-
-def _torch_worker() -> None:
-    """Child process (``python -c``): build the reference, then answer arrays with (seconds, output) until None.
-
-    Messages are pickles on stdin / the original stdout; anything else the child prints goes to stderr.
+    It runs under this process's allocator policy (``shunted/cpu_memory.py``) unless ``stock_allocator``.
     """
-    import pickle
-    import time as _time
+    from ..convert.mapping import paddle_to_torch
+    from ..models.weights import state_dict_numpy
 
-    import torch
-
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr
-    reference_file, variant, num_classes, state, threads, compile, keep_memory = pickle.load(inp)
-    if keep_memory:
-        from ..cpu_memory import keep_freed_memory
-
-        keep_freed_memory()
-    spec = importlib.util.spec_from_file_location("shunted_torch_reference", reference_file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    torch.set_num_threads(threads)
-    net = module.build(variant, num_classes=num_classes)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    net.eval()
-    runner = torch.compile(net) if compile else net
-
-    def reply(obj) -> None:
-        pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
-        out.flush()
-
-    reply("ready")
-    while (x := pickle.load(inp)) is not None:
-        with torch.inference_mode():
-            start = _time.perf_counter()
-            y = runner(torch.from_numpy(x)).numpy()
-            reply((_time.perf_counter() - start, y))
-
-
-class TorchPredictor:
-    """The reference PyTorch model with the Paddle model's weights (official layout), in a child process.
-
-    Calling it returns the output; ``last_seconds`` is the time the child measured for that call.
-    """
-
-    def __init__(self, model, threads: int, compile: bool = False, stock_allocator: bool = False):
-        from ..convert.mapping import paddle_to_torch
-        from ..models.weights import state_dict_numpy
-
-        state = {k: np.ascontiguousarray(v) for k, v in paddle_to_torch(state_dict_numpy(model)).items()}
-        # Importing Paddle sets OMP_NUM_THREADS=1 in this process's environment: not for the child.
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from shunted.engine.bench import _torch_worker; _torch_worker()"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        # Same allocator policy as this process (cpu_memory.py) unless asked for PyTorch's stock behaviour.
-        keep_memory = not stock_allocator and memory_kept()
-        self._send(
-            (str(REFERENCE_FILE), model.variant.name, model.num_classes, state, threads, compile, keep_memory)
-        )
-        if self._recv() != "ready":
-            raise RuntimeError("the PyTorch reference worker did not start")
-        self.last_seconds = 0.0
-
-    def _send(self, obj) -> None:
-        pickle.dump(obj, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self._proc.stdin.flush()
-
-    def _recv(self):
-        try:
-            return pickle.load(self._proc.stdout)
-        except EOFError:
-            raise RuntimeError(f"the PyTorch reference worker exited (status {self._proc.wait()})") from None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self._send(np.ascontiguousarray(x, dtype=np.float32))
-        self.last_seconds, y = self._recv()
-        return y
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                self._send(None)
-                self._proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    state = paddle_to_torch(state_dict_numpy(model))
+    keep_memory = not stock_allocator and memory_kept()
+    return TorchPredictor(model.variant.name, model.num_classes, state, threads, compile, keep_memory)
 
 
 def available_backends(requested: Sequence[str]) -> tuple[list[str], list[str]]:
     """(usable, skipped-with-reason) among ``requested``."""
     usable, skipped = [], []
     for b in requested:
-        if b in TORCH_BACKENDS and torch_reference() is None:
-            skipped.append(f"{b} (torch or tests/reference/shunted_torch.py unavailable)")
+        if b in TORCH_BACKENDS and not torch_available():
+            skipped.append(f"{b} (torch is not installed)")
         elif b in ONNX_BACKENDS and (
             importlib.util.find_spec(ONNX_BACKENDS[b]) is None
             or importlib.util.find_spec("paddle2onnx") is None
@@ -195,16 +94,21 @@ def available_backends(requested: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def build_predictors(
-    model, backends: Sequence[str], threads: int, img_size: int, stock_torch_allocator: bool = False
+    model,
+    backends: Sequence[str],
+    threads: int,
+    img_size: int,
+    stock_torch_allocator: bool = False,
+    recheck_margin: float = DEFAULT_MARGIN,
 ) -> dict[str, Callable]:
     predictors = {}
     for b in backends:
         if b in TORCH_BACKENDS:
-            predictors[b] = TorchPredictor(
+            predictors[b] = torch_predictor(
                 model, threads, compile=b == "torch_compile", stock_allocator=stock_torch_allocator
             )
         else:
-            predictors[b] = make_predictor(b, model, threads, img_size=img_size)
+            predictors[b] = model_predictor(b, model, threads, img_size, recheck_margin)
     set_paddle_threads(threads)
     return predictors
 
@@ -259,6 +163,23 @@ def image_batches(data, model_name: str, img_size: int, batch_size: int, count: 
     return list(images.reshape(count, batch_size, *images.shape[1:]))
 
 
+def open_inputs(models: Sequence[str], weights, data, batch_sizes: Sequence[int], repeats: int) -> dict:
+    """Check the user's inputs before any timing: the checkpoint ``weights`` is loaded (returned as
+    ``{model name: model}`` for ``run_bench(preloaded=...)``), the folder ``data`` listed and counted. A missing or
+    unreadable input is a one-line error (ShuntedError subclasses) instead of a failure after the first timings."""
+    from ..data.datasets import list_samples
+    from ..errors import DataError
+
+    if data is not None:
+        count = len(list_samples(data).paths)
+        needed = max(batch_sizes) * repeats
+        if count < needed:
+            raise DataError(f"{data}: {count} images; the benchmark needs {needed}")
+    if weights is None:
+        return {}
+    return {name: open_model(name, weights).model for name in models}
+
+
 def run_bench(
     models: Sequence[str],
     batch_sizes: Sequence[int],
@@ -272,24 +193,28 @@ def run_bench(
     stock_torch_allocator: bool = False,
     weights=None,
     data=None,
+    recheck_margin: float = DEFAULT_MARGIN,
+    preloaded: dict | None = None,
 ) -> list[Record]:
     """Measure every (model, batch size, backend); returns the records (also logged as they are measured).
 
     By default a seeded fresh model times a random input. ``weights`` (a checkpoint, one model only) and ``data``
     (an image folder: a different batch of real images in each round, and the mean time per call instead of
-    the median) measure what the data changes: the bf16 backend's fp32 recheck of near-tied rows.
+    the median) measure what the data changes: the bf16 backend's fp32 recheck of near-tied rows, whose margin
+    is ``recheck_margin``. ``preloaded``: models already opened by :func:`open_inputs` (by name).
     """
     import paddle
-
-    from ..factory import create_model
 
     records = []
     set_paddle_threads(threads)
     for name in models:
         paddle.seed(SEED)
-        model = create_model(name, pretrained=weights)
-        model.eval()
-        predictors = build_predictors(model, backends, threads, img_size, stock_torch_allocator)
+        model = (preloaded or {}).get(name)
+        if model is None:
+            model = open_model(name, weights).model
+        predictors = build_predictors(
+            model, backends, threads, img_size, stock_torch_allocator, recheck_margin
+        )
         for bs in batch_sizes:
             if data is None:
                 batches = [
@@ -351,49 +276,3 @@ def markdown_table(records: Sequence[dict]) -> str:
             cells.append(f"{ips:.1f}{ratio}")
         lines.append(f"| {model} | {bs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-# Issue 6 targets: img/s ratio to PyTorch eager at batch 8 (224 px, 2 threads on the reference machine).
-# The "fastest shipped path" target (2.0x) is shown for every candidate; a bf16 one counts only with the agreement.
-TARGETS = {
-    "openvino_bf16": 2.0,
-    "inference_bf16": 2.0,
-    "openvino": 2.0,
-    "onnxruntime": 2.0,
-    "inference": 1.5,
-    "dygraph": 0.7,
-}
-BF16_COUNTS_IF = "counts only if top-1 agrees with fp32 on >= 99.9 % (benchmarks/bf16_agreement.py)"
-TARGET_WHY = {
-    "dygraph": "Paddle's eager CPU kernels: conv2d ~29 %, depthwise conv ~27 % (3x slower than PyTorch's), matmul "
-    "~15 % of the time",
-    "inference": "oneDNN fp32 convolutions (1x1 feed-forward and depthwise) are ~60 % of the time",
-    "onnxruntime": "ORT Conv/MatMul are ~75 % of the time; no bf16 on CPU",
-    "inference_bf16": BF16_COUNTS_IF,
-    "openvino": "fp32 Conv/MatMul near the fp32 limit of the cores; the bf16 paths are the fast ones",
-    "openvino_bf16": BF16_COUNTS_IF,
-}
-
-
-def target_lines(records: Sequence[Record], batch_size: int = 8) -> list[str]:
-    """How each backend stands against the issue's speed targets (needs the torch measurement)."""
-    lines = []
-    groups: dict[str, dict[str, float]] = {}
-    for r in records:
-        if r.batch_size == batch_size:
-            groups.setdefault(r.model, {})[r.backend] = r.img_per_s
-    for model, row in groups.items():
-        if "torch" not in row:
-            continue
-        for backend, target in TARGETS.items():
-            if backend not in row:
-                continue
-            ratio = row[backend] / row["torch"]
-            if ratio >= target:
-                verdict = "met" + (f" on speed; {TARGET_WHY[backend]}" if backend.endswith("_bf16") else "")
-            else:
-                verdict = f"MISSED by {100 * (1 - ratio / target):.0f} %: {TARGET_WHY[backend]}"
-            lines.append(
-                f"target {model} bs {batch_size} {backend} >= {target}x torch: {ratio:.2f}x {verdict}"
-            )
-    return lines

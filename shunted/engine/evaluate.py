@@ -1,8 +1,9 @@
 """Batched top-1/top-5 evaluation with the official preprocessing.
 
 ``evaluate(dataset, predict_batch, ...)`` is backend-agnostic: ``predict_batch`` maps a float32 NCHW batch to
-logits (``dygraph_predictor(model)`` is the default; an exported Paddle Inference or ONNX Runtime model plugs in
-the same way). Images are decoded in ``workers`` loader processes while the main process runs the model; the
+logits (any runtime of ``shunted/runtime/``). ``run_evaluation(predict_batch, dataset, num_classes, record)``
+adds the outputs (JSON, logits) to one pass; ``evaluate_checkpoint`` is ``shunted eval`` as a function: it opens
+the checkpoint once (``shunted/engine/session.py``), lists the data and calls ``run_evaluation``. Images are decoded in ``workers`` loader processes while the main process runs the model; the
 result records how long the main process waited for data and how long the model took, so it shows which of the
 two set the pace.
 
@@ -22,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import BAD_LABEL, ImageDataset
-from ..fileio import atomic_path, check_output_file, write_json_atomic
-from .backends import dygraph_predictor
+from ..fileio import atomic_path, check_output_file, check_outputs, write_json_atomic
+from ..runtime import DEFAULT_MARGIN
+from .session import open_model
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -65,6 +67,25 @@ def _collate(batch):
     return images, labels, index
 
 
+class _Guarded:
+    """``dataset`` with every exception of a sample (MemoryError too) marked as a bad sample (BAD_LABEL), never
+    raised inside the loader: Paddle's loader thread (workers=0) hangs the main process on an exception, and a
+    worker process's turns into an opaque "Blocking queue is killed". ``_bad_entry`` then re-reads the file in
+    the main process to report it in one line."""
+
+    def __init__(self, dataset: ImageDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except Exception:  # noqa: BLE001 — reported by _bad_entry in the main process
+            return np.zeros(self.dataset.transform.output_shape, np.float32), BAD_LABEL, index
+
+
 def _numpy(x) -> np.ndarray:
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
@@ -89,7 +110,7 @@ def evaluate(
     if keep_logits:
         out.logits = np.full((len(dataset), num_classes), np.nan, np.float32)
     loader = paddle.io.DataLoader(
-        dataset,
+        _Guarded(dataset),
         batch_size=batch_size,
         shuffle=False,
         drop_last=False,
@@ -138,8 +159,14 @@ def _bad_entry(dataset: ImageDataset, index: int, skip_bad: bool) -> dict:
     """Re-read a file a worker could not decode, here in the main process, to raise or record its error."""
     from ..errors import DataError
 
+    path = dataset.samples.paths[index]
     try:
-        dataset.load(index)
+        try:
+            dataset.load(index)
+        except MemoryError:
+            raise DataError(f"{path}: out of memory while preprocessing this image") from None
+        except Exception as exc:  # noqa: BLE001 — a decoder or transform failure other than a DataError
+            raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     except DataError as exc:
         if not skip_bad:
             raise DataError(f"{exc} (pass --skip-bad to skip unreadable images and list them)") from None
@@ -151,8 +178,8 @@ def _bad_entry(dataset: ImageDataset, index: int, skip_bad: bool) -> dict:
 def versions() -> dict[str, str]:
     import paddle
 
-    from .. import __version__
     from ..data.transforms import pillow_version
+    from ..version import __version__
 
     return {
         "shunted": __version__,
@@ -227,6 +254,58 @@ def save_result(path: str | os.PathLike, result: dict) -> None:
 
 
 def run_evaluation(
+    predict_batch: PredictBatch,
+    dataset: ImageDataset,
+    num_classes: int,
+    record: dict,
+    batch_size: int = 64,
+    workers: int = 2,
+    skip_bad: bool = False,
+    save_logits_to: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``predict_batch`` on ``dataset``, write the outputs, return the result.
+
+    record: what the result records about the run before its figures (model, weights, num_classes, data, ...);
+    the preprocessing (``dataset.transform``), batch size and worker count are added here.
+    """
+    from ..errors import DataError
+
+    check_outputs([("--output", output), ("--save-logits", save_logits_to)])  # one would be lost
+    for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
+        if out_path is not None:
+            check_output_file(out_path)
+    outcome = evaluate(
+        dataset,
+        predict_batch,
+        num_classes,
+        batch_size=batch_size,
+        workers=workers,
+        skip_bad=skip_bad,
+        keep_logits=save_logits_to is not None,
+        progress=progress,
+    )
+    if outcome.n == 0:  # no accuracy to report (NaN otherwise)
+        raise DataError(
+            f"{dataset.samples.root}: no image could be evaluated ({len(outcome.skipped)} unreadable, all skipped)"
+        )
+    result = result_dict(
+        outcome,
+        **record,
+        preprocessing=dataset.transform.describe(),
+        batch_size=batch_size,
+        workers=workers,
+    )
+    if save_logits_to is not None:
+        save_logits(save_logits_to, outcome.logits)
+        result["logits"] = str(save_logits_to)
+    if output is not None:
+        save_result(output, result)
+    return result
+
+
+def evaluate_checkpoint(
     model: str,
     weights: str | os.PathLike,
     data: str | os.PathLike,
@@ -243,24 +322,29 @@ def run_evaluation(
     save_logits_to: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
-    predict_batch: PredictBatch | None = None,
     class_names: str | os.PathLike | None = None,
+    backend: str = "dygraph",
+    threads: int | None = None,
+    recheck_margin: float = DEFAULT_MARGIN,
+    opened=None,
 ) -> dict:
-    """``shunted eval`` as a function: build model and data, evaluate, write the outputs, return the result.
+    """``shunted eval`` as a function: open the checkpoint on ``backend``, list the data, evaluate, write.
 
-    ``predict_batch`` replaces the dygraph model (another backend); ``num_classes`` is then required. Otherwise
-    the model is ``create_model(model, pretrained=weights)`` and ``num_classes``, when given, must match the
-    checkpoint's head. Class folders map to class indices by name when the names are known (``class_names``, a
-    file of one name per line, or what ``data/classnames.py:known_class_names`` finds beside the weights).
+    ``opened``: a checkpoint already opened (``shunted/engine/session.py``: ``open_model``, ``given_predictor``)
+    instead of opening ``model`` / ``weights`` on ``backend`` here. ``num_classes``, when given, must match the
+    checkpoint's head. Class folders map to class indices by name
+    when the names are known (``class_names``, a file of one name per line, or what
+    ``data/classnames.py:known_class_names`` finds beside the weights).
     """
-    from ..data.classnames import known_class_names
-    from ..data.datasets import list_samples
     from ..data.transforms import EvalTransform
-    from ..errors import DataError, WeightsError
-    from ..factory import create_model
-    from ..fileio import sha256_file
     from ..models import get_pretrained_cfg
 
+    # before the work: an output that is an input (the weights, an image), or both outputs one file, fails now
+    check_outputs(
+        [("--output", output), ("--save-logits", save_logits_to)],
+        [("--weights", weights), ("--labels", labels), ("--class-names", class_names)],
+        data=[("--data", data)],
+    )
     for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
         if out_path is not None:
             check_output_file(out_path)
@@ -271,51 +355,65 @@ def run_evaluation(
         resize_short=resize_short,
         interpolation=interpolation,
     )
-    weights = Path(weights)
-    weights_sha256 = None  # create_model hashes the file it reads; another backend's file is hashed below
-    if predict_batch is None:
-        net = create_model(model, pretrained=weights)
-        weights_sha256 = net.pretrained_sha256
-        if num_classes is not None and num_classes != net.num_classes:
-            raise WeightsError(
-                f"{weights}: has {net.num_classes} classes, but --num-classes is {num_classes}"
-            )
-        num_classes = net.num_classes
-        predict_batch = dygraph_predictor(net)
-    elif num_classes is None:
-        raise ValueError("num_classes is required with a custom predict_batch")
-    weights_sha256 = weights_sha256 or sha256_file(weights)
-    known = None
-    if labels is None or class_names is not None:
-        known = known_class_names(weights, num_classes, class_names, sha256=weights_sha256)
-    samples = list_samples(
-        data,
-        labels=labels,
-        num_classes=num_classes,
-        class_names=known.names if known else None,
-        names_source=known.source if known else None,
-    ).head(limit)
-    dataset = ImageDataset(samples, transform, on_error="mark")
-    outcome = evaluate(
+    if opened is None:
+        opened = open_model(
+            model,
+            weights,
+            backend,
+            threads=threads,
+            img_size=transform.img_size,
+            expect_num_classes=num_classes,
+            recheck_margin=recheck_margin,
+        )
+    elif num_classes is not None and num_classes != opened.num_classes:
+        raise ValueError(f"num_classes {num_classes} differs from the opened model's {opened.num_classes}")
+    dataset, record = checkpoint_dataset(opened, data, transform, labels, class_names, limit)
+    return run_evaluation(
+        opened.predictor,
         dataset,
-        predict_batch,
-        num_classes,
+        opened.num_classes,
+        record,
         batch_size=batch_size,
         workers=workers,
         skip_bad=skip_bad,
-        keep_logits=save_logits_to is not None,
+        save_logits_to=save_logits_to,
+        output=output,
         progress=progress,
     )
-    if outcome.n == 0:  # no accuracy to report (NaN otherwise)
-        raise DataError(
-            f"{data}: no image could be evaluated ({len(outcome.skipped)} unreadable, all skipped)"
+
+
+def checkpoint_dataset(
+    opened,
+    data: str | os.PathLike,
+    transform,
+    labels: str | os.PathLike | None = None,
+    class_names: str | os.PathLike | None = None,
+    limit: int | None = None,
+) -> tuple[ImageDataset, dict]:
+    """(dataset, record) to evaluate an opened checkpoint (``shunted/engine/session.py``) on ``data``.
+
+    The record holds the model, the weights (path and SHA-256), the class count and the data description.
+    """
+    from ..data.classnames import known_class_names
+    from ..data.datasets import list_samples
+
+    known = None
+    if labels is None or class_names is not None:
+        known = known_class_names(
+            opened.weights, opened.num_classes, class_names, sha256=opened.weights_sha256
         )
-    result = result_dict(
-        outcome,
-        model=model,
-        weights={"path": str(weights), "sha256": weights_sha256},
-        num_classes=num_classes,
-        data={
+    samples = list_samples(
+        data,
+        labels=labels,
+        num_classes=opened.num_classes,
+        class_names=known.names if known else None,
+        names_source=known.source if known else None,
+    ).head(limit)
+    record = {
+        "model": opened.model_name,
+        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
+        "num_classes": opened.num_classes,
+        "data": {
             "root": str(samples.root),
             "labels": str(labels) if labels is not None else None,
             "layout": samples.layout,
@@ -324,13 +422,5 @@ def run_evaluation(
             "samples": len(samples),
             "limit": limit,
         },
-        preprocessing=transform.describe(),
-        batch_size=batch_size,
-        workers=workers,
-    )
-    if save_logits_to is not None:
-        save_logits(save_logits_to, outcome.logits)
-        result["logits"] = str(save_logits_to)
-    if output is not None:
-        save_result(output, result)
-    return result
+    }
+    return ImageDataset(samples, transform, on_error="mark"), record

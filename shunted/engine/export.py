@@ -28,45 +28,53 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ShuntedError
-from ..fileio import OutputError, check_output_dir, disk_full, output_error
+from ..fileio import IMAGE_EXTENSIONS, OutputError, check_output_dir, disk_full, output_error
+from ..runtime import make_predictor
+from ..runtime.dygraph import dygraph_outputs
+from ..runtime.layout import (
+    EXPORT_FILES,
+    FORMATS,
+    META_FILE,
+    ONNX_FILE,
+    PADDLE_PREFIX,
+    ExportInfo,
+    paddle_files,
+    previous_export_files,
+    read_info,
+)
 
-FORMATS = ("paddle", "onnx")
-PADDLE_PREFIX = "model"  # → model.json + model.pdiparams
-ONNX_FILE = "model.onnx"
-META_FILE = "export.json"
+__all__ = [
+    "EXPORT_FILES",
+    "FORMATS",
+    "META_FILE",
+    "ONNX_FILE",
+    "PADDLE_PREFIX",
+    "ExportError",
+    "ExportInfo",
+    "check_export_output",
+    "check_parity",
+    "dygraph_outputs",
+    "export_model",
+    "find_check_images",
+    "load_batch",
+    "paddle_files",
+    "read_info",
+    "rel_err",
+    "save_onnx",
+    "save_paddle",
+]
+
 ONNX_OPSET = 17
 PARITY_TOL = 1e-5
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# What an export of an earlier version wrote when its export.json does not list its files.
-EXPORT_FILES = (META_FILE, f"{PADDLE_PREFIX}.json", f"{PADDLE_PREFIX}.pdiparams", ONNX_FILE)
 
 
 class ExportError(ShuntedError):
     """An export could not be written, or its outputs differ from dygraph beyond the tolerance."""
-
-
-@dataclass
-class ExportInfo:
-    """What ``export.json`` records about an export directory."""
-
-    model: str
-    format: str
-    img_size: int
-    features: bool
-    num_classes: int
-    outputs: list[str]
-    weights: str | None = None
-    parity: dict = field(default_factory=dict)  # {"images": n, "batch_sizes": [...], "max_rel_err": x}
-    files: list[str] = field(default_factory=list)  # what the export wrote (export.json included)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -74,19 +82,6 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     a = np.asarray(actual, np.float64)
     e = np.asarray(expected, np.float64)
     return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
-
-
-def paddle_files(export_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """(model.json, model.pdiparams) of a Paddle export directory."""
-    d = Path(export_dir)
-    return d / f"{PADDLE_PREFIX}.json", d / f"{PADDLE_PREFIX}.pdiparams"
-
-
-def read_info(export_dir: str | os.PathLike) -> ExportInfo | None:
-    path = Path(export_dir) / META_FILE
-    if not path.is_file():
-        return None
-    return ExportInfo(**json.loads(path.read_text()))
 
 
 def output_names(model) -> list[str]:
@@ -150,14 +145,13 @@ def save_onnx(model, out_dir: str | os.PathLike, img_size: int, opset: int = ONN
 
 
 def find_check_images(limit: int, search: Sequence[str | os.PathLike] | None = None) -> list[Path]:
-    """Real images to check an export with: the bundled CIFAR-10 demo images, else ../shared's ImageNet samples."""
+    """Real images to check an export with: those in ``search`` (``--check-images``), else the bundled CIFAR-10
+    demo images (``shunted/assets/cifar10-demo``)."""
     if search is None:
-        package = Path(__file__).resolve().parents[1]
-        repo = package.parent
-        search = [package / "assets" / "cifar10-demo", repo / ".." / "shared" / "data" / "imagenet-samples"]
+        search = [Path(__file__).resolve().parents[1] / "assets" / "cifar10-demo"]
     for folder in map(Path, search):
         if folder.is_dir():
-            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
             if files:
                 return files[:limit]
     raise ExportError(
@@ -174,14 +168,6 @@ def load_batch(paths: Sequence[Path], model, img_size: int) -> np.ndarray:
     cfg = getattr(model, "pretrained_cfg", None) or PretrainedConfig()
     transform = EvalTransform.from_config(cfg, img_size=img_size)
     return np.stack([transform.load(p) for p in paths]).astype(np.float32)
-
-
-def dygraph_outputs(model, x: np.ndarray) -> list[np.ndarray]:
-    """The dygraph model's outputs on ``x``, always as a list (one array per output)."""
-    from .backends import dygraph_predictor
-
-    out = dygraph_predictor(model)(x)
-    return out if isinstance(out, list) else [out]
 
 
 def check_parity(
@@ -229,8 +215,6 @@ def export_model(
     tol: float = PARITY_TOL,
 ) -> ExportInfo:
     """Write ``model`` as ``fmt`` into ``output`` (replaced atomically) after checking it on real images."""
-    from .backends import make_predictor
-
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if img_size % 32:
@@ -289,28 +273,11 @@ def export_model(
     return info
 
 
-def _previous_export_files(folder: Path) -> set[str] | None:
-    """The files a previous export in ``folder`` wrote (from its export.json), or None if it is not one."""
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(meta, dict) and meta.get("format") in FORMATS and "model" in meta):
-        return None
-    files = meta.get("files") or EXPORT_FILES
-    if not (
-        isinstance(files, list | tuple)
-        and all(isinstance(f, str) and "/" not in f and "\0" not in f for f in files)
-    ):
-        return None
-    return {META_FILE, *files}
-
-
 def foreign_entries(folder: str | os.PathLike) -> list[str]:
     """Names in ``folder`` that a previous export did not write (all of them when it is not an export)."""
     folder = Path(folder)
     names = sorted(os.listdir(folder))
-    ours = _previous_export_files(folder) or set()
+    ours = previous_export_files(folder) or set()
     return [n for n in names if n not in ours or (folder / n).is_symlink() or not (folder / n).is_file()]
 
 
@@ -367,7 +334,7 @@ def _install(tmp: Path, output: Path, given: str) -> None:
 
 def _remove_previous_export(folder: Path) -> None:
     """Delete, by name, the files a previous export wrote, then the folder; anything else is left there."""
-    for name in _previous_export_files(folder) or ():
+    for name in previous_export_files(folder) or ():
         path = folder / name
         if path.is_file() and not path.is_symlink():
             path.unlink()

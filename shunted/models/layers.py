@@ -3,7 +3,7 @@
 ``BiasViewConv2D`` and ``PixelLinear`` are ``nn.Conv2D`` / ``nn.Linear`` with the same parameters (names, shapes,
 initialisation), so checkpoints, forward hooks and parameter counts see ordinary layers; only their dygraph
 arithmetic is arranged for Paddle's CPU kernels. Both give the values of the plain layer
-(tests/models/test_layers.py: bit for bit for the conv, float32 rounding for the per-pixel Linear).
+(a test checks: bit for bit for the conv, float32 rounding for the per-pixel Linear).
 """
 
 from __future__ import annotations

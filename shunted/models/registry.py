@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Shared by all variants (SPEC.md "Variants").
+# Shared by all variants (docs/model.md "Variants").
 EMBED_DIMS = (64, 128, 256, 512)
 NUM_HEADS = (2, 4, 8, 16)
 MLP_RATIOS = (8, 8, 4, 4)

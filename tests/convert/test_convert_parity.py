@@ -1,6 +1,6 @@
 """Through the converter, the Paddle model reproduces the PyTorch reference's logits (rel err ≤ 2e-6).
 
-Checkpoints are written by ``torch.save`` from the independent reference (tests/reference/shunted_torch.py) in
+Checkpoints are written by ``torch.save`` from the independent reference (shunted/runtime/torch_reference.py) in
 every layout users meet: float32 / float16, ``{'model': …}`` / bare, with / without ``module.``, zip / legacy.
 shunted_t runs every combination (at 64×64); shunted_s and shunted_b one each (at 224×224).
 """

@@ -291,7 +291,7 @@ def _pdckpt(tmp: Path, body: bytes) -> Path:
 
 def test_deeply_nested_training_checkpoint_is_one_error(tmp_path):
     """{'x': [[[…]]]} 50 000 deep: the recursive walk of load_checkpoint hit RecursionError."""
-    from shunted.engine.train_state import load_checkpoint
+    from shunted.engine.train.state import load_checkpoint
 
     nested = Ops().s("x").raw(pickle.EMPTY_LIST * 50_000 + pickle.APPEND * 49_999)
     path = _pdckpt(tmp_path, bytes(nested.b[2:]))
@@ -309,7 +309,7 @@ def test_shared_references_cannot_blow_up_the_walk(tmp_path):
         body.raw(pickle.BINPUT + bytes([level]))
     path = _pdckpt(tmp_path, bytes(body.b[2:]))
     code = (
-        "import sys; from pathlib import Path; from shunted.engine.train_state import load_checkpoint\n"
+        "import sys; from pathlib import Path; from shunted.engine.train.state import load_checkpoint\n"
         "try:\n    load_checkpoint(Path(sys.argv[1]))\nexcept Exception as e:\n"
         "    print(type(e).__name__, str(e)[:300]); sys.exit(2)\n"
     )

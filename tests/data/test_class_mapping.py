@@ -142,7 +142,7 @@ def test_known_class_names_sources(tmp_path):
     sidecar.write_text("{not json")  # not a record of ours: ignored
     assert known_class_names(weights, 10) is None
 
-    # a training run: summary.json beside last.pdparams (engine/train.py writes both)
+    # a training run: summary.json beside last.pdparams (engine/train/loop.py writes both)
     run = tmp_path / "run"
     run.mkdir()
     (run / "last.pdparams").write_bytes(b"w")

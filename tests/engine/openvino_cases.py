@@ -15,9 +15,9 @@ from test_backends import _cpu_has_bf16
 from test_backends import test_bf16_backend_is_really_bfloat16_and_close as _bf16_close
 from test_backends import test_bf16_recheck_replaces_near_ties_by_fp32 as _bf16_recheck
 
-from shunted.engine.backends import make_predictor
-from shunted.engine.export import dygraph_outputs
+from shunted.engine.session import model_predictor
 from shunted.factory import create_model
+from shunted.runtime.dygraph import dygraph_outputs
 
 pytest.importorskip("openvino")
 pytest.importorskip("paddle2onnx")
@@ -29,7 +29,7 @@ def test_openvino_backend_matches_dygraph_for_any_batch_size(demo_checkpoint, ci
     model = create_model("shunted_t", pretrained=demo_checkpoint)
     images = np.concatenate([cifar_batch, cifar_batch[::-1][:2]])
     (expected,) = dygraph_outputs(model, images)
-    predict = make_predictor("openvino", model, threads=2, img_size=64)
+    predict = model_predictor("openvino", model, threads=2, img_size=64)
     for n in (5, 2, 1):
         assert relative_error(predict(images[:n]), expected[:n]) <= 1e-5
 
@@ -37,7 +37,7 @@ def test_openvino_backend_matches_dygraph_for_any_batch_size(demo_checkpoint, ci
 def test_openvino_backend_returns_every_stage_map(cifar_batch, relative_error):
     model = create_model("shunted_t", features_only=True)
     expected = dygraph_outputs(model, cifar_batch)
-    got = make_predictor("openvino", model, threads=2, img_size=64)(cifar_batch)
+    got = model_predictor("openvino", model, threads=2, img_size=64)(cifar_batch)
     assert [g.shape for g in got] == [e.shape for e in expected]
     assert max(relative_error(g, e) for g, e in zip(got, expected, strict=True)) <= 1e-5
 

@@ -1,4 +1,4 @@
-"""The predictors agree with dygraph; the oneDNN workaround is still needed and still sufficient."""
+"""The runtimes (shunted/runtime/) agree with dygraph; the oneDNN workaround is still needed and still sufficient."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import runpy
 import numpy as np
 import pytest
 
-from shunted.engine import backends
-from shunted.engine.backends import (
-    BROKEN_ONEDNN_PASSES,
-    checkpoint_predictor,
-    make_predictor,
-    uncertain_rows,
-)
-from shunted.engine.export import dygraph_outputs, load_batch
+from shunted.engine.export import load_batch
+from shunted.engine.session import model_predictor, open_model
 from shunted.errors import ShuntedError
 from shunted.factory import create_model
+from shunted.runtime import make_predictor
+from shunted.runtime.dygraph import dygraph_outputs
+from shunted.runtime.paddle_inference import BROKEN_ONEDNN_PASSES
+from shunted.runtime.recheck import uncertain_rows, with_fp32_recheck
 
 # Runtimes with an fp32 and a ``_bf16`` backend. OpenVINO's are checked by tests/engine/openvino_cases.py, in a
 # process of their own (tests/engine/test_openvino.py), with the same functions.
@@ -32,7 +30,7 @@ def batch(shared_dir, model_t):
 def test_inference_backend_matches_dygraph(model_t, batch, relative_error):
     """Fails if the mis-fusing oneDNN passes come back (then logits are off by ~0.1)."""
     (expected,) = dygraph_outputs(model_t, batch)
-    got = make_predictor("inference", model_t, threads=2)(batch)
+    got = model_predictor("inference", model_t, threads=2)(batch)
     assert relative_error(got, expected) <= 1e-5
 
 
@@ -41,7 +39,7 @@ def test_onnxruntime_backend_matches_dygraph(model_t, batch, relative_error):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("paddle2onnx")
     (expected,) = dygraph_outputs(model_t, batch)
-    got = make_predictor("onnxruntime", model_t, threads=2)(batch)
+    got = model_predictor("onnxruntime", model_t, threads=2)(batch)
     assert relative_error(got, expected) <= 1e-5
 
 
@@ -69,21 +67,24 @@ def test_unknown_backend_and_missing_export_are_clear_errors(tmp_path, model_t):
         make_predictor("inference", tmp_path)
     with pytest.raises(ShuntedError, match="needs a model"):
         make_predictor("dygraph", tmp_path)
+    with pytest.raises(TypeError, match="model_predictor"):  # runtime/ reads exports; engine/ exports models
+        make_predictor("inference", model_t)
+    with pytest.raises(ShuntedError, match="--backend 'tensorrt'"):
+        model_predictor("tensorrt", model_t)
 
 
 @pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_checkpoint_on_inference_backend_matches_dygraph(demo_checkpoint, cifar_batch, relative_error):
     """What ``shunted eval/predict --backend inference`` runs: the checkpoint's model exported at the eval size."""
-    predict, num_classes = checkpoint_predictor(
-        "inference", "shunted_t", demo_checkpoint, img_size=64, threads=2
-    )
+    opened = open_model("shunted_t", demo_checkpoint, "inference", threads=2, img_size=64)
     model = create_model("shunted_t", pretrained=demo_checkpoint)
     (expected,) = dygraph_outputs(model, cifar_batch)
-    got = predict(cifar_batch)
-    assert num_classes == 10 and got.shape == (3, 10)
+    got = opened.predictor(cifar_batch)
+    assert opened.num_classes == 10 and got.shape == (3, 10)
+    assert opened.weights_sha256 == model.pretrained_sha256 and opened.img_size == 64
     assert relative_error(got, expected) <= 1e-5
     with pytest.raises(ShuntedError, match="--num-classes is 1000"):
-        checkpoint_predictor("inference", "shunted_t", demo_checkpoint, img_size=64, num_classes=1000)
+        open_model("shunted_t", demo_checkpoint, "inference", img_size=64, expect_num_classes=1000)
 
 
 def _cpu_has_bf16() -> bool:
@@ -99,8 +100,9 @@ def _cpu_has_bf16() -> bool:
 )
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_bf16_backend_is_really_bfloat16_and_close(demo_checkpoint, cifar_batch, relative_error, runtime):
-    fp32, _ = checkpoint_predictor(runtime, "shunted_t", demo_checkpoint, img_size=64, threads=2)
-    bf16, _ = checkpoint_predictor(f"{runtime}_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    fp32 = model_predictor(runtime, model, threads=2, img_size=64)
+    bf16 = model_predictor(f"{runtime}_bf16", model, threads=2, img_size=64)
     expected, got = fp32(cifar_batch), bf16(cifar_batch)
     err = relative_error(got, expected)
     assert 1e-4 < err < 5e-2  # bfloat16 keeps 8 mantissa bits: visibly different from fp32, but close
@@ -120,11 +122,34 @@ def test_uncertain_rows_are_the_near_ties():
 def test_bf16_recheck_replaces_near_ties_by_fp32(
     demo_checkpoint, cifar_batch, relative_error, monkeypatch, runtime
 ):
-    fp32, _ = checkpoint_predictor(runtime, "shunted_t", demo_checkpoint, img_size=64, threads=2)
-    bf16, _ = checkpoint_predictor(f"{runtime}_bf16", "shunted_t", demo_checkpoint, img_size=64, threads=2)
-    expected = fp32(cifar_batch)
-    monkeypatch.setattr(backends, "BF16_RECHECK_MARGIN", 1e9)  # every row is a "near tie"
-    assert relative_error(bf16(cifar_batch), expected) <= 1e-5
-    monkeypatch.setattr(backends, "BF16_RECHECK_MARGIN", 0.0)  # never recheck: plain bfloat16
-    assert relative_error(bf16(cifar_batch), expected) > 1e-4
-    assert bf16.stats == {"rows": 6, "rechecked": 3}
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    expected = model_predictor(runtime, model, threads=2, img_size=64)(cifar_batch)
+    every = model_predictor(f"{runtime}_bf16", model, threads=2, img_size=64, recheck_margin=1e9)
+    assert relative_error(every(cifar_batch), expected) <= 1e-5  # every row is a "near tie"
+    never = model_predictor(f"{runtime}_bf16", model, threads=2, img_size=64, recheck_margin=0.0)
+    assert relative_error(never(cifar_batch), expected) > 1e-4  # never recheck: plain bfloat16
+    assert every.stats == {"rows": 3, "rechecked": 3} and never.stats == {"rows": 3, "rechecked": 0}
+
+
+def test_recheck_margin_is_a_parameter_of_each_predictor():
+    """Rows below the margin take the exact predictor's output; two predictors keep their own margins."""
+    logits = np.array([[0.0, 1.0, 1.02, -1.0], [0.0, 3.0, 1.0, -1.0], [2.0, 2.0, 0.0, 0.0]], np.float32)
+    calls = []
+
+    def run(x):
+        return logits[x[:, 0].astype(int)].copy()
+
+    def exact(x):
+        calls.append(len(x))
+        return np.full((len(x), 4), 7.0, np.float32)
+
+    rows = np.arange(3, dtype=np.float32)[:, None]
+    wide = with_fp32_recheck(run, exact, margin=0.15)
+    plain = with_fp32_recheck(run, exact, margin=0.0)
+    out = wide(rows)
+    np.testing.assert_array_equal(out[[0, 2]], 7.0)  # the two near ties, recomputed one row at a time
+    np.testing.assert_array_equal(out[1], logits[1])
+    assert wide.stats == {"rows": 3, "rechecked": 2}
+    np.testing.assert_array_equal(plain(rows), logits)  # margin 0: plain bf16, nothing recomputed
+    assert plain.stats == {"rows": 3, "rechecked": 0}
+    assert calls == [1, 1, 1, 1]  # a warm-up row per predictor, then one call per rechecked row

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import shunted.engine.bench as bench_module
 from shunted.commands import bench as command
 from shunted.engine.bench import markdown_table
 from shunted.errors import ShuntedError
@@ -74,16 +75,20 @@ def test_markdown_table_shows_ratios_to_torch():
     assert "7.0 |" in row1 and "–" in row1  # no torch measurement: no ratio, missing cells marked
 
 
-def test_target_lines_say_by_how_much_a_target_is_missed():
-    from shunted.engine.bench import Record, target_lines
+def test_target_lines_say_by_how_much_a_target_is_missed(repo_root):
+    """benchmarks/targets.py (the README's targets, outside the package) judges ``shunted bench --json`` records."""
+    import runpy
 
+    from shunted.engine.bench import Record
+
+    target_lines = runpy.run_path(str(repo_root / "benchmarks" / "targets.py"))["target_lines"]
     records = [
         Record("shunted_s", 8, "torch", 10.0, 800.0),
         Record("shunted_s", 8, "inference", 12.0, 666.7),
         Record("shunted_s", 8, "onnxruntime", 25.0, 320.0),
         Record("shunted_s", 1, "inference", 1.0, 1000.0),  # other batch sizes are not judged
     ]
-    lines = target_lines(records)
+    lines = target_lines([r.to_dict() for r in records])
     assert len(lines) == 2
     assert "inference >= 1.5x torch: 1.20x MISSED by 20 %" in lines[1]
     assert "onnxruntime >= 2.0x torch: 2.50x met" in lines[0]
@@ -129,3 +134,28 @@ def test_weights_need_exactly_one_model(tmp_path):
     args = parser.parse_args(["--models", "shunted_t", "shunted_s", "--weights", str(tmp_path / "w.pth")])
     with pytest.raises(ShuntedError, match="--weights"):
         command.run(args)
+
+
+def test_bench_passes_its_recheck_margin_to_the_bf16_predictors(monkeypatch):
+    """--bf16-recheck-margin reaches the predictors as a parameter; no module-wide setting is changed."""
+    import shunted.runtime as runtime
+    from shunted.runtime import recheck
+
+    seen = []
+
+    def fake_model_predictor(backend, model, threads, img_size, recheck_margin):
+        seen.append((backend, recheck_margin))
+        return lambda x: np.zeros((len(x), 10), np.float32)
+
+    monkeypatch.setattr(bench_module, "model_predictor", fake_model_predictor)
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(
+        ["--quick", "--batch-sizes", "1", "--img-size", "32", "--backends", "dygraph", "inference_bf16"]
+        + ["--bf16-recheck-margin", "0.3"]
+    )
+    before = dict(vars(recheck)), dict(vars(runtime))
+    assert command.run(args) == 0
+    assert seen == [("dygraph", 0.3), ("inference_bf16", 0.3)]
+    assert (dict(vars(recheck)), dict(vars(runtime))) == before
+    assert not hasattr(runtime, "BF16_RECHECK_MARGIN") and recheck.DEFAULT_MARGIN == 0.05

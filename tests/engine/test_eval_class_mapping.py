@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from shunted.cli import main
-from shunted.engine.evaluate import run_evaluation
+from shunted.engine.evaluate import evaluate_checkpoint
+from shunted.engine.session import given_predictor
 from shunted.errors import DataError
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track:UserWarning")
@@ -42,7 +43,7 @@ def _image(path: Path, value: int) -> None:
 def test_cat_and_dog_only_score_the_real_accuracy(shared_dir, tmp_path):
     ckpt = shared_dir / "demo" / "ckpt_T_cifar10_fp16.pth"
     data = _copy(shared_dir / "data" / "cifar10" / "test", tmp_path / "D", ("cat", "dog"), 5)
-    r = run_evaluation(
+    r = evaluate_checkpoint(
         "shunted_t", ckpt, data, **PRE, workers=0, progress=False, save_logits_to=tmp_path / "l.npy"
     )
     logits = np.load(tmp_path / "l.npy")
@@ -74,19 +75,20 @@ def test_class_names_flag_maps_by_name_and_unknown_names_are_an_error(tmp_path):
     for i in range(3):
         _image(data / "cat" / f"{i}.png", i)
     _image(data / "dog" / "0.png", 9)
-    common = dict(num_classes=10, **PRE, workers=0, progress=False, predict_batch=_constant(3))
+    opened = given_predictor("shunted_t", weights, 10, _constant(3))
+    common = dict(num_classes=10, **PRE, workers=0, progress=False, opened=opened)
     with pytest.raises(DataError, match="2 class folders, but the model has 10 classes .*--class-names FILE"):
-        run_evaluation("shunted_t", weights, data, **common)
+        evaluate_checkpoint("shunted_t", weights, data, **common)
     names = tmp_path / "names.txt"
     names.write_text("\n".join(CIFAR10) + "\n")
-    r = run_evaluation("shunted_t", weights, data, class_names=names, **common)
+    r = evaluate_checkpoint("shunted_t", weights, data, class_names=names, **common)
     assert r["top1"]["correct"] == 3  # the three cats: class 3
     assert r["data"]["class_index"] == {"cat": 3, "dog": 5}
     assert r["data"]["class_names_source"] == f"--class-names {names}"
     # a folder that is not one of the named classes
     _image(data / "kitten" / "0.png", 1)
     with pytest.raises(DataError, match="folder 'kitten' is not one of the model's classes"):
-        run_evaluation("shunted_t", weights, data, class_names=names, **common)
+        evaluate_checkpoint("shunted_t", weights, data, class_names=names, **common)
 
 
 def test_eval_command_class_names_flag_is_recorded(tmp_path):
@@ -143,7 +145,7 @@ def test_train_single_class_and_unknown_val_folder_are_errors(tmp_path, capsys):
 def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     """Validation on dog/ only: label 1 (dog's index in training), not 0 (its position among val folders)."""
     from shunted.engine.train import Trainer
-    from shunted.engine.train_config import resolve_config
+    from shunted.engine.train.config import resolve_config
 
     train = tmp_path / "train"
     for cls, base in (("cat", 0), ("dog", 10)):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shunted.cli import main
-from shunted.engine.evaluate import run_evaluation, topk_correct
+from shunted.engine.evaluate import evaluate_checkpoint, run_evaluation, topk_correct
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET = REPO / "shunted" / "assets" / "cifar10-demo"
@@ -71,8 +72,8 @@ def test_logits_match_the_pytorch_reference(tmp_path, label_list):
 def test_class_folders_limit_and_workers(tmp_path):
     """Layout (a) in sorted order; 0 or 2 loader workers give the same logits; --limit takes the first N."""
     kwargs = dict(img_size=64, resize_short=73, limit=30, batch_size=16, progress=False)
-    a = run_evaluation("shunted_t", CKPT, SUBSET, workers=0, save_logits_to=tmp_path / "a.npy", **kwargs)
-    b = run_evaluation("shunted_t", CKPT, SUBSET, workers=2, save_logits_to=tmp_path / "b.npy", **kwargs)
+    a = evaluate_checkpoint("shunted_t", CKPT, SUBSET, workers=0, save_logits_to=tmp_path / "a.npy", **kwargs)
+    b = evaluate_checkpoint("shunted_t", CKPT, SUBSET, workers=2, save_logits_to=tmp_path / "b.npy", **kwargs)
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     assert a["n"] == b["n"] == 30 and a["top1"] == b["top1"]
     assert a["data"]["layout"] == "folders" and a["data"]["samples"] == 30
@@ -148,7 +149,9 @@ def test_paddleclas_config_with_overrides(tmp_path):
     result = json.loads(out.read_text())
     assert result["model"] == "shunted_t" and result["batch_size"] == 10 and result["workers"] == 2
     assert (result["preprocessing"]["img_size"], result["preprocessing"]["resize_short"]) == (64, 73)
-    direct = run_evaluation("shunted_t", CKPT, SUBSET, img_size=64, resize_short=73, limit=20, progress=False)
+    direct = evaluate_checkpoint(
+        "shunted_t", CKPT, SUBSET, img_size=64, resize_short=73, limit=20, progress=False
+    )
     assert result["top1"] == direct["top1"]
 
 
@@ -169,6 +172,10 @@ def test_config_mean_must_be_the_registry_s(capsys):
 
 def test_backend_seam_takes_any_predict_batch(tmp_path):
     """Another backend plugs in as predict_batch(np.ndarray) -> logits; no Paddle model is built."""
+    from shunted.data.datasets import ImageDataset, list_samples
+    from shunted.data.transforms import EvalTransform
+    from shunted.models import get_pretrained_cfg
+
     seen = []
 
     def always_class_3(x: np.ndarray) -> np.ndarray:
@@ -177,12 +184,47 @@ def test_backend_seam_takes_any_predict_batch(tmp_path):
         out[:, 3] = 1
         return out
 
+    transform = EvalTransform.from_config(get_pretrained_cfg("shunted_t"), img_size=64, resize_short=73)
+    dataset = ImageDataset(list_samples(SUBSET, num_classes=10), transform, on_error="mark")
     r = run_evaluation(
-        "shunted_t", CKPT, SUBSET, num_classes=10, img_size=64, resize_short=73, batch_size=100,
-        predict_batch=always_class_3, progress=False, workers=0,
-    )  # fmt: skip
+        always_class_3, dataset, 10, {"model": "any runtime"}, batch_size=100, progress=False, workers=0
+    )
     assert r["n"] == 1000 and r["top1"]["correct"] == 100  # the 100 cats
     assert seen[0] == (100, 3, 64, 64)
+    assert r["model"] == "any runtime" and r["preprocessing"]["img_size"] == 64 and r["batch_size"] == 100
+
+
+@pytest.mark.parametrize("backend", ["dygraph", "inference"])
+def test_eval_builds_the_model_once_and_hashes_the_weights_once(monkeypatch, tmp_path, backend):
+    """``shunted eval`` (any backend) opens the checkpoint once: one create_model, one SHA-256 of the weights."""
+    import shunted.convert
+    import shunted.factory
+    import shunted.fileio
+
+    counts = {"create_model": 0, "sha256": 0}
+    real_create, real_hash = shunted.factory.create_model, shunted.fileio.sha256_file
+
+    def create_model(*args, **kwargs):
+        counts["create_model"] += 1
+        return real_create(*args, **kwargs)
+
+    def sha256_file(*args, **kwargs):
+        if Path(args[0]).resolve() == CKPT.resolve():
+            counts["sha256"] += 1
+        return real_hash(*args, **kwargs)
+
+    monkeypatch.setattr(shunted.factory, "create_model", create_model)
+    for module in list(sys.modules.values()):  # every module that bound sha256_file by name
+        if (
+            getattr(module, "__name__", "").startswith("shunted")
+            and getattr(module, "sha256_file", None) is real_hash
+        ):
+            monkeypatch.setattr(module, "sha256_file", sha256_file)
+    out = tmp_path / "r.json"
+    argv = ["eval", *CIFAR_ARGS, "--data", str(SUBSET), "--limit", "4", "--workers", "0", "--no-progress"]
+    assert main([*argv, "--backend", backend, "--threads", "1", "--output", str(out)]) == 0
+    assert counts == {"create_model": 1, "sha256": 1}
+    assert json.loads(out.read_text())["weights"]["sha256"] == hashlib.sha256(CKPT.read_bytes()).hexdigest()
 
 
 def test_topk_correct_counts_rank():

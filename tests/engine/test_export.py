@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from shunted.engine.backends import make_predictor
 from shunted.engine.export import (
     META_FILE,
     ExportError,
@@ -18,6 +17,7 @@ from shunted.engine.export import (
     paddle_files,
 )
 from shunted.factory import create_model
+from shunted.runtime import make_predictor
 
 pytest.importorskip("paddle2onnx")
 pytest.importorskip("onnxruntime")
@@ -125,3 +125,30 @@ def test_export_leaves_the_model_a_dygraph_model(tmp_path):
     save_paddle(model, tmp_path, 64)
     assert "forward" not in vars(model)
     assert not isinstance(model.forward, StaticFunction)
+
+
+RUNTIME_FILES = [
+    "runtime",
+    "engine/export.py",
+    "engine/evaluate.py",
+    "engine/predict.py",
+    "engine/bench.py",
+    "engine/session.py",
+    *(f"commands/{c}.py" for c in ("eval", "predict", "bench", "export", "common", "demo")),
+]
+
+
+def test_nothing_outside_the_package_at_run_time(repo_root):
+    """Check images come from the package (or --check-images); no runtime path reads ../shared or tests/."""
+    from shunted.engine.export import find_check_images
+
+    package = repo_root / "shunted"
+    images = find_check_images(3)
+    demo = (package / "assets" / "cifar10-demo").resolve()
+    assert len(images) == 3 and all(p.resolve().is_relative_to(demo) for p in images)
+    paths = [package / name for name in RUNTIME_FILES]
+    files = [f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    for path in files:
+        text = path.read_text()
+        for needle in ("SPEC.md", "../shared", '"shared"', "tests/", '"tests"'):
+            assert needle not in text, f"{path.relative_to(repo_root)} mentions {needle}"

@@ -6,7 +6,7 @@ import pytest
 
 from shunted.cli import build_parser
 from shunted.config import ConfigError, eval_settings, load_config
-from shunted.engine.train_config import default_train_config, resolve_config
+from shunted.engine.train.config import default_train_config, resolve_config
 from shunted.models.registry import VARIANTS
 
 

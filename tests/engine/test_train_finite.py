@@ -21,7 +21,7 @@ import pytest
 
 from shunted.cli import main
 from shunted.engine import train as train_engine
-from shunted.engine.train_state import load_checkpoint
+from shunted.engine.train.state import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track:UserWarning")
 

@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 from shunted import create_model
-from shunted.engine.train_optim import (
+from shunted.engine.train.optim import (
     WarmupCosineLR,
     build_optimizer,
     decay_param_names,
@@ -82,7 +82,7 @@ def test_grad_clip_by_global_norm():
 
 
 def test_repeated_augmentation_sampler():
-    from shunted.engine.train_sampler import RepeatedAugBatchSampler
+    from shunted.engine.train.sampler import RepeatedAugBatchSampler
 
     ranks = [RepeatedAugBatchSampler(600, 8, repeats=3, num_replicas=2, rank=r, seed=1) for r in range(2)]
     keys = [[k for batch in s for k in batch] for s in ranks]

@@ -3,7 +3,7 @@
 The port runs its own code path — ``Trainer.train_epoch`` (schedule stepping, train/eval mode, Mixup, loss,
 AdamW groups, clipping, EMA), or the whole ``shunted train`` command in the slow test — on real CIFAR-10 images
 from ``../shared`` with every random augmentation off (whole-image crop, no flip, no RandAugment, no erasing), one
-full-batch step per epoch, starting from the demo checkpoint. The reference is ``reference/shunted_torch.py``
+full-batch step per epoch, starting from the demo checkpoint. The reference is ``shunted/runtime/torch_reference.py``
 (the model) driven by ``reference/official_recipe_torch.py`` (timm's scheduler, ``add_weight_decay`` +
 ``torch.optim.AdamW``, the losses, Mixup, ``clip_grad_norm_``, ``ModelEma``, ``main.py``'s loop), fed with images
 it decodes itself and weights it reads with ``torch.load``. The only things taken from the port's run are the
@@ -32,8 +32,8 @@ torch = pytest.importorskip("torch")
 import paddle  # noqa: E402
 
 from shunted.convert.mapping import torch_to_paddle  # noqa: E402
-from shunted.engine import train as train_engine  # noqa: E402
-from shunted.engine import train_optim  # noqa: E402
+from shunted.engine.train import loop as train_engine  # noqa: E402
+from shunted.engine.train import optim as train_optim  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track:UserWarning")
 
@@ -121,7 +121,7 @@ def train_argv(s: Setup, data: Path, labels: Path, weights: Path, out: Path) -> 
 def port_config(s: Setup, data: Path, labels: Path, weights: Path, out: Path) -> dict:
     """The configuration ``shunted train`` resolves from :func:`train_argv` (its own parser and resolver)."""
     from shunted.cli import build_parser
-    from shunted.engine.train_config import resolve_config
+    from shunted.engine.train.config import resolve_config
 
     return resolve_config(build_parser().parse_args(train_argv(s, data, labels, weights, out)))
 
@@ -198,7 +198,8 @@ def official_state(weights: Path) -> dict:
 def run_reference(s: Setup, port: PortRun, images, labels, weights: Path):
     """The official loop on the port's batches (matched to the reference's own decoded images)."""
     from reference import official_recipe_torch as R
-    from reference import shunted_torch as st
+
+    from shunted.runtime import torch_reference as st
 
     model = st.build("shunted_t", NUM_CLASSES)
     missing, unexpected = model.load_state_dict(official_state(weights), strict=False)

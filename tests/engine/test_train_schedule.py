@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from shunted.cli import main  # noqa: E402
 from shunted.engine import train as train_engine  # noqa: E402
-from shunted.engine.train_optim import schedule_t, warmup_cosine_lr  # noqa: E402
+from shunted.engine.train.optim import schedule_t, warmup_cosine_lr  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track:UserWarning")
 

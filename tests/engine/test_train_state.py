@@ -9,8 +9,8 @@ import numpy as np
 import paddle
 import pytest
 
-from shunted.engine.train_ema import ModelEMA
-from shunted.engine.train_state import (
+from shunted.engine.train.ema import ModelEMA
+from shunted.engine.train.state import (
     OUTPUTS,
     load_checkpoint,
     load_optimizer_state,

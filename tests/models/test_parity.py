@@ -53,20 +53,31 @@ def _size_id(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-@pytest.fixture(
-    scope="module", params=[(v, c) for v in VARIANTS for c in CLASSES], ids=lambda p: f"{p[0]}-{p[1]}"
+def _case(*params, size):
+    """T at every size in the fast suite; S and B at 224x224 there, at the other sizes in the slow stage."""
+    fast = params[0] == "shunted_t" or size == (224, 224)
+    ident = "-".join(str(p) for p in params) + f"-{_size_id(size)}"
+    return pytest.param(*params, size, id=ident, marks=() if fast else pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def pairs(reference, load_torch_state):
+    """``pairs(name, num_classes)``: a randomised reference and its Paddle twin, built once per module."""
+    cache: dict[tuple[str, int], Pair] = {}
+
+    def get(name: str, num_classes: int) -> Pair:
+        if (name, num_classes) not in cache:
+            cache[name, num_classes] = _make_pair(reference, load_torch_state, name, num_classes)
+        return cache[name, num_classes]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    ("name", "num_classes", "size"), [_case(v, c, size=s) for v in VARIANTS for c in CLASSES for s in SIZES]
 )
-def pair(request, reference, load_torch_state) -> Pair:
-    return _make_pair(reference, load_torch_state, *request.param)
-
-
-@pytest.fixture(scope="module", params=VARIANTS)
-def backbone_pair(request, reference, load_torch_state) -> Pair:
-    return _make_pair(reference, load_torch_state, request.param, 1000)
-
-
-@pytest.mark.parametrize("size", SIZES, ids=_size_id)
-def test_logits_match_reference(pair: Pair, size, relative_error):
+def test_logits_match_reference(pairs, name, num_classes, size, relative_error):
+    pair = pairs(name, num_classes)
     x = _input(*size)
     with torch.no_grad():
         expected = pair.ref(torch.from_numpy(x)).numpy()
@@ -77,8 +88,9 @@ def test_logits_match_reference(pair: Pair, size, relative_error):
     assert err <= TOL, f"{pair.name} {pair.num_classes} classes {size}: logits rel err {err:.3g} > {TOL}"
 
 
-@pytest.mark.parametrize("size", SIZES, ids=_size_id)
-def test_stage_maps_match_reference(backbone_pair: Pair, size, relative_error):
+@pytest.mark.parametrize(("name", "size"), [_case(v, size=s) for v in VARIANTS for s in SIZES])
+def test_stage_maps_match_reference(pairs, name, size, relative_error):
+    backbone_pair = pairs(name, 1000)
     x = _input(*size, seed=1)
     with torch.no_grad():
         expected = [t.numpy() for t in backbone_pair.ref.forward_stages(torch.from_numpy(x))]

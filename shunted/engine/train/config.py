@@ -12,7 +12,7 @@ import argparse
 import copy
 from typing import Any
 
-from ..config import (
+from ...config import (
     ConfigError,
     apply_overrides,
     check,
@@ -22,7 +22,7 @@ from ..config import (
     parse_override,
     set_value,
 )
-from ..config_schema import ALL_KEYS, Key, train_defaults
+from ...config_schema import ALL_KEYS, Key, train_defaults
 
 # flag → config key
 FLAGS = {

@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 import paddle
 
-from ..errors import CheckpointFormatError
-from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ...errors import CheckpointFormatError
+from ...fileio import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 CHECKPOINT = "last.pdckpt"
 FORMAT = "shunted-train-state"
 VERSION = 1
-# every file a run writes into its folder through shunted.fileio (engine/train.py and this module)
+# every file a run writes into its folder through shunted.fileio (engine/train/loop.py and this module)
 OUTPUTS = (
     CHECKPOINT,
     "last.pdparams",
@@ -154,7 +154,7 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    from ..convert.safe_pickle import NumpyArray, safe_loads
+    from ...convert.safe_pickle import NumpyArray, safe_loads
 
     def plain(obj: Any) -> Any:
         if isinstance(obj, NumpyArray):
@@ -174,7 +174,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def save_weights(path: Path, model_state: Mapping[str, Any]) -> None:
-    from ..convert import write_pdparams
+    from ...convert import write_pdparams
 
     with atomic_path(path) as tmp:
         write_pdparams(tmp, to_numpy(model_state))

@@ -29,19 +29,19 @@ import paddle.distributed as dist
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from ..config import ConfigError, eval_settings, get
-from ..data.datasets import ImageDataset, Samples, list_samples
-from ..data.mixup import Mixup, soft_target_cross_entropy
-from ..data.train_transforms import SeededImageDataset, TrainTransform
-from ..data.transforms import EvalTransform
-from ..errors import DataError, ShuntedError
-from ..factory import create_model
-from ..fileio import write_json_atomic, write_text_atomic
-from . import train_state as ts
-from .train_config import resolve_config, section
-from .train_ema import ModelEMA
-from .train_optim import WarmupCosineLR, build_optimizer, scaled_lr, schedule_t
-from .train_sampler import RepeatedAugBatchSampler
+from ...config import ConfigError, eval_settings, get
+from ...data.datasets import ImageDataset, Samples, list_samples
+from ...data.mixup import Mixup, soft_target_cross_entropy
+from ...data.train_transforms import SeededImageDataset, TrainTransform
+from ...data.transforms import EvalTransform
+from ...errors import DataError, ShuntedError
+from ...factory import create_model
+from ...fileio import write_json_atomic, write_text_atomic
+from . import state as ts
+from .config import resolve_config, section
+from .ema import ModelEMA
+from .optim import WarmupCosineLR, build_optimizer, scaled_lr, schedule_t
+from .sampler import RepeatedAugBatchSampler
 
 log = logging.getLogger(__name__)
 # Paddle's BatchNorm says this on every training forward; it describes the intended behaviour.
@@ -131,6 +131,11 @@ class Trainer:
             get(cfg, "DataLoader.Train.dataset.cls_label_path"),
         )
         self.num_classes = get(cfg, "Arch.class_num") or infer_num_classes(self.train_samples)
+        if get(cfg, "Arch.class_num") and self.num_classes < 2:  # from data: _check_two_classes names it
+            raise DataError(
+                f"--num-classes / Arch.class_num {self.num_classes}: a single class cannot be trained "
+                "(a classifier needs at least two classes)"
+            )
         self._check_labels(self.train_samples, "--data")
         self._check_two_classes(self.train_samples)
         arch = section(cfg, "Arch")
@@ -303,7 +308,7 @@ class Trainer:
             raise ShuntedError(
                 f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes}"
             )
-        from ..models.weights import apply_state_dict
+        from ...models.weights import apply_state_dict
 
         apply_state_dict(self.model, state["model"], source=str(path))
         ts.load_optimizer_state(self.optimizer, self.model, state["optimizer"])
@@ -369,7 +374,7 @@ class Trainer:
             for layer in self.frozen:
                 layer.eval()
         seed_epoch(self.seed, epoch, self.world.rank)
-        epoch_lr = self._set_lr(epoch, 0)  # the official stepping: see train_optim.schedule_t
+        epoch_lr = self._set_lr(epoch, 0)  # the official stepping: see optim.schedule_t
         if isinstance(self.sampler, RepeatedAugBatchSampler):
             self.sampler.set_epoch(epoch)
         else:  # Paddle's sampler shuffles with RandomState(epoch): fold the seed in
