@@ -2366,7 +2366,7 @@ def render(
     skipped = sum(r.status == "SKIP" for r in results)
     alt = ""
     if ctx.alt_pillow is not None:
-        alt = f"; Pillow-13 cases with `{ctx.alt_pillow.name}` first on PYTHONPATH"
+        alt = f"; the --alt-pillow cases with Pillow {ctx.alt_pillow_version} (`{ctx.alt_pillow.name}`) first on PYTHONPATH"
     lines = [
         "# Reliability: hostile and careless inputs (issue 11)",
         "",
