@@ -27,6 +27,7 @@ def batch(shared_dir, model_t):
     return load_batch(files, model_t, 224)
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_inference_backend_matches_dygraph(model_t, batch, relative_error):
     """Fails if the mis-fusing oneDNN passes come back (then logits are off by ~0.1)."""
     (expected,) = dygraph_outputs(model_t, batch)

@@ -89,6 +89,7 @@ def test_rejects_sizes_that_are_not_multiples_of_32(model_t, images, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_export_command_with_the_demo_checkpoint(shared_dir, tmp_path, capsys):
     import shunted.convert
 
@@ -115,6 +116,7 @@ def test_export_command_with_the_demo_checkpoint(shared_dir, tmp_path, capsys):
     np.testing.assert_array_equal(got.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_export_leaves_the_model_a_dygraph_model(tmp_path):
     """paddle.jit.to_static swaps model.forward in place; the export puts the eager forward back."""
     from paddle.jit.dy2static.program_translator import StaticFunction

@@ -128,6 +128,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(cifar, tiny_list, tmp_p
     assert moments and all(np.array_equal(a["optimizer"][k], b["optimizer"][k]) for k in moments)
 
 
+@pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_epoch(cifar, tiny_list, tmp_path, capsys):
     run = tmp_path / "run"
     # epochs 1 and 2 train at the warm-up start 1e-6 (official stepping); epoch 3 at ~7.5e29 blows up
