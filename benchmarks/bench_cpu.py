@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shunted.cli import main as shunted
-    from shunted.engine.bench import DEFAULT_BACKENDS
+    from shunted.runtime import DEFAULT_BENCH_BACKENDS
 
-    backends = list(DEFAULT_BACKENDS)
+    backends = list(DEFAULT_BENCH_BACKENDS)
     if args.torch_compile:
         backends.append("torch_compile")
     if args.quick:
