@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import paddle
-import paddle.distributed as dist
 import paddle.nn.functional as F
 from tqdm import tqdm
 
@@ -37,6 +35,7 @@ from ...data.transforms import EvalTransform
 from ...errors import DataError, ShuntedError
 from ...factory import create_model
 from ...fileio import write_json_atomic, write_text_atomic
+from ..world import World, init_world
 from . import state as ts
 from .config import resolve_config, section
 from .ema import ModelEMA
@@ -46,47 +45,6 @@ from .sampler import RepeatedAugBatchSampler
 log = logging.getLogger(__name__)
 # Paddle's BatchNorm says this on every training forward; it describes the intended behaviour.
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
-
-
-@dataclass
-class World:
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over processes (float64)."""
-        if self.size == 1:
-            return values
-        t = paddle.to_tensor(np.asarray(values, np.float64))
-        dist.all_reduce(t)
-        return t.numpy().tolist()
-
-    def broadcast_buffers(self, model: paddle.nn.Layer) -> None:
-        """Give every process rank 0's BatchNorm statistics (what torch DDP's ``broadcast_buffers`` ends with)."""
-        if self.size > 1:  # Paddle's BatchNorm keeps its statistics as non-trainable parameters
-            for value in model.state_dict().values():
-                if value.stop_gradient:
-                    dist.broadcast(value, src=0)
-
-    def gather_ints(self, values: list[int]) -> list[list[int]]:
-        if self.size == 1:
-            return [values]
-        out: list[paddle.Tensor] = []
-        dist.all_gather(out, paddle.to_tensor(np.asarray(values, np.int64)))
-        return [t.numpy().tolist() for t in out]
-
-
-def init_world() -> World:
-    """Join the process group when started by ``paddle.distributed.launch`` with more than one process."""
-    size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-    if size > 1:
-        dist.init_parallel_env()
-        return World(dist.get_rank(), dist.get_world_size())
-    return World()
 
 
 def freeze_stages(model: paddle.nn.Layer, n: int) -> list[paddle.nn.Layer]:
