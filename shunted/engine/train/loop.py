@@ -28,7 +28,7 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from ...config import ConfigError, eval_settings, get
-from ...data.datasets import ImageDataset, Samples, list_samples
+from ...data.datasets import BAD_LABEL, ImageDataset, MarkFailures, Samples, failure_of, list_samples
 from ...data.mixup import Mixup, soft_target_cross_entropy
 from ...data.train_transforms import SeededImageDataset, TrainTransform
 from ...data.transforms import EvalTransform
@@ -57,6 +57,13 @@ def freeze_stages(model: paddle.nn.Layer, n: int) -> list[paddle.nn.Layer]:
                 p.stop_gradient = True
             frozen.append(layer)
     return frozen
+
+
+def _stop_on_bad_images(dataset: ImageDataset, labels: paddle.Tensor, index: paddle.Tensor) -> None:
+    """A sample the loader marked as unreadable (``MarkFailures``) stops the run with its one-line error."""
+    bad = labels.numpy() == BAD_LABEL
+    if bad.any():
+        raise failure_of(dataset, int(index.numpy()[bad][0]))
 
 
 def weights_digest(model: paddle.nn.Layer) -> str:
@@ -169,8 +176,11 @@ class Trainer:
                 f"{self.world.size} processes (lower --batch-size)"
             )
         self.workers = int(train["loader"]["num_workers"])
-        self.loader = paddle.io.DataLoader(
-            self.train_set, batch_sampler=self.sampler, num_workers=self.workers, return_list=True
+        self.loader = paddle.io.DataLoader(  # a bad image stops the run in one line (_stop_on_bad_images)
+            MarkFailures(self.train_set),
+            batch_sampler=self.sampler,
+            num_workers=self.workers,
+            return_list=True,
         )
         self.steps_per_epoch = len(self.sampler)
         if self.max_steps:
@@ -211,7 +221,10 @@ class Trainer:
             interpolation=ev.get("interpolation"),
         )
         dataset = ImageDataset(samples, transform)
-        shard = paddle.io.Subset(dataset, list(range(self.world.rank, len(samples), self.world.size)))
+        self.val_set = dataset
+        shard = paddle.io.Subset(
+            MarkFailures(dataset), list(range(self.world.rank, len(samples), self.world.size))
+        )
         return paddle.io.DataLoader(
             shard,
             batch_size=int(ev.get("batch_size", self.batch_size)),
@@ -343,9 +356,14 @@ class Trainer:
         bar = tqdm(
             total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.world.main
         )
-        for step, (x, y, _index) in enumerate(self.loader):
+        for step, (x, y, index) in enumerate(self.loader):
             if step >= self.steps_per_epoch:
                 break
+            try:
+                _stop_on_bad_images(self.train_set, y, index)
+            except DataError:
+                bar.close()
+                raise
             if not self.by_epoch and step > 0:
                 self._set_lr(epoch, step)
             loss = self.train_step(x, y, rng)
@@ -414,7 +432,8 @@ class Trainer:
             return {}
         self.model.eval()
         loss_sum = correct1 = correct5 = count = 0.0
-        for x, y, _ in self.val_loader:
+        for x, y, index in self.val_loader:
+            _stop_on_bad_images(self.val_set, y, index)
             logits = self.model(x).astype("float32")
             y = y.astype("int64")
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
