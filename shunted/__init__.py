@@ -17,10 +17,10 @@ from .mkl_dispatch import use_avx2_kernels_on_amd  # noqa: E402
 
 use_avx2_kernels_on_amd()  # before Paddle loads its MKL (see mkl_dispatch.py)
 
-from .models.registry import get_pretrained_cfg, list_models  # noqa: E402  (plain Python)
+from .models.registry import get_pretrained_cfg, list_models, list_seg_models  # noqa: E402  (plain Python)
 from .version import __version__  # noqa: E402
 
-__all__ = ["__version__", "create_model", "get_pretrained_cfg", "list_models"]
+__all__ = ["__version__", "create_model", "get_pretrained_cfg", "list_models", "list_seg_models"]
 
 
 def __getattr__(name: str):

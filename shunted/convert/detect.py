@@ -35,6 +35,12 @@ def _shape(value) -> tuple[int, ...]:
 def detect(state: Mapping[str, object], source: str = "checkpoint", paddle_layout: bool = True) -> Detected:
     """The variant and class count of ``state`` (Paddle or official names); WeightsError if it is not Shunted."""
     keys = list(state)
+    is_seg = any(k.startswith("decode_head.") for k in keys)
+    if is_seg and any(k.startswith("backbone.patch_embed1.") for k in keys):
+        raise WeightsError(
+            f"{source}: holds a segmentation model's weights (backbone.*, decode_head.*), not a classifier's; "
+            "use it as the weights of a *_fpn model"
+        )
     if not any(k.startswith("patch_embed1.") for k in keys) or not any(_BLOCK.match(k) for k in keys):
         shown = ", ".join(keys[:4]) + (", …" if len(keys) > 4 else "")
         raise WeightsError(

@@ -29,7 +29,7 @@ from .safe_pickle import NumpyArray, TensorRef, safe_loads, short_repr
 from .safetensors_io import SafetensorRef, SafetensorsFile
 from .torch_pickle import PthFile
 
-__all__ = ["LoadedWeights", "check_readable", "describe_dtypes", "read_weights"]
+__all__ = ["LoadedWeights", "check_readable", "describe_dtypes", "read_state_dict", "read_weights"]
 
 STATE_KEYS = ("model", "state_dict", "model_ema")
 PADDLE_SUFFIXES = (".pdparams",)
@@ -256,6 +256,58 @@ def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bo
         variant=found.variant,
         num_classes=found.num_classes,
         dtype=describe_dtypes(source_dtypes),
+        path=path,
+        sha256=sha256,
+        format=source.format,
+        key=used_key,
+        size=size,
+    )
+
+
+def read_state_dict(path: str | os.PathLike, key: str | None = None) -> LoadedWeights:
+    """Any state dict from a supported file, as float32 Paddle-layout arrays, without the classifier checks.
+
+    For models other than the classifier (the segmentation model, ``shunted/models/fpn.py``): the caller checks
+    the keys against its model (``models.weights.apply_state_dict``). ``variant`` is None and ``num_classes`` 0.
+    """
+    path = Path(path)
+    check_readable(path)
+    size = path.stat().st_size
+    sha256 = sha256_file(path)
+    source = _open_source(path)
+    try:
+        state, used_key = _unwrap(source.root, key, path)
+        keys = [strip_key(k) for k in state]
+        if len(set(keys)) != len(keys):
+            raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
+        torch_layout = _is_torch_layout(keys, default=source.format.startswith("pth"))
+        dtypes = {strip_key(k): _dtype_name(v) for k, v in state.items()}
+        not_float = [
+            f"{k} ({d})"
+            for k, d in dtypes.items()
+            if not _is_floating(d) and not (torch_layout and k.endswith(".num_batches_tracked"))
+        ]
+        if not_float:
+            raise WeightsError(
+                f"{path}: tensors that should be floating point are not: {', '.join(not_float[:8])}"
+                + (f", … ({len(not_float) - 8} more)" if len(not_float) > 8 else "")
+            )
+        out: dict[str, np.ndarray] = {}
+        for original, value in state.items():
+            name, array = strip_key(original), source.array(value).astype(np.float32, copy=False)
+            if torch_layout:
+                item = torch_item_to_paddle(name, array)
+                if item is None:
+                    continue
+                name, array = item
+            out[name] = array
+    finally:
+        source.close()
+    return LoadedWeights(
+        state=out,
+        variant=None,
+        num_classes=0,
+        dtype=describe_dtypes(set(dtypes.values())),
         path=path,
         sha256=sha256,
         format=source.format,

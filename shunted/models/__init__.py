@@ -7,16 +7,30 @@ from a name and a checkpoint file is ``shunted.factory.create_model``.
 
 from __future__ import annotations
 
-from .registry import VARIANTS, PretrainedConfig, Variant, get_pretrained_cfg, get_variant, list_models
+from .registry import (
+    VARIANTS,
+    PretrainedConfig,
+    Variant,
+    get_pretrained_cfg,
+    get_variant,
+    is_seg_model,
+    list_models,
+    list_seg_models,
+    seg_backbone_name,
+)
 
 __all__ = [
     "VARIANTS",
     "PretrainedConfig",
+    "ShuntedFPN",
     "ShuntedTransformer",
     "Variant",
     "get_pretrained_cfg",
     "get_variant",
+    "is_seg_model",
     "list_models",
+    "list_seg_models",
+    "seg_backbone_name",
 ]
 
 
@@ -25,4 +39,8 @@ def __getattr__(name: str):
         from .shunted import ShuntedTransformer
 
         return ShuntedTransformer
+    if name == "ShuntedFPN":  # the segmentation model (models/fpn.py), Paddle too
+        from .fpn import ShuntedFPN
+
+        return ShuntedFPN
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ here; nothing repeats them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,3 +85,42 @@ def variant_for(depths: tuple[int, ...], num_conv: int) -> str | None:
         if tuple(v.depths) == tuple(depths) and v.num_conv == num_conv:
             return v.name
     return None
+
+
+# -- segmentation variants (issue 15): a Shunted backbone + the Semantic FPN head of shunted/models/fpn.py --------
+SEG_DECODER = "fpn"
+# shunted_t_fpn → shunted_t
+SEG_VARIANTS: dict[str, str] = {f"{name}_{SEG_DECODER}": name for name in VARIANTS}
+FPN_CHANNELS = 256  # FPN neck width (lateral and output convs), Kirillov et al. 2019 / mmseg ``FPN``
+FPN_HEAD_CHANNELS = 128  # per-level head width, mmseg's semantic FPN default (``FPNHead(channels=128)``)
+SEG_INPUT_SIZE = (3, 512, 512)  # the paper's ADE20K crop
+
+
+def list_seg_models() -> list[str]:
+    """Segmentation model names accepted by :func:`shunted.create_model`, smallest first."""
+    return list(SEG_VARIANTS)
+
+
+def is_seg_model(name: str) -> bool:
+    return name in SEG_VARIANTS
+
+
+def seg_backbone_name(name: str) -> str:
+    """The classification variant a segmentation model is built on: ``shunted_t_fpn`` → ``shunted_t``."""
+    try:
+        return SEG_VARIANTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown segmentation model {name!r}; choose one of {', '.join(list_seg_models())}"
+        ) from None
+
+
+def get_seg_pretrained_cfg(name: str, num_classes: int) -> PretrainedConfig:
+    """The backbone's preprocessing (mean/std) with the segmentation model's classes and classifier name."""
+    return replace(
+        get_pretrained_cfg(seg_backbone_name(name)),
+        input_size=SEG_INPUT_SIZE,
+        num_classes=num_classes,
+        classifier="decode_head.conv_seg",
+        first_conv="backbone.patch_embed1.conv.0",
+    )
