@@ -9,6 +9,13 @@ flags given on the command line win over the config file. Prints a table; --outp
 --save-logits the logits (.npy, rows in sample order), both atomically. An unreadable image stops the run with
 its name, unless --skip-bad, which skips it and lists it in the JSON.
 
+Several processes, one machine or many (`paddle.distributed.launch` takes a script path: tools/launch.py in a
+checkout, the package's __main__.py in a pip install, see tools/launch.py):
+  python -m paddle.distributed.launch --nproc_per_node 2 tools/launch.py eval --model shunted_s ...
+Each process evaluates its share of the images; process 0 gathers and writes one result, identical (counts,
+top-1/top-5, skipped files, --save-logits rows in sample order) to a one-process run. Without --threads each
+process uses its share of the machine's cores. Every node must see --data at the same path.
+
 Class folders map to the model's classes by name when the names are known (--class-names FILE; the sidecar
 `shunted convert` writes; a training run's summary.json; ImageNet synset folders for 1000 classes): a folder
 that is not a class is an error. Unknown names: sorted folder order, only with as many folders as classes.
@@ -111,18 +118,27 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import evaluate_checkpoint, format_table
+    from ..engine.evaluate import evaluate_checkpoint, format_table, runtime_line
+    from ..engine.world import init_world, threads_per_process
 
+    merged = settings(args)
+    world = init_world()
+    threads = args.threads if args.threads is not None else threads_per_process(world)
+    if world.main:
+        print(runtime_line(args.backend, threads, world.size), flush=True)
     result = evaluate_checkpoint(
-        **settings(args),
+        **merged,
         limit=args.limit,
         skip_bad=args.skip_bad,
         save_logits_to=args.save_logits,
         output=args.output,
         progress=not args.no_progress,
         backend=args.backend,
-        threads=args.threads,
+        threads=threads,
+        world=world,
     )
+    if result is None:  # a process other than 0: process 0 prints and writes
+        return 0
     print(format_table(result))
     for item in result["skipped"]:
         print(f"skipped {item['path']}: {item['error']}")

@@ -11,8 +11,8 @@ Fine-tune the bundled CIFAR-10 checkpoint on your own classes (head re-initialis
 Resume a run that stopped (crash, SIGKILL, Ctrl-C): the same command with --resume.
 
 Many processes (CPU: gloo; GPUs: NCCL) through Paddle's launcher, which takes a script path (not -m): in a
-checkout tools/train.py, in a pip install the package's __main__.py (see shunted/__main__.py):
-    python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py train --model shunted_t ...
+checkout tools/launch.py, in a pip install the package's __main__.py (see tools/launch.py):
+    python -m paddle.distributed.launch --nproc_per_node 2 tools/launch.py train --model shunted_t ...
 Multi-node: add --ips host1,host2 on every node; --output must be on a file system all nodes share (for --resume).
 Outputs in --output: last.pdckpt (full state), last.pdparams / best.pdparams (weights), metrics.csv/.json,
 metrics.png (if matplotlib is installed), config.yaml.

@@ -303,35 +303,8 @@ class ImageDataset(_Base):
         return image, self.samples.labels[index], index
 
 
-class MarkFailures(_Base):
-    """``dataset`` (items ``(image, label, index)``) with every exception of a sample, MemoryError too, turned
-    into a marked sample (zero image, BAD_LABEL) instead of raised inside a loader: Paddle's loader thread
-    (``num_workers=0``) hangs the main process on an exception, and a worker process's surfaces as a traceback
-    or an opaque "Blocking queue is killed". The consumer sees BAD_LABEL and asks ``failure_of`` for the error."""
-
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        try:
-            return self.dataset[key]
-        except Exception:  # noqa: BLE001 — reported by failure_of in the main process
-            index = int(key[0]) if isinstance(key, tuple | list) else int(key)
-            return np.zeros(self.dataset.transform.output_shape, np.float32), BAD_LABEL, index
-
-
-def failure_of(dataset: ImageDataset, index: int) -> DataError:
-    """The one-line error of a sample a loader could not produce, found by reading it again in this process."""
-    path = dataset.samples.paths[index]
-    try:
-        dataset.load(index)
-    except DataError as exc:
-        return exc
-    except MemoryError:
-        return DataError(f"{path}: out of memory while preprocessing this image")
-    except Exception as exc:  # noqa: BLE001 — a decoder or transform failure other than a DataError
-        return DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})")
-    return DataError(f"{path}: could not be read in a loader worker")
+def marked_sample(dataset: ImageDataset):
+    """What a loader yields for a sample it could not produce (``loader_guard.MarkFailures``): a zero image of
+    the transform's output shape and BAD_LABEL, with the sample's index."""
+    shape = dataset.transform.output_shape
+    return lambda index: (np.zeros(shape, np.float32), BAD_LABEL, index)

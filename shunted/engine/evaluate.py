@@ -9,10 +9,21 @@ two set the pace.
 
 Bad images never vanish silently: without ``skip_bad`` the first one stops the run with a DataError naming the
 file; with it, every skipped file is listed in the result and its logits row is NaN (rows stay in sample order).
+
+Several processes (``paddle.distributed.launch ... tools/launch.py eval ...``, ``world`` from
+``shunted/engine/world.py``): every rank checks the outputs, opens the model and lists the data itself, then
+evaluates its contiguous shard of the samples (``World.shard``: every sample in exactly one shard, whole
+batches of a one-process run, counts of batches within one of each other). Rank 0 gathers the shards' outcomes
+and merges them in rank order (``merge_outcomes``), which is sample order: counts, skipped files and logits rows
+are those of a one-process run; rank 0 alone writes.
+A rank that fails (a bad image without ``skip_bad``) exits with its one-line error; the launcher then stops the
+others and exits non-zero, printing that line.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import platform
 import time
@@ -22,10 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import BAD_LABEL, ImageDataset
+from ..data.datasets import BAD_LABEL, ImageDataset, marked_sample
+from ..data.loader_guard import LoaderOnlyFailure, MarkFailures, failure_of
+from ..errors import DataError
 from ..fileio import atomic_path, check_output_file, check_outputs, write_json_atomic
 from ..runtime import DEFAULT_MARGIN
 from .session import open_model
+from .world import World
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -39,8 +53,14 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass
 class EvalOutcome:
-    """What one pass over a dataset produced (counts over the images that were evaluated)."""
+    """What one pass over a dataset (or a shard of it) produced (counts over the images that were evaluated).
 
+    first, samples: the shard, ``range(first, first + samples)`` of the dataset's samples (evaluated or skipped);
+    ``logits`` row i is sample ``first + i``. per_rank: each process's share of the work, with its timing.
+    """
+
+    first: int = 0
+    samples: int = 0
     n: int = 0
     correct1: int = 0
     correct5: int = 0
@@ -50,6 +70,7 @@ class EvalOutcome:
     wall_s: float = 0.0
     model_s: float = 0.0
     data_wait_s: float = 0.0
+    per_rank: list[dict] = field(default_factory=list)
 
     @property
     def top1(self) -> float:
@@ -67,25 +88,6 @@ def _collate(batch):
     return images, labels, index
 
 
-class _Guarded:
-    """``dataset`` with every exception of a sample (MemoryError too) marked as a bad sample (BAD_LABEL), never
-    raised inside the loader: Paddle's loader thread (workers=0) hangs the main process on an exception, and a
-    worker process's turns into an opaque "Blocking queue is killed". ``_bad_entry`` then re-reads the file in
-    the main process to report it in one line."""
-
-    def __init__(self, dataset: ImageDataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.dataset[index]
-        except Exception:  # noqa: BLE001 — reported by _bad_entry in the main process
-            return np.zeros(self.dataset.transform.output_shape, np.float32), BAD_LABEL, index
-
-
 def _numpy(x) -> np.ndarray:
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
@@ -99,18 +101,27 @@ def evaluate(
     skip_bad: bool = False,
     keep_logits: bool = False,
     progress: bool = True,
+    indices: range | None = None,
 ) -> EvalOutcome:
-    """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``."""
+    """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``.
+
+    indices: a contiguous shard of the samples (``World.shard``) to evaluate instead of all of them.
+    """
     import paddle
     from tqdm import tqdm
 
     if dataset.on_error != "mark":
         raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
-    out = EvalOutcome(k5=min(5, num_classes))
+    indices = range(len(dataset)) if indices is None else indices
+    if indices.step != 1 or not (0 <= indices.start <= indices.stop <= len(dataset)):
+        raise ValueError(f"indices {indices} is not a contiguous part of the {len(dataset)} samples")
+    out = EvalOutcome(first=indices.start, samples=len(indices), k5=min(5, num_classes))
     if keep_logits:
-        out.logits = np.full((len(dataset), num_classes), np.nan, np.float32)
+        out.logits = np.full((len(indices), num_classes), np.nan, np.float32)
+    if not len(indices):  # a shard can be empty (fewer samples than processes)
+        return out
     loader = paddle.io.DataLoader(
-        _Guarded(dataset),
+        MarkFailures(dataset, marked_sample(dataset), indices),
         batch_size=batch_size,
         shuffle=False,
         drop_last=False,
@@ -118,7 +129,7 @@ def evaluate(
         collate_fn=_collate,
     )
     bar = tqdm(
-        total=len(dataset), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
+        total=len(indices), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
     )
     start = time.perf_counter()
     wait_from = start
@@ -144,7 +155,7 @@ def evaluate(
                 out.correct1 += int(topk_correct(logits, labels, 1).sum())
                 out.correct5 += int(topk_correct(logits, labels, out.k5).sum())
                 if out.logits is not None:
-                    out.logits[index] = logits
+                    out.logits[index - indices.start] = logits
             bar.update(int(ok.size))
             elapsed = time.perf_counter() - start
             bar.set_postfix(top1=f"{out.top1:.2f}", img_s=f"{out.n / elapsed:.0f}", refresh=False)
@@ -155,24 +166,78 @@ def evaluate(
     return out
 
 
-def _bad_entry(dataset: ImageDataset, index: int, skip_bad: bool) -> dict:
-    """Re-read a file a worker could not decode, here in the main process, to raise or record its error."""
-    from ..errors import DataError
+def merge_outcomes(parts: list[EvalOutcome]) -> EvalOutcome:
+    """The outcome of the whole dataset from its consecutive shards' outcomes, in rank order (``World.gather``).
 
-    path = dataset.samples.paths[index]
-    try:
-        try:
-            dataset.load(index)
-        except MemoryError:
-            raise DataError(f"{path}: out of memory while preprocessing this image") from None
-        except Exception as exc:  # noqa: BLE001 — a decoder or transform failure other than a DataError
-            raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
-    except DataError as exc:
-        if not skip_bad:
-            raise DataError(f"{exc} (pass --skip-bad to skip unreadable images and list them)") from None
-        return {"path": dataset.samples.relative(index), "error": str(exc)}
-    # Readable now but not in the worker: still an error worth stopping for.
-    raise DataError(f"{dataset.samples.paths[index]}: could not be read in a loader worker")
+    Counts add up; skipped files and logits rows concatenate (contiguous shards in rank order: sample order);
+    model and data-wait seconds add up (process-seconds), ``wall_s`` is the slowest shard's (the caller sets the
+    run's own), and ``per_rank`` keeps each shard's share.
+    """
+    if not parts:
+        raise ValueError("merge_outcomes needs at least one outcome")
+    for a, b in itertools.pairwise(parts):
+        if b.first != a.first + a.samples:
+            raise ValueError(f"shards are not consecutive: [{a.first}, +{a.samples}) then [{b.first}, ...)")
+    if len({p.k5 for p in parts}) != 1 or len({p.logits is None for p in parts}) != 1:
+        raise ValueError("shards evaluated with different settings")
+    merged = EvalOutcome(
+        first=parts[0].first,
+        samples=sum(p.samples for p in parts),
+        n=sum(p.n for p in parts),
+        correct1=sum(p.correct1 for p in parts),
+        correct5=sum(p.correct5 for p in parts),
+        k5=parts[0].k5,
+        skipped=[entry for p in parts for entry in p.skipped],
+        logits=None if parts[0].logits is None else np.concatenate([p.logits for p in parts]),
+        wall_s=max(p.wall_s for p in parts),
+        model_s=sum(p.model_s for p in parts),
+        data_wait_s=sum(p.data_wait_s for p in parts),
+    )
+    merged.per_rank = [
+        {
+            "rank": r,
+            "first": p.first,
+            "samples": p.samples,
+            "n": p.n,
+            "wall_s": round(p.wall_s, 3),
+            "model_s": round(p.model_s, 3),
+            "data_wait_s": round(p.data_wait_s, 3),
+        }
+        for r, p in enumerate(parts)
+    ]
+    return merged
+
+
+def _bad_entry(dataset: ImageDataset, index: int, skip_bad: bool) -> dict:
+    """The error of a file the loader could not read, found again here: raised, or (``skip_bad``) recorded."""
+    error = failure_of(dataset.samples.paths[index], lambda: dataset.load(index))
+    if isinstance(error, LoaderOnlyFailure):  # readable now but not in the worker: worth stopping for
+        raise error
+    if not skip_bad:
+        raise DataError(f"{error} (pass --skip-bad to skip unreadable images and list them)") from None
+    return {"path": dataset.samples.relative(index), "error": str(error)}
+
+
+_RUNTIMES = {
+    "dygraph": "the Paddle model in eager mode, float32, exact",
+    "inference": "Paddle Inference + oneDNN on an export, float32, within 1e-5 of dygraph",
+    "inference_bf16": "Paddle Inference + oneDNN on an export, bfloat16; near-tie rows redone in float32",
+    "onnxruntime": "ONNX Runtime on an ONNX export, float32, within 1e-5 of dygraph",
+    "openvino": "OpenVINO on an ONNX export, float32, within 1e-5 of dygraph",
+    "openvino_bf16": "OpenVINO on an ONNX export, bfloat16; near-tie rows redone in float32",
+}
+
+
+def runtime_line(backend: str, threads: int | None, processes: int = 1) -> str:
+    """The one line ``eval`` prints before the work: the runtime, its precision, threads and processes.
+
+    "within 1e-5 of dygraph": the relative error the tests hold the float32 runtimes to
+    (the backend parity tests).
+    """
+    what = _RUNTIMES.get(backend, backend)
+    cores = "every core" if threads is None else f"{threads} thread{'s' if threads != 1 else ''}"
+    procs = f" in each of {processes} processes" if processes > 1 else ""
+    return f"runtime: {backend} ({what}), {cores}{procs}"
 
 
 def versions() -> dict[str, str]:
@@ -191,7 +256,11 @@ def versions() -> dict[str, str]:
 
 
 def result_dict(outcome: EvalOutcome, **context) -> dict:
-    """The JSON written by ``shunted eval --output`` (``context``: model, weights, data, preprocessing, …)."""
+    """The JSON written by ``shunted eval --output`` (``context``: model, weights, data, preprocessing, …).
+
+    timing: ``model_s`` and ``data_wait_s`` are summed over the processes (``per_rank``: each one's), so
+    ``model_img_s`` is one process's model throughput; ``throughput_img_s`` is the run's (images / wall time).
+    """
     n = outcome.n
     return {
         **context,
@@ -205,6 +274,7 @@ def result_dict(outcome: EvalOutcome, **context) -> dict:
             "model_s": round(outcome.model_s, 3),
             "model_img_s": round(n / outcome.model_s, 2) if outcome.model_s else None,
             "data_wait_s": round(outcome.data_wait_s, 3),
+            "per_rank": outcome.per_rank,
         },
         "versions": versions(),
     }
@@ -264,19 +334,25 @@ def run_evaluation(
     save_logits_to: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
-) -> dict:
+    world: World | None = None,
+) -> dict | None:
     """Evaluate ``predict_batch`` on ``dataset``, write the outputs, return the result.
 
     record: what the result records about the run before its figures (model, weights, num_classes, data, ...);
-    the preprocessing (``dataset.transform``), batch size and worker count are added here.
+    the preprocessing (``dataset.transform``), batch size, worker count and world size are added here.
+    world: the processes sharing the work (module docstring); every rank calls this with the same dataset;
+    rank 0 returns the result and writes the outputs, the other ranks return None and write nothing.
     """
     from ..errors import DataError
 
+    world = world or World()
     check_outputs([("--output", output), ("--save-logits", save_logits_to)])  # one would be lost
     for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
         if out_path is not None:
             check_output_file(out_path)
-    outcome = evaluate(
+    check_same_samples(dataset, world)
+    start = time.perf_counter()
+    part = evaluate(
         dataset,
         predict_batch,
         num_classes,
@@ -285,7 +361,13 @@ def run_evaluation(
         skip_bad=skip_bad,
         keep_logits=save_logits_to is not None,
         progress=progress,
+        indices=world.shard(len(dataset), unit=batch_size),  # the batches of a one-process run
     )
+    parts = world.gather(part)
+    if not world.main:
+        return None
+    outcome = merge_outcomes(parts)
+    outcome.wall_s = time.perf_counter() - start  # the run's: until the slowest shard was gathered
     if outcome.n == 0:  # no accuracy to report (NaN otherwise)
         raise DataError(
             f"{dataset.samples.root}: no image could be evaluated ({len(outcome.skipped)} unreadable, all skipped)"
@@ -296,6 +378,7 @@ def run_evaluation(
         preprocessing=dataset.transform.describe(),
         batch_size=batch_size,
         workers=workers,
+        world_size=world.size,
     )
     if save_logits_to is not None:
         save_logits(save_logits_to, outcome.logits)
@@ -327,8 +410,11 @@ def evaluate_checkpoint(
     threads: int | None = None,
     recheck_margin: float = DEFAULT_MARGIN,
     opened=None,
-) -> dict:
+    world: World | None = None,
+) -> dict | None:
     """``shunted eval`` as a function: open the checkpoint on ``backend``, list the data, evaluate, write.
+
+    ``world``: the processes sharing the work (``run_evaluation``); None on ranks other than 0.
 
     ``opened``: a checkpoint already opened (``shunted/engine/session.py``: ``open_model``, ``given_predictor``)
     instead of opening ``model`` / ``weights`` on ``backend`` here. ``num_classes``, when given, must match the
@@ -379,7 +465,29 @@ def evaluate_checkpoint(
         save_logits_to=save_logits_to,
         output=output,
         progress=progress,
+        world=world,
     )
+
+
+def check_same_samples(dataset: ImageDataset, world: World) -> None:
+    """Every process must list the same samples (relative paths and labels, compared by a digest): one
+    ``--data`` seen alike by every node."""
+    from ..errors import DataError
+
+    if world.size == 1:
+        return
+    digest = hashlib.sha256()
+    for i, label in enumerate(dataset.samples.labels):
+        digest.update(f"{dataset.samples.relative(i)}\0{label}\n".encode("utf-8", "surrogateescape"))
+    mine = [len(dataset), int.from_bytes(digest.digest()[:7], "big")]
+    listed = world.gather_ints(mine)
+    for rank, theirs in enumerate(listed):
+        if theirs != listed[0]:
+            raise DataError(
+                f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
+                f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
+                "same --data (the same files on every node)"
+            )
 
 
 def checkpoint_dataset(

@@ -1,80 +1,668 @@
-"""Top-k predictions with class names for image files and folders, with the evaluation preprocessing."""
+"""Top-k predictions with class names for image files, folders and file lists, streamed.
+
+``shunted predict`` (``shunted/commands/predict.py``) calls ``stream_predictions``. Nothing grows with the
+number of images:
+
+- **Inputs** (``iter_inputs``): the positional files and folders in the order given, then each ``--list`` file.
+  A folder is walked lazily in the order of its images' sorted relative paths (``a/10.png`` < ``a/2.png`` <
+  ``b/1.jpg``, as ``sorted(rglob)`` would give) holding one sorted directory listing per level of the walk;
+  symbolic links to folders are followed unless they lead back to a folder being walked. A list file is read
+  line by line: one path per line, relative to the list's folder or absolute; blank lines are skipped.
+- **Decoding** runs in ``workers`` threads (Pillow releases the GIL while decoding and resizing) at most
+  two batches ahead of the model.
+- **Results** go out per batch: ``F.jsonl`` gets one JSON object per image (``path`` and the top-k ``index``,
+  ``name``, ``prob``, ``logit`` lists, or ``path`` and ``error`` for an unreadable file), each batch with one
+  write, flush and fsync, so a killed run loses at most the batch being written. Beside it,
+  ``F.jsonl.meta.json`` records the model, the weights' SHA-256, the class names, the preprocessing, top-k,
+  the process count and, at the end, the counts (``"complete": true``). ``F.json`` is the whole-file JSON of
+  earlier releases (``predictions`` with a ``top`` list per image), streamed into a temporary file renamed at
+  the end; it cannot be resumed.
+
+**Resume** (``resume=True`` with ``F.jsonl``): the input order is deterministic, so the file's complete lines
+are the first images of the stream. A torn last line (a kill during a write) is cut off; then the file is read
+back line by line alongside the stream, and every line's ``path`` must equal the stream's next image (else the
+inputs changed: a one-line error). The rest is appended. Memory stays one line and one stream item; the cost
+is one pass over the written lines and the already-done part of the input listing (no image is decoded). The
+meta file must match (same model, weights, class names, preprocessing, top-k, process count), else a one-line
+error. Without ``resume`` an existing non-empty output is an error.
+
+**Several processes** (``paddle.distributed.launch``, ``world.size`` N > 1): the stream is cut into batches of
+``batch_size`` images in input order and batch ``b`` goes to rank ``b % N``. Rank ``r`` writes
+``F.rank{r}.jsonl`` (and its meta file), each resumable on its own; at the end rank 0 writes ``F.index.json``
+listing the shards with their counts. The union of the shards' lines is the one-process output;
+``merged_lines(F.index.json)`` yields them in input order (``batch_size`` lines from each shard in turn).
+Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; a resume needs the
+same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
+writes its shard on its own machine's file system at the path given; rank 0's index names them all.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from ..data.datasets import is_image_file
-from ..data.transforms import EvalTransform
-from ..errors import DataError
-from .evaluate import PredictBatch
+from ..errors import DataError, ShuntedError
+from ..fileio import atomic_path, finite_json, write_json_atomic
+
+PredictBatch = Callable[[np.ndarray], np.ndarray]
+FORMAT = "shunted-predict-jsonl/1"
+SHOWN_ERRORS = (
+    10  # unreadable files also printed (``errors_to``); the rest only in the output and the summary
+)
 
 
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders as their image files (recursive, sorted relative paths); nothing found is an error."""
-    paths: list[Path] = []
+# --------------------------------------------------------------------------------------------------- inputs
+def iter_folder(root: str | os.PathLike) -> Iterator[tuple[str, str | None]]:
+    """``(path, None)`` per image file under ``root`` in sorted relative-path order, lazily; a sub-folder that
+    cannot be listed is one ``(folder, error)`` item (recorded like an unreadable image)."""
+    base = Path(root)
+    try:
+        st = base.stat()
+    except OSError as exc:
+        raise DataError(f"{base}: cannot list this folder ({exc.strerror})") from None
+    yield from _walk(str(base), {(st.st_dev, st.st_ino)})
+
+
+def _walk(folder: str, ancestors: set[tuple[int, int]]) -> Iterator[tuple[str, str | None]]:
+    entries: list[tuple[str, str, bool]] = []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                try:
+                    is_dir = e.is_dir()  # follows symbolic links
+                except OSError:
+                    is_dir = False
+                # a folder sorts as "name/": its images then sit where their relative paths sort
+                entries.append((e.name + "/" if is_dir else e.name, e.name, is_dir))
+    except OSError as exc:
+        yield folder, f"{folder}: cannot list this folder ({exc.strerror or exc})"
+        return
+    entries.sort()
+    for _, name, is_dir in entries:
+        path = os.path.join(folder, name)
+        if is_dir:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                yield path, f"{path}: cannot list this folder ({exc.strerror or exc})"
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:  # a link back up the tree (loop -> ..)
+                continue
+            ancestors.add(key)
+            yield from _walk(path, ancestors)
+            ancestors.discard(key)
+        elif is_image_file(Path(name)):
+            yield path, None
+
+
+def iter_list(list_file: str | os.PathLike) -> Iterator[tuple[str, str | None]]:
+    """``(path, None)`` per non-blank line of ``list_file`` (relative to its folder, or absolute), lazily."""
+    list_file = Path(list_file)
+    base = list_file.parent
+    try:
+        fh = open(list_file, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
+    except OSError as exc:
+        raise DataError(f"--list {list_file}: cannot read ({exc.strerror or exc})") from None
+    with fh:
+        for line in fh:
+            name = line.strip()
+            if name:
+                yield (name if os.path.isabs(name) else str(base / name)), None
+
+
+def check_inputs(inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str | os.PathLike] = ()) -> None:
+    """Fail now, in one line, on a missing input, a folder without images or an unreadable list."""
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                (q for q in p.rglob("*") if q.is_file() and is_image_file(q)),
-                key=lambda q: q.relative_to(p).as_posix(),
-            )
-            if not found:
+            if next((path for path, err in iter_folder(p) if err is None), None) is None:
                 raise DataError(f"{p}: no image files in this folder")
-            paths.extend(found)
-        elif p.is_file():
-            paths.append(p)
-        else:
+        elif not p.is_file():
             raise DataError(f"{p}: no such file or folder")
-    return paths
+    for lst in lists:
+        if not Path(lst).is_file():
+            raise DataError(f"--list {lst}: no such file")
+        try:
+            with open(lst, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise DataError(f"--list {lst}: cannot read ({exc.strerror or exc})") from None
 
 
+def iter_inputs(
+    inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str | os.PathLike] = ()
+) -> Iterator[tuple[str, str | None]]:
+    """The image stream: ``(path, error)`` items, positional inputs first, then each list (module docstring)."""
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            yield from iter_folder(p)
+        else:
+            yield str(p), None
+    for lst in lists:
+        yield from iter_list(lst)
+
+
+def count_inputs(
+    inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str | os.PathLike] = ()
+) -> int | None:
+    """How many items the stream has, when that is cheap (files and lists; None when a folder is given)."""
+    inputs = list(inputs)
+    if any(Path(p).is_dir() for p in inputs):
+        return None
+    return len(inputs) + sum(1 for lst in lists for _ in iter_list(lst))
+
+
+def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders as their image files (recursive, sorted relative paths); nothing found is an
+    error. The whole list in memory: for small inputs (``iter_inputs`` streams)."""
+    check_inputs(inputs)
+    return [Path(p) for p, _ in iter_inputs(inputs)]
+
+
+def shard(
+    items: Iterable[tuple[str, str | None]], rank: int, size: int, batch_size: int
+) -> Iterator[tuple[str, str | None]]:
+    """The items of rank ``rank`` of ``size``: batch ``b`` (``batch_size`` items in stream order) goes to
+    rank ``b % size``."""
+    if size == 1:
+        yield from items
+        return
+    for i, item in enumerate(items):
+        if (i // batch_size) % size == rank:
+            yield item
+
+
+# ---------------------------------------------------------------------------------------------- the model
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
+@dataclass
+class Row:
+    """One image's result: the top-k class indices with probabilities and logits, or the error."""
+
+    path: str
+    error: str | None = None
+    index: list[int] = field(default_factory=list)
+    prob: list[float] = field(default_factory=list)
+    logit: list[float] = field(default_factory=list)
+
+    def record(self, names: list[str] | None) -> dict:
+        """The ``F.jsonl`` line: ``path`` and the top-k ``index``/``name``/``prob``/``logit`` lists, or
+        ``path`` and ``error``."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "index": self.index,
+            "name": [names[i] for i in self.index] if names else None,
+            "prob": self.prob,
+            "logit": self.logit,
+        }
+
+    def top_record(self, names: list[str] | None) -> dict:
+        """The ``F.json`` entry of earlier releases: ``{"path", "top": [{"index", "name", "prob", "logit"}]}``."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        top = [
+            {"index": i, "name": names[i] if names else None, "prob": p, "logit": z}
+            for i, p, z in zip(self.index, self.prob, self.logit, strict=True)
+        ]
+        return {"path": self.path, "top": top}
+
+
+def _load(transform, path: str, error: str | None) -> tuple[np.ndarray | None, str | None]:
+    if error is not None:
+        return None, error
+    try:
+        return transform.load(path), None
+    except DataError as exc:
+        return None, str(exc)
+    except MemoryError:
+        return None, f"{path}: out of memory while preprocessing this image"
+    except Exception as exc:  # noqa: BLE001 — any decoder failure is recorded, never stops the run
+        return None, f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())})"
+
+
+def _decoded(
+    items: Iterable[tuple[str, str | None]], transform, workers: int, window: int
+) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(path, array, error)`` in stream order, decoded by ``workers`` threads at most ``window`` ahead."""
+    if workers <= 0:
+        for path, error in items:
+            yield (path, *_load(transform, path, error))
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="shunted-decode") as pool:
+        pending: deque = deque()
+        for path, error in items:
+            pending.append((path, pool.submit(_load, transform, path, error)))
+            if len(pending) >= window:
+                done_path, fut = pending.popleft()
+                yield (done_path, *fut.result())
+        while pending:
+            done_path, fut = pending.popleft()
+            yield (done_path, *fut.result())
+
+
+def predict_batches(
+    items: Iterable[tuple[str, str | None]],
+    transform,
+    predict_batch: PredictBatch,
+    topk: int = 5,
+    batch_size: int = 32,
+    workers: int = 0,
+) -> Iterator[list[Row]]:
+    """One list of ``Row`` per ``batch_size`` stream items, in stream order (unreadable files as error rows)."""
+    batch: list[tuple[str, np.ndarray | None, str | None]] = []
+    for entry in _decoded(items, transform, workers, 2 * batch_size):
+        batch.append(entry)
+        if len(batch) == batch_size:
+            yield _run_batch(batch, predict_batch, topk)
+            batch = []
+    if batch:
+        yield _run_batch(batch, predict_batch, topk)
+
+
+def _run_batch(batch, predict_batch: PredictBatch, topk: int) -> list[Row]:
+    ok = [i for i, (_, arr, _) in enumerate(batch) if arr is not None]
+    rows = [Row(path, error=error) for path, _, error in batch]
+    if not ok:
+        return rows
+    logits = np.asarray(predict_batch(np.stack([batch[i][1] for i in ok])), dtype=np.float32)
+    if logits.ndim != 2 or logits.shape[0] != len(ok):
+        raise ValueError(f"backend returned logits {logits.shape} for a batch of {len(ok)}")
+    probs = softmax(logits)
+    k = min(topk, logits.shape[1])
+    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    for j, i in enumerate(ok):
+        idx = order[j]
+        rows[i].index = [int(c) for c in idx]
+        rows[i].prob = [float(p) for p in probs[j, idx]]
+        rows[i].logit = [float(z) for z in logits[j, idx]]
+    return rows
+
+
 def predict(
     paths: list[Path],
-    transform: EvalTransform,
+    transform,
     predict_batch: PredictBatch,
     topk: int = 5,
     class_names: list[str] | None = None,
     batch_size: int = 32,
 ) -> list[dict]:
-    """Per image: ``{"path", "top": [{"index", "name", "prob", "logit"}, ...]}`` in input order."""
-    results = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        batch = np.stack([transform.load(p) for p in chunk])
-        logits = np.asarray(predict_batch(batch), dtype=np.float32)
-        probs = softmax(logits)
-        k = min(topk, logits.shape[1])
-        for path, row_logits, row_probs in zip(chunk, logits, probs, strict=True):
-            order = np.argsort(-row_logits, kind="stable")[:k]
-            top = [
-                {
-                    "index": int(i),
-                    "name": class_names[i] if class_names else None,
-                    "prob": float(row_probs[i]),
-                    "logit": float(row_logits[i]),
-                }
-                for i in order
-            ]
-            results.append({"path": str(path), "top": top})
-    return results
+    """Per image: ``{"path", "top": [{"index", "name", "prob", "logit"}, ...]}`` (or ``{"path", "error"}``) in
+    input order, as one list: for a few images (``stream_predictions`` streams)."""
+    items = ((str(p), None) for p in paths)
+    return [
+        r.top_record(class_names)
+        for rows in predict_batches(items, transform, predict_batch, topk, batch_size)
+        for r in rows
+    ]
 
 
 def format_predictions(results: list[dict]) -> str:
     lines = []
     for r in results:
         lines.append(r["path"])
+        if "error" in r:
+            lines.append(f"  unreadable: {r['error']}")
+            continue
         for rank, t in enumerate(r["top"], start=1):
             name = f"  {t['name']}" if t["name"] is not None else ""
             lines.append(f"  {rank}. {100 * t['prob']:6.2f} %  [{t['index']}]{name}")
     return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- outputs
+def shard_path(output: str | os.PathLike, rank: int, size: int) -> Path:
+    """``F.jsonl`` for one process, ``F.rank{r}.jsonl`` for rank ``r`` of several."""
+    output = Path(output)
+    return output if size == 1 else output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
+
+
+def meta_path(results: str | os.PathLike) -> Path:
+    return Path(f"{results}.meta.json")
+
+
+def index_path(output: str | os.PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(f"{output.stem}.index.json")
+
+
+# what a resumed file must share with the run that started it (else its lines would mix two different runs)
+MATCH_KEYS = ("format", "model", "weights_sha256", "num_classes", "class_names_sha256", "preprocessing", "topk",
+              "world_size", "rank")  # fmt: skip
+
+
+class JsonlWriter:
+    """Appends batches of rows to one ``.jsonl`` file (module docstring: resume, meta file)."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict, resume: bool, shown: str | None = None):
+        self.path = Path(path)
+        self.shown = shown or str(path)
+        self.meta = dict(meta)
+        self.meta_file = meta_path(self.path)
+        self.resume = resume
+        self.done = 0  # lines already in the file (resumed)
+        self.done_errors = 0
+        self.images = 0
+        self.errors = 0
+        self._fh = None
+        self._truncate_to: int | None = None
+        self._check()
+
+    def _check(self) -> None:
+        if not check_fresh(self.path, self.resume, self.shown):
+            return
+        try:
+            old = json.loads(self.meta_file.read_text())
+        except (OSError, ValueError):
+            raise ShuntedError(
+                f"--output {self.shown}: cannot resume: {self.meta_file.name} beside it is missing or unreadable, "
+                "so it cannot be checked to come from the same model; choose another file"
+            ) from None
+        for key in MATCH_KEYS + (("batch_size",) if self.meta.get("world_size", 1) > 1 else ()):
+            if old.get(key) != self.meta.get(key):
+                raise ShuntedError(
+                    f"--output {self.shown}: cannot resume: it was written with another {key.replace('_', ' ')} "
+                    f"({_short(old.get(key))}, now {_short(self.meta.get(key))}); choose another file"
+                )
+        self._truncate_to = _complete_length(self.path)
+
+    def skip_done(self, items: Iterator[tuple[str, str | None]]) -> Iterator[tuple[str, str | None]]:
+        """Consume from ``items`` the images already in the file, checking each line's path; return the rest."""
+        if self._truncate_to is None:
+            return items
+        with open(self.path, "rb") as fh:
+            for number, raw in enumerate(_lines(fh, self._truncate_to), start=1):
+                try:
+                    line = json.loads(raw)
+                    written = line["path"]
+                except (ValueError, KeyError, TypeError):
+                    raise ShuntedError(
+                        f"--output {self.shown}: line {number} is not a prediction record"
+                    ) from None
+                item = next(items, None)
+                if item is None:
+                    raise ShuntedError(
+                        f"--output {self.shown}: holds {number} or more images but the inputs have only "
+                        f"{number - 1} for it: the inputs changed; choose another file"
+                    )
+                if item[0] != written:
+                    raise ShuntedError(
+                        f"--output {self.shown}: line {number} is {written!r} but image {number} of the inputs is "
+                        f"{item[0]!r}: the inputs changed since it was written; choose another file"
+                    )
+                self.done += 1
+                self.done_errors += "error" in line
+        return items
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.meta["complete"] = False  # until close(complete=True) adds the counts
+        write_json_atomic(self.meta_file, self.meta)
+        if self._truncate_to is None:  # a new file (or an empty one)
+            self._fh = open(self.path, "wb")  # noqa: SIM115
+        else:
+            self._fh = open(self.path, "r+b")  # noqa: SIM115
+            self._fh.truncate(self._truncate_to)  # a torn last line: cut off
+            self._fh.seek(self._truncate_to)
+
+    def write(self, rows: list[Row], names: list[str] | None) -> None:
+        data = "".join(
+            json.dumps(finite_json(r.record(names)), ensure_ascii=True, allow_nan=False) + "\n" for r in rows
+        ).encode()
+        self._fh.write(data)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.images += len(rows)
+        self.errors += sum(r.error is not None for r in rows)
+
+    def counts(self) -> dict:
+        total_errors = self.done_errors + self.errors
+        total = self.done + self.images
+        return {"images": total, "predicted": total - total_errors, "unreadable": total_errors}
+
+    def close(self, complete: bool) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if complete:
+            write_json_atomic(self.meta_file, {**self.meta, "complete": True, "counts": self.counts()})
+
+
+def check_fresh(path: str | os.PathLike, resume: bool, shown: str | None = None) -> bool:
+    """Whether ``path`` holds lines to resume; an error if it does and ``resume`` is off."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ShuntedError(f"--output {shown or path}: is not a regular file")
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    if not resume:
+        raise ShuntedError(
+            f"--output {shown or path}: already holds predictions; pass --resume to continue it, "
+            "or remove it / choose another file"
+        )
+    return True
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _complete_length(path: Path) -> int:
+    """The byte length of ``path`` up to and including its last newline (what a kill mid-write leaves whole)."""
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            step = min(1 << 16, pos)
+            fh.seek(pos - step)
+            chunk = fh.read(step)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return pos - step + cut + 1
+            pos -= step
+    return 0
+
+
+def _lines(fh, limit: int) -> Iterator[bytes]:
+    """The lines of a binary file up to byte ``limit``."""
+    read = 0
+    for raw in fh:
+        read += len(raw)
+        if read > limit:
+            return
+        yield raw
+
+
+class JsonWriter:
+    """The whole-file ``F.json`` of earlier releases, streamed into a temporary file renamed at the end."""
+
+    def __init__(self, path: str | os.PathLike, header: dict):
+        self.path = path
+        self.header = header
+        self.images = 0
+        self.errors = 0
+        self._ctx = None
+        self._fh: TextIO | None = None
+
+    def open(self) -> None:
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._fh = open(tmp, "w", encoding="utf-8")  # noqa: SIM115
+        head = json.dumps(finite_json(self.header), indent=2)
+        self._fh.write(head[: head.rfind("}")].rstrip() + ',\n  "predictions": [')
+
+    def write(self, rows: list[Row], names: list[str] | None) -> None:
+        for r in rows:
+            sep = "," if self.images else ""
+            self._fh.write(sep + "\n    " + json.dumps(finite_json(r.top_record(names)), allow_nan=False))
+            self.images += 1
+            self.errors += r.error is not None
+
+    def counts(self) -> dict:
+        return {"images": self.images, "predicted": self.images - self.errors, "unreadable": self.errors}
+
+    def close(self, complete: bool) -> None:
+        if self._fh is None:
+            return
+        if complete:
+            self._fh.write('\n  ],\n  "counts": ' + json.dumps(self.counts()) + "\n}\n")
+        self._fh.close()
+        self._fh = None
+        if complete:
+            self._ctx.__exit__(None, None, None)
+        else:
+            exc = RuntimeError("prediction stopped")
+            try:
+                self._ctx.__exit__(RuntimeError, exc, None)  # removes the temporary file
+            except RuntimeError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------------- driver
+@dataclass
+class Summary:
+    images: int = 0  # done in this run (this process)
+    unreadable: int = 0
+    resumed: int = 0  # already in the output before this run
+    seconds: float = 0.0
+    first_error: str | None = None
+    totals: dict = field(default_factory=dict)  # every process, the whole output (resumed lines too)
+
+    @property
+    def img_s(self) -> float:
+        return (self.images - self.unreadable) / self.seconds if self.seconds > 0 else 0.0
+
+
+def stream_predictions(
+    items: Iterator[tuple[str, str | None]],
+    transform,
+    predict_batch: PredictBatch,
+    *,
+    topk: int = 5,
+    class_names: list[str] | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    writer: JsonlWriter | JsonWriter | None = None,
+    show: Callable[[list[dict]], None] | None = None,
+    progress: bool = True,
+    total: int | None = None,
+    errors_to: TextIO | None = None,
+) -> Summary:
+    """Predict the images of ``items`` (``iter_inputs``, already ``shard``-ed) batch by batch into ``writer``
+    (``JsonlWriter``: resumed first) and/or ``show`` (called with each batch's ``top_record`` dicts)."""
+    from tqdm import tqdm
+
+    items = iter(items)
+    summary = Summary()
+    if isinstance(writer, JsonlWriter):
+        items = writer.skip_done(items)
+        summary.resumed = writer.done
+    if writer is not None:
+        writer.open()
+    bar = tqdm(
+        total=total, initial=summary.resumed, unit="img", disable=None if progress else True,
+        dynamic_ncols=True, leave=False, file=sys.stderr,
+    )  # fmt: skip
+    start = time.perf_counter()
+    complete = False
+    try:
+        for rows in predict_batches(items, transform, predict_batch, topk, batch_size, workers):
+            if writer is not None:
+                writer.write(rows, class_names)
+            if show is not None:
+                show([r.top_record(class_names) for r in rows])
+            for r in rows:
+                if r.error is not None:
+                    summary.unreadable += 1
+                    summary.first_error = summary.first_error or r.error
+                    if errors_to is not None and summary.unreadable <= SHOWN_ERRORS:
+                        more = (
+                            " (further ones are only counted)" if summary.unreadable == SHOWN_ERRORS else ""
+                        )
+                        print(f"skipped unreadable: {r.error}{more}", file=errors_to, flush=True)
+            summary.images += len(rows)
+            bar.update(len(rows))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(img_s=f"{(summary.images - summary.unreadable) / elapsed:.1f}", refresh=False)
+        complete = True
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+        if writer is not None:
+            writer.close(complete)
+    summary.totals = (
+        writer.counts()
+        if writer is not None
+        else {"images": summary.images, "predicted": summary.images - summary.unreadable,
+              "unreadable": summary.unreadable}
+    )  # fmt: skip
+    return summary
+
+
+def write_index(output: str | os.PathLike, meta: dict, per_rank: list[list[int]]) -> Path:
+    """Rank 0's ``F.index.json``: the shards of an N-process run with their counts (``per_rank``: images,
+    unreadable per rank)."""
+    size = len(per_rank)
+    shards = [
+        {
+            "file": shard_path(output, r, size).name,
+            "images": c[0],
+            "predicted": c[0] - c[1],
+            "unreadable": c[1],
+        }
+        for r, c in enumerate(per_rank)
+    ]
+    common = {k: v for k, v in meta.items() if k not in ("rank", "complete", "counts")}
+    index = {
+        **common,
+        "order": f"batch b ({meta['batch_size']} images of the input order) is in shard b % {size}",
+        "shards": shards,
+        "counts": {
+            "images": sum(s["images"] for s in shards),
+            "predicted": sum(s["predicted"] for s in shards),
+            "unreadable": sum(s["unreadable"] for s in shards),
+        },
+        "complete": True,
+    }
+    path = index_path(output)
+    write_json_atomic(path, index)
+    return path
+
+
+def merged_lines(index: str | os.PathLike) -> Iterator[str]:
+    """The lines of an N-process run's shards in input order (``batch_size`` from each shard in turn)."""
+    index = Path(index)
+    info = json.loads(index.read_text())
+    files = [open(index.parent / s["file"], encoding="utf-8") for s in info["shards"]]  # noqa: SIM115
+    try:
+        while True:
+            for fh in files:
+                for _ in range(info["batch_size"]):
+                    line = fh.readline()
+                    if not line:  # the stream ended here: every shard must be at its end too
+                        if any(f.readline() for f in files):
+                            raise ValueError(f"{index}: the shards do not follow the order it records")
+                        return
+                    yield line
+    finally:
+        for fh in files:
+            fh.close()

@@ -1,4 +1,4 @@
-"""Training: ``shunted train`` and ``paddle.distributed.launch tools/train.py``.
+"""Training: ``shunted train`` and ``paddle.distributed.launch tools/launch.py train``.
 
 - ``loop.py``: the ``Trainer`` (data, model, one epoch, evaluation, checkpoints), ``train`` and ``train_from_args``.
 - ``config.py``: the resolved configuration (recipe defaults from shunted/config_schema.py, YAML, ``-o``, flags).

@@ -28,7 +28,8 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from ...config import ConfigError, eval_settings, get
-from ...data.datasets import BAD_LABEL, ImageDataset, MarkFailures, Samples, failure_of, list_samples
+from ...data.datasets import BAD_LABEL, ImageDataset, Samples, list_samples, marked_sample
+from ...data.loader_guard import MarkFailures, failure_of
 from ...data.mixup import Mixup, soft_target_cross_entropy
 from ...data.train_transforms import SeededImageDataset, TrainTransform
 from ...data.transforms import EvalTransform
@@ -63,7 +64,8 @@ def _stop_on_bad_images(dataset: ImageDataset, labels: paddle.Tensor, index: pad
     """A sample the loader marked as unreadable (``MarkFailures``) stops the run with its one-line error."""
     bad = labels.numpy() == BAD_LABEL
     if bad.any():
-        raise failure_of(dataset, int(index.numpy()[bad][0]))
+        i = int(index.numpy()[bad][0])
+        raise failure_of(dataset.samples.paths[i], lambda: dataset.load(i))
 
 
 def weights_digest(model: paddle.nn.Layer) -> str:
@@ -177,7 +179,7 @@ class Trainer:
             )
         self.workers = int(train["loader"]["num_workers"])
         self.loader = paddle.io.DataLoader(  # a bad image stops the run in one line (_stop_on_bad_images)
-            MarkFailures(self.train_set),
+            MarkFailures(self.train_set, marked_sample(self.train_set)),
             batch_sampler=self.sampler,
             num_workers=self.workers,
             return_list=True,
@@ -223,7 +225,8 @@ class Trainer:
         dataset = ImageDataset(samples, transform)
         self.val_set = dataset
         shard = paddle.io.Subset(
-            MarkFailures(dataset), list(range(self.world.rank, len(samples), self.world.size))
+            MarkFailures(dataset, marked_sample(dataset)),
+            list(range(self.world.rank, len(samples), self.world.size)),
         )
         return paddle.io.DataLoader(
             shard,
