@@ -18,7 +18,19 @@ import traceback
 from .cpu_memory import keep_freed_memory
 from .errors import ShuntedError
 
-COMMANDS = ("demo", "convert", "eval", "predict", "train", "export", "bench", "info")
+COMMANDS = (
+    "demo",
+    "convert",
+    "eval",
+    "predict",
+    "train",
+    "export",
+    "bench",
+    "info",
+    "seg-train",
+    "seg-eval",
+    "seg-predict",
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,6 +40,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """argparse measures subcommand names without their extra indent (2), so a name of 10+ characters
+    (``seg-predict``) would get its help on the next line; this counts the indent."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.help is not argparse.SUPPRESS:
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length, longest + self._current_indent + 2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .version import __version__
 
@@ -35,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shunted",
         description="Shunted Transformer in PaddlePaddle: convert official weights, evaluate, predict, "
         "fine-tune, export, benchmark.",
+        formatter_class=_CommandListFormatter,
     )
     parser.add_argument("--version", action="version", version=f"shunted-paddle {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

@@ -6,6 +6,11 @@ dynamic batch) → ``model.onnx``. paddle2onnx's default post-export step (polyg
 it sets ``POLYGRAPHY_AUTOINSTALL_DEPS`` and may pip-install packages at run time. Asking ``paddle2onnx.export`` for
 the model bytes (``save_file=None``) returns before that step; its own C++ graph optimiser still runs.
 
+Segmentation models (``shunted_*_fpn``, ``shunted/models/fpn.py``): the input's height and width stay dynamic too
+(``InputSpec([None, 3, None, None])``); the graph needs multiples of 32 and the runtimes pad any other size and crop
+the N×K×H×W logits back (``shunted/runtime/padding.py``, ``export.json`` ``pad_to``), as the dygraph model does.
+The parity check runs at ``img_size`` (H, W), at a second size and at a size that is not a multiple of 32.
+
 An export directory also holds ``export.json`` (model, format, input size, outputs, parity figures, the files it
 wrote). It is built in a temporary sibling directory and swapped into place only after the parity check passed, so
 a failed export never leaves a half-written or unchecked model at the destination.
@@ -22,8 +27,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +51,7 @@ from ..runtime.layout import (
     paddle_files,
     previous_export_files,
     read_info,
+    write_info,
 )
 
 __all__ = [
@@ -61,6 +67,7 @@ __all__ = [
     "dygraph_outputs",
     "export_model",
     "find_check_images",
+    "is_segmentation",
     "load_batch",
     "paddle_files",
     "read_info",
@@ -71,6 +78,7 @@ __all__ = [
 
 ONNX_OPSET = 17
 PARITY_TOL = 1e-5
+SEG_PAD_TO = 32  # the segmentation models' total stride: runtimes pad inputs to a multiple of it
 
 
 class ExportError(ShuntedError):
@@ -90,12 +98,21 @@ def output_names(model) -> list[str]:
     return ["logits"]
 
 
+def is_segmentation(model) -> bool:
+    """A segmentation model (``ShuntedFPN``: a ``decode_head``), whose export has a dynamic height and width."""
+    return getattr(model, "decode_head", None) is not None
+
+
 def save_paddle(model, out_dir: str | os.PathLike, img_size: int) -> Path:
-    """``jit.save`` the model (eval mode) with a dynamic batch; returns ``model.json``."""
+    """``jit.save`` the model (eval mode) with a dynamic batch; returns ``model.json``.
+
+    img_size: the fixed input height and width; a segmentation model's are dynamic (``is_segmentation``).
+    """
     import paddle
 
     model.eval()
-    spec = [paddle.static.InputSpec([None, 3, img_size, img_size], "float32", name="x")]
+    side = None if is_segmentation(model) else img_size
+    spec = [paddle.static.InputSpec([None, 3, side, side], "float32", name="x")]
     # to_static replaces model.forward in place; put it back, or the caller's "dygraph" model would from now on
     # run the static program (without the dygraph-only code paths of the model).
     had_own_forward, own_forward = "forward" in vars(model), vars(model).get("forward")
@@ -135,13 +152,54 @@ def save_onnx(model, out_dir: str | os.PathLike, img_size: int, opset: int = ONN
                 enable_optimize=True,
                 optimize_tool="None",
             )
-        except UnboundLocalError:  # paddle2onnx logs the conversion error and then fails on its own variable
+        except (UnboundLocalError, SystemExit):
+            # paddle2onnx logs the conversion error, then fails on its own variable (2.0) or calls sys.exit
+            # (2.1, e.g. on an op attribute of a type it does not expect)
             data = None
+        if data:
+            data = fix_group_norm_epsilon(data, json_path)
     if not data:
         raise ExportError(f"paddle2onnx could not convert {model.__class__.__name__} (see its log above)")
     path = Path(out_dir) / ONNX_FILE
     path.write_bytes(data)
     return path
+
+
+GROUP_NORM_EPSILON = re.compile(
+    r'\{"#":"1\.group_norm","A":\[\{"AT":\{"#":"0\.a_f(?:32|64)","D":([^}]+)\},"N":"epsilon"\}'
+)
+
+
+def fix_group_norm_epsilon(data: bytes, json_path: str | os.PathLike) -> bytes:
+    """The ONNX model ``data`` with the epsilon of every GroupNorm set to the Paddle program's.
+
+    A PIR program stores ``group_norm``'s epsilon as a float64 attribute, which paddle2onnx 2.1 reads as a float32
+    it never writes: the ``InstanceNormalization`` it makes of each GroupNorm gets whatever was on the stack
+    (seen: 4e-45, 2e20, -1e25; the segmentation head's outputs were off by 50 %). The epsilons are taken from
+    ``model.json`` in program order and written to the ``InstanceNormalization`` nodes in graph order (paddle2onnx
+    converts the ops in program order and makes one such node per GroupNorm). Models without GroupNorm (the
+    classifiers) are returned unchanged.
+    """
+    text = Path(json_path).read_text(encoding="utf-8", errors="replace")
+    if '"1.group_norm"' not in text:
+        return data
+    epsilons = [float(v) for v in GROUP_NORM_EPSILON.findall(text)]
+    import onnx
+
+    graph = onnx.load_from_string(data)
+    nodes = [n for n in graph.graph.node if n.op_type == "InstanceNormalization"]
+    if len(nodes) != len(epsilons) or text.count('"1.group_norm"') != len(epsilons):
+        raise ExportError(
+            f"paddle2onnx made {len(nodes)} InstanceNormalization nodes of {len(epsilons)} GroupNorm ops; "
+            "cannot restore their epsilon (see shunted/engine/export.py fix_group_norm_epsilon)"
+        )
+    for node, eps in zip(nodes, epsilons, strict=True):
+        attrs = [a for a in node.attribute if a.name == "epsilon"]
+        if attrs:
+            attrs[0].f = eps
+        else:
+            node.attribute.append(onnx.helper.make_attribute("epsilon", eps))
+    return graph.SerializeToString()
 
 
 def find_check_images(limit: int, search: Sequence[str | os.PathLike] | None = None) -> list[Path]:
@@ -160,14 +218,37 @@ def find_check_images(limit: int, search: Sequence[str | os.PathLike] | None = N
     )
 
 
-def load_batch(paths: Sequence[Path], model, img_size: int) -> np.ndarray:
-    """Images → (N, 3, S, S) float32 through the evaluation transform of the model's pretrained config."""
+def load_batch(paths: Sequence[Path], model, img_size: int | Sequence[int]) -> np.ndarray:
+    """Images → (N, 3, S, S) float32 through the evaluation transform of the model's pretrained config.
+
+    A segmentation model: each image resized (bilinear) to ``img_size`` = (H, W), /255, the config's mean/std.
+    """
     from ..data.transforms import EvalTransform
     from ..models.registry import PretrainedConfig
 
     cfg = getattr(model, "pretrained_cfg", None) or PretrainedConfig()
+    if is_segmentation(model):
+        from PIL import Image
+
+        height, width = hw(img_size)
+        mean = np.asarray(cfg.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(cfg.std, np.float32).reshape(3, 1, 1)
+        batch = []
+        for p in paths:
+            with Image.open(p) as im:
+                rgb = im.convert("RGB").resize((width, height), Image.BILINEAR)
+            batch.append((np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0 - mean) / std)
+        return np.stack(batch).astype(np.float32)
     transform = EvalTransform.from_config(cfg, img_size=img_size)
     return np.stack([transform.load(p) for p in paths]).astype(np.float32)
+
+
+def hw(img_size: int | Sequence[int]) -> tuple[int, int]:
+    """``S`` or ``(H, W)`` → (H, W)."""
+    if isinstance(img_size, int):
+        return img_size, img_size
+    height, width = img_size
+    return int(height), int(width)
 
 
 def check_parity(
@@ -177,8 +258,12 @@ def check_parity(
     batch_sizes: Sequence[int] = (1, 3),
     tol: float = PARITY_TOL,
     label: str = "export",
+    stats: dict | None = None,
 ) -> float:
-    """Run ``predict`` and dygraph on slices of ``batch`` of each size; the largest relative error, or raise."""
+    """Run ``predict`` and dygraph on slices of ``batch`` of each size; the largest relative error, or raise.
+
+    stats: when given, ``stats["max_abs_err"]`` is raised to the largest absolute difference seen.
+    """
     worst = 0.0
     for n in batch_sizes:
         x = batch[:n]
@@ -194,6 +279,10 @@ def check_parity(
                 raise ExportError(f"{label}: output {i} has shape {g.shape}, dygraph {e.shape} (batch {n})")
             err = rel_err(g, e)
             worst = max(worst, err)
+            if stats is not None:
+                stats["max_abs_err"] = max(
+                    stats.get("max_abs_err", 0.0), float(np.abs(g - e).max(initial=0.0))
+                )
             if not err <= tol:
                 raise ExportError(
                     f"{label}: output {i} differs from dygraph by rel err {err:.2e} > {tol:.0e} "
@@ -206,7 +295,7 @@ def export_model(
     model,
     fmt: str,
     output: str | os.PathLike,
-    img_size: int,
+    img_size: int | Sequence[int],
     model_name: str,
     weights: str | None = None,
     check_images: Sequence[Path] | None = None,
@@ -214,15 +303,26 @@ def export_model(
     threads: int = 2,
     tol: float = PARITY_TOL,
 ) -> ExportInfo:
-    """Write ``model`` as ``fmt`` into ``output`` (replaced atomically) after checking it on real images."""
+    """Write ``model`` as ``fmt`` into ``output`` (replaced atomically) after checking it on real images.
+
+    img_size: S, or (H, W) for a segmentation model (whose export takes any size; the check runs at (H, W),
+    at (H + 32, W + 64) and at (H + 13, W + 7), the last two with one image).
+    """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if img_size % 32:
+    seg = is_segmentation(model)
+    height, width = hw(img_size)
+    if height % 32 or width % 32:
         raise ExportError(f"--img-size {img_size}: must be a multiple of 32 (the network's total stride)")
+    if height != width and not seg:
+        raise ExportError(f"--img-size {height} {width}: a classification export is square; give one size")
     given = output
     output = check_export_output(output)
     images = list(check_images) if check_images else find_check_images(max(batch_sizes))
-    batch = load_batch(images, model, img_size)
+    batch = load_batch(images, model, (height, width) if seg else height)
+    # a segmentation export: also one image at a second size and at a size the runtime pads (padding.py)
+    extra = [(height + 32, width + 64), (height + 13, width + 7)] if seg else []
+    extra_batches = [load_batch(images[:1], model, size) for size in extra]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
@@ -234,29 +334,41 @@ def export_model(
     installed = False
     try:
         model.eval()
-        save_paddle(model, tmp, img_size) if fmt == "paddle" else save_onnx(model, tmp, img_size)
+        save_paddle(model, tmp, height) if fmt == "paddle" else save_onnx(model, tmp, height)
         backend = "inference" if fmt == "paddle" else "onnxruntime"
-        predict = make_predictor(backend, tmp, threads=threads)
-        worst = check_parity(predict, model, batch, batch_sizes, tol, label=f"{fmt} export of {model_name}")
-        del predict
         info = ExportInfo(
             model=model_name,
             format=fmt,
-            img_size=img_size,
+            img_size=[height, width] if seg else height,
             features=bool(getattr(model, "features_only", False)),
             num_classes=int(getattr(model, "num_classes", 0)),
             outputs=output_names(model),
             weights=weights,
-            parity={
-                "images": [p.name for p in images],
-                "batch_sizes": list(batch_sizes),
-                "backend": backend,
-                "max_rel_err": worst,
-                "tolerance": tol,
-            },
+            task="segmentation" if seg else "classification",
+            dynamic_hw=seg,
+            pad_to=SEG_PAD_TO if seg else 0,
         )
+        if seg:
+            write_info(tmp, info)  # before the predictor: it reads pad_to, so the check runs what users run
+        predict = make_predictor(backend, tmp, threads=threads)
+        label = f"{fmt} export of {model_name}"
+        stats: dict = {}
+        worst = check_parity(predict, model, batch, batch_sizes, tol, label=label, stats=stats)
+        for x in extra_batches:
+            worst = max(worst, check_parity(predict, model, x, (1,), tol, label=label, stats=stats))
+        del predict
+        info.parity = {
+            "images": [p.name for p in images],
+            "batch_sizes": list(batch_sizes),
+            "backend": backend,
+            "max_rel_err": worst,
+            "tolerance": tol,
+        }
+        if seg:
+            info.parity["sizes"] = [[height, width], *map(list, extra)]
+            info.parity["max_abs_err"] = stats.get("max_abs_err")
         info.files = sorted({META_FILE, *(p.name for p in tmp.iterdir())})
-        (tmp / META_FILE).write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+        write_info(tmp, info)
         _install(tmp, output, given)
         installed = True
     except OSError as exc:  # ENOSPC, EIO, ...: name the user's folder, not the temporary one

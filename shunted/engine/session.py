@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 
 from ..runtime import DEFAULT_MARGIN, ONNX_BACKENDS, Predictor, check_backend, make_predictor
-from .export import save_onnx, save_paddle
+from .export import SEG_PAD_TO, is_segmentation, save_onnx, save_paddle
 
 
 @dataclass
@@ -41,14 +41,23 @@ def model_predictor(
     img_size: int = 224,
     recheck_margin: float = DEFAULT_MARGIN,
 ) -> Predictor:
-    """``model`` on ``backend``: itself for ``dygraph``, else exported at ``img_size`` to a temporary folder."""
+    """``model`` on ``backend``: itself for ``dygraph``, else exported at ``img_size`` to a temporary folder.
+
+    A segmentation model (``shunted_*_fpn``) is exported with a dynamic height and width, and its predictor takes
+    any size (padded to a multiple of 32 and cropped back, ``shunted/runtime/padding.py``), as the dygraph model.
+    """
     check_backend(backend)
     if backend == "dygraph":
         return make_predictor(backend, model, threads)
     # Both runtimes read the files completely when the predictor is created.
     with tempfile.TemporaryDirectory(prefix=f"shunted-{backend}-") as folder:
         (save_onnx if backend in ONNX_BACKENDS else save_paddle)(model, folder, img_size)
-        return make_predictor(backend, folder, threads, recheck_margin=recheck_margin)
+        predict = make_predictor(backend, folder, threads, recheck_margin=recheck_margin)
+    if is_segmentation(model):
+        from ..runtime.padding import padded_predictor
+
+        predict = padded_predictor(predict, SEG_PAD_TO)
+    return predict
 
 
 def open_model(
@@ -67,7 +76,9 @@ def open_model(
     num_classes: the head's class count (default the checkpoint's; another count makes a fresh head, as
         ``create_model``). expect_num_classes: the class count the user expects (``--num-classes`` of eval): a
         checkpoint with another count is a WeightsError, raised before any export.
-    img_size: the input size the static runtimes are exported at (default the variant's, 224).
+    img_size: the input size the static runtimes are exported at (default the variant's, 224); a segmentation
+        model (``shunted_t_fpn`` …, built by ``create_model`` with ``weights`` as its whole-model weights) is
+        exported with a dynamic size and takes any (``model_predictor``).
     """
     from ..errors import WeightsError
     from ..factory import create_model

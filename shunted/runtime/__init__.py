@@ -11,7 +11,8 @@ One module per runtime:
   (optional extra ``shunted-paddle[openvino]``).
 
 The ``*_bf16`` backends recompute near-tie rows in fp32 (``recheck.py``, margin ``recheck_margin``). The static
-runtimes read the export folder layout of ``layout.py``. This package never imports ``shunted.engine``: turning
+runtimes read the export folder layout of ``layout.py``; a segmentation export (``export.json`` ``pad_to``) takes
+any input height and width (``padding.py``). This package never imports ``shunted.engine``: turning
 a model into a temporary export for a static runtime is ``shunted/engine/session.py``'s ``model_predictor``.
 ``torch_reference.py`` / ``torch_worker.py`` are the PyTorch yardstick of ``shunted bench`` (torch is optional).
 """
@@ -68,11 +69,20 @@ def make_predictor(
     if backend == "onnxruntime":
         from .onnxruntime import onnxruntime_predictor
 
-        return onnxruntime_predictor(source, threads)
-    if backend.startswith("openvino"):
+        predict = onnxruntime_predictor(source, threads)
+    elif backend.startswith("openvino"):
         from .openvino import openvino_predictor
 
-        return openvino_predictor(source, threads, bf16=bf16, recheck_margin=recheck_margin)
-    from .paddle_inference import inference_predictor
+        predict = openvino_predictor(source, threads, bf16=bf16, recheck_margin=recheck_margin)
+    else:
+        from .paddle_inference import inference_predictor
 
-    return inference_predictor(source, threads, bf16=bf16, recheck_margin=recheck_margin)
+        predict = inference_predictor(source, threads, bf16=bf16, recheck_margin=recheck_margin)
+    from .layout import read_info
+
+    info = read_info(source)
+    if info is not None and info.pad_to:  # a segmentation export: any input size (padding.py)
+        from .padding import padded_predictor
+
+        predict = padded_predictor(predict, info.pad_to)
+    return predict

@@ -28,13 +28,19 @@ class ExportInfo:
 
     model: str
     format: str
-    img_size: int
+    img_size: int | list[int]
     features: bool
     num_classes: int
     outputs: list[str]
     weights: str | None = None
     parity: dict = field(default_factory=dict)  # {"images": n, "batch_sizes": [...], "max_rel_err": x}
     files: list[str] = field(default_factory=list)  # what the export wrote (export.json included)
+    # Segmentation exports (N×K×H×W logits): "segmentation", the graph's input height and width are dynamic
+    # (img_size is then the [H, W] the parity check ran at), and the runtimes pad an input's height and width
+    # with zeros at the bottom/right to a multiple of pad_to and crop the logits back (as ShuntedFPN does).
+    task: str = "classification"
+    dynamic_hw: bool = False
+    pad_to: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,11 +71,20 @@ def onnx_file(export_dir: str | os.PathLike) -> Path:
 
 
 def read_info(export_dir: str | os.PathLike) -> ExportInfo | None:
-    """The ``export.json`` of an export directory, or None when there is none."""
-    path = Path(export_dir) / META_FILE
+    """The ``export.json`` of an export directory (or of the folder of a ``model.onnx`` given as a file), or None
+    when there is none."""
+    folder = Path(export_dir)
+    path = (folder if folder.is_dir() else folder.parent) / META_FILE
     if not path.is_file():
         return None
     return ExportInfo(**json.loads(path.read_text()))
+
+
+def write_info(export_dir: str | os.PathLike, info: ExportInfo) -> Path:
+    """Write ``info`` as the ``export.json`` of ``export_dir``."""
+    path = Path(export_dir) / META_FILE
+    path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
+    return path
 
 
 def previous_export_files(folder: str | os.PathLike) -> set[str] | None:

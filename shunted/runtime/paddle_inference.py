@@ -4,15 +4,18 @@ Two oneDNN fusion passes are deleted: on Shunted, Paddle 3.3.1 mis-fuses ``resha
 (conv → reshape([0, C, -1]) → transpose → Linear) and ``matmul_transpose_reshape_fuse_pass`` (the stage-4
 attention) — logits off by up to 0.2. See ``tools/onednn_fusion_repro.py``; the test suite notices when an
 upgrade changes that. ``inference_bf16`` uses oneDNN bfloat16 kernels (AVX-512 BF16 / AMX CPUs)
-with the fp32 recheck of near-ties (``recheck.py``).
+with the fp32 recheck of near-ties (``recheck.py``). A program with interpolation ops (a segmentation export)
+runs on Paddle's native CPU kernels: oneDNN cannot run those ops in Paddle 3.3.1 (``INTERPOLATION_OP``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
+from ..errors import ShuntedError
 from .layout import existing_paddle_files
 from .recheck import DEFAULT_MARGIN, Predictor, with_fp32_recheck
 
@@ -21,6 +24,17 @@ BROKEN_ONEDNN_PASSES = ("reshape_transpose_matmul_fuse_pass", "matmul_transpose_
 # With bfloat16, fusing the unsqueeze of the feed-forward's 1×1-conv weight drops its two unit dimensions
 # (predictor creation fails: "filter's shape is [512, 64]").
 BROKEN_ONEDNN_BF16_PASSES = ("operator_unsqueeze_onednn_fuse_pass",)
+# Paddle 3.3.1's oneDNN executor cannot run the interpolation ops (bilinear/nearest resize) of a PIR program: it
+# fails at the first run with "ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<pir::
+# DoubleAttribute>]" (Paddle issue 79749), whether the resize is given a size or a scale. Programs with such ops
+# (the segmentation models' FPN head) run on Paddle's native CPU kernels instead.
+INTERPOLATION_OP = re.compile(r'"#":"1\.[a-z]*_interp"')
+
+
+def has_interpolation(json_path: str | os.PathLike) -> bool:
+    """Whether a PIR ``model.json`` holds an interpolation op (``*_interp``)."""
+    with open(json_path, encoding="utf-8", errors="replace") as f:
+        return INTERPOLATION_OP.search(f.read()) is not None
 
 
 def inference_config(export_dir: str | os.PathLike, threads: int, bf16: bool = False):
@@ -31,6 +45,16 @@ def inference_config(export_dir: str | os.PathLike, threads: int, bf16: bool = F
     config = pi.Config(str(json_path), str(params_path))
     config.disable_gpu()
     config.set_cpu_math_library_num_threads(int(threads))
+    if has_interpolation(json_path):  # see INTERPOLATION_OP
+        if bf16:
+            raise ShuntedError(
+                f"--backend inference_bf16: {export_dir} resizes feature maps (a segmentation model), which "
+                "Paddle 3.3.1's oneDNN cannot run; use inference, onnxruntime, openvino or openvino_bf16"
+            )
+        config.disable_onednn()
+        config.switch_ir_optim(True)
+        config.disable_glog_info()
+        return config
     config.enable_onednn()
     if bf16:
         config.enable_onednn_bfloat16()

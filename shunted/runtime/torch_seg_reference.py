@@ -5,7 +5,7 @@ and head are written here from their description (Kirillov et al. 2019, as mmseg
 from the Paddle code: lateral 1×1 convs, nearest top-down upsampling by output size, 3×3 FPN convs, per level
 ``max(1, log2(stride/4))`` × [3×3 conv (no bias), GroupNorm(32), ReLU, bilinear ×2 by output size while coarser
 than stride 4], sum, 1×1 classifier, bilinear to the padded input size, crop. Eval only (dropout is an identity).
-Used by the parity tests (tests/models/test_fpn.py) and by the CamVid benchmark's PyTorch images/s figure.
+Used by the segmentation parity tests and by the CamVid benchmark's PyTorch images/s figure.
 torch is imported when a model is first built, never when this module is imported.
 
 API:
