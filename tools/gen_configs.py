@@ -1,9 +1,10 @@
-"""Write configs/shunted_{t,s,b}.yaml and configs/shunted_{t,s,b}_train.yaml from shunted/config_schema.py.
+"""Write configs/shunted_{t,s,b}.yaml and configs/shunted_{t,s,b}_train.yaml from shunted/config_schema.py, and
+configs/shunted_t_fpn_camvid.yaml (shunted seg-train) from shunted/engine/seg/config.py.
 
     python tools/gen_configs.py           # rewrite the files
     python tools/gen_configs.py --check   # exit 1 if a file differs from what the schema gives
 
-tests/test_config.py checks the shipped files are exactly this output.
+tests/test_config.py and tests/engine/test_seg_train.py check the shipped files are exactly this output.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shunted.config_schema import render_eval_yaml, render_train_yaml  # noqa: E402
+from shunted.engine.seg.config import render_camvid_yaml  # noqa: E402
 from shunted.fileio import write_text_atomic  # noqa: E402
 from shunted.models.registry import VARIANTS  # noqa: E402
 
@@ -25,6 +27,7 @@ def expected() -> dict[Path, str]:
     for name in sorted(VARIANTS):
         out[ROOT / "configs" / f"{name}.yaml"] = render_eval_yaml(name)
         out[ROOT / "configs" / f"{name}_train.yaml"] = render_train_yaml(name)
+    out[ROOT / "configs" / "shunted_t_fpn_camvid.yaml"] = render_camvid_yaml("shunted_t_fpn")  # seg-train
     return out
 
 

@@ -113,7 +113,7 @@ def _find_list(root: Path, list_file: Path) -> Path:
 
 def _from_list(root: Path, list_file: Path) -> SegSamples:
     try:
-        text = list_file.read_text(encoding="utf-8")
+        text = list_file.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the path
     except UnicodeDecodeError:
         raise DataError(f"{list_file}: not a UTF-8 text file of 'image label' lines") from None
     except OSError as exc:
@@ -147,10 +147,18 @@ def _is_image(path: Path) -> bool:
 
 
 def _files_by_key(top: Path) -> dict[str, Path]:
-    """relative path without extension -> file, for the image files under ``top`` (hidden entries skipped)."""
+    """relative path without extension -> file, for the image files under ``top`` (hidden entries skipped).
+    Linked folders are followed, each real folder once: a link loop (``images/up -> ..``) is not walked around."""
     found: dict[str, Path] = {}
+    seen = {os.path.realpath(top)}
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirnames[:] = kept
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if not _is_image(path):
@@ -207,6 +215,15 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
             f"{path}: label values {int(arr.min())}..{int(arr.max())} do not fit 0..255 ({mode}); {SINGLE_CHANNEL_HINT}"
         )
     return arr.astype(np.uint8)
+
+
+def _exif_turns(path: Path) -> bool:
+    """Whether the image file's EXIF Orientation turns it by 90° or 270° for display."""
+    try:
+        with Image.open(path) as img:
+            return img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 — only a hint for a message
+        return False
 
 
 try:  # a paddle.io.Dataset when paddle is present; the class works on its own too
@@ -266,9 +283,11 @@ class SegDataset(_Base):
             return image, None
         label = read_label(label_path)
         if label.shape != (image.height, image.width):
+            turned = label.shape == (image.width, image.height) and _exif_turns(self.samples.images[index])
             raise DataError(
                 f"{label_path}: label is {label.shape[1]}×{label.shape[0]}, its image "
                 f"{self.samples.images[index].name} is {image.width}×{image.height}"
+                + (" as stored (its EXIF orientation, which viewers apply, is ignored)" if turned else "")
             )
         return image, label
 

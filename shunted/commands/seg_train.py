@@ -1,0 +1,109 @@
+"""Train a semantic segmentation model: a Shunted backbone with a Semantic FPN head (shunted_{t,s,b}_fpn).
+
+The paper's Semantic FPN setting by default (AdamW, lr 1e-4, weight decay 1e-4, poly schedule with power 1.0,
+per iteration); every knob is a key of shunted/engine/seg/config.py; -c FILE and -o Section.key=value override
+the defaults (an unknown key is an error) and the flags below override the config.
+
+Data: PaddleSeg file lists ('image label' lines relative to --data; labels are single-channel class-index PNGs),
+or without --list the folder pair --data/images + --data/labels. Labels equal to --ignore-index count nowhere.
+
+Fine-tune from a classification checkpoint (the backbone is loaded strictly, the head starts fresh), CamVid:
+    shunted seg-train --model shunted_t_fpn --data camvid --list camvid/train.txt --val-list camvid/val.txt \\
+        --num-classes 11 --ignore-index 11 --output runs/camvid --pretrained ckpt_T.pth --epochs 80
+or with every CamVid setting from the shipped config:
+    shunted seg-train -c configs/shunted_t_fpn_camvid.yaml --data camvid --output runs/camvid --pretrained W
+
+Resume a run that stopped: the same command with --resume. Many processes: as `shunted train`,
+    python -m paddle.distributed.launch --nproc_per_node 2 tools/launch.py seg-train ...
+Outputs in --output: last.pdckpt (full state), last.pdparams / best.pdparams (weights; best = highest val mIoU,
+what `shunted seg-eval --weights` takes), metrics.csv/.json, metrics.png (if matplotlib is installed),
+config.yaml, summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a segmentation model (Semantic FPN, resumable, multi-process via paddle.distributed.launch)"
+
+
+def crop_size(text: str) -> int:
+    from shunted.commands.common import positive_int
+
+    value = positive_int(text)
+    if value > 2048:
+        raise argparse.ArgumentTypeError(f"{value} is too large: at most 2048")
+    return value
+
+
+def ignore_index(text: str) -> int:
+    from shunted.commands.common import _int
+
+    value = _int(text)
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value} must be in 0..255 (labels are 8-bit PNGs)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from shunted.commands.common import (
+        add_config_arguments,
+        nonnegative_int,
+        num_classes,
+        positive_float,
+        positive_int,
+    )
+
+    parser.add_argument("--model", default=None, help="shunted_t_fpn / shunted_s_fpn / shunted_b_fpn")
+    parser.add_argument("--data", default=None, help="dataset root folder (the list's paths start there)")
+    parser.add_argument("--list", default=None, help="training list: 'image label' lines (PaddleSeg)")
+    parser.add_argument("--val-list", default=None, help="validation list (mIoU per epoch, best.pdparams)")
+    parser.add_argument("--num-classes", type=num_classes, default=None, help="classes K (labels 0..K-1)")
+    parser.add_argument(
+        "--ignore-index", type=ignore_index, default=None, help="label value to ignore (default 255)"
+    )
+    parser.add_argument("--output", default=None, help="run folder for checkpoints and metrics")
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        help="backbone weights: a classification checkpoint (.pth, .pdparams, .safetensors)",
+    )
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="images per process and step")
+    parser.add_argument(
+        "--crop-size", type=crop_size, default=None, help="square training crop (default 512)"
+    )
+    parser.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 1e-4)")
+    parser.add_argument("--workers", type=nonnegative_int, default=None, help="data loader worker processes")
+    parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
+    )
+    add_config_arguments(parser, "YAML config (configs/shunted_t_fpn_camvid.yaml lists every key)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..config import get
+    from ..engine.seg.config import resolve_seg_config
+    from ..engine.seg.train import seg_train
+    from ..engine.train.state import OUTPUTS
+    from ..fileio import check_output_dir, check_outputs
+
+    cfg = resolve_seg_config(args)  # flags and config checked before any work
+    out = get(cfg, "Global.output_dir")
+    check_output_dir(out)
+    root = get(cfg, "DataLoader.Train.dataset.data_root")
+    check_outputs(
+        [(None, Path(out) / name) for name in OUTPUTS],
+        [
+            ("--pretrained", get(cfg, "Global.pretrained_model")),
+            ("--list", get(cfg, "DataLoader.Train.dataset.list")),
+            ("--val-list", get(cfg, "DataLoader.Eval.dataset.list")),
+        ],
+        [("--data", root)],
+    )
+    seg_train(cfg)
+    return 0
