@@ -18,6 +18,7 @@ parameter the evaluation cannot honour is an error, not ignored.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
@@ -90,18 +91,49 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     cfg: dict = {}
     if path is not None:
         path = Path(path)
-        try:
-            loaded = parse_yaml(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping at the top level")
-        cfg = loaded or {}
+        cfg = read_yaml_mapping(path)
         check(cfg, source=str(path))
     apply_overrides(cfg, overrides)
     return cfg
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict:
+    """The YAML mapping in file ``path`` (an empty one for an empty file), unchecked; ConfigError naming the
+    file (as given) if it is not valid YAML, nested too deeply or not a mapping at the top level.
+    ``load_config`` and shunted/engine/seg/config.py ``load_seg_config`` check it against their schema."""
+    try:
+        loaded = parse_yaml(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return loaded or {}
+
+
+def apply_flags(cfg: dict, args: Any, flags: dict[str, str]) -> None:
+    """Set each ``flags`` key (flag attribute of ``args`` → dotted config key) the command line gave: every
+    value but None and False (a flag left out), unchecked. The training commands' flags go on top this way."""
+    for flag, key in flags.items():
+        value = getattr(args, flag, None)
+        if value is not None and value is not False:
+            set_value(cfg, key, value)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, section by section (an empty section in ``over`` keeps ``base``'s); a new
+    dict, neither argument is changed. Both training configs (shunted/engine/train/config.py and
+    shunted/engine/seg/config.py) lay their ``-c`` file over their defaults with it."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if value is None and isinstance(out.get(key), dict):
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def check(cfg: Any, key: str = "", source: str | None = None) -> None:

@@ -19,27 +19,14 @@ import copy
 import difflib
 from typing import Any
 
-from ...config import ConfigError, get, parse_override, parse_yaml, set_value
+from ...config import ConfigError, apply_flags, get, merge, parse_override, read_yaml_mapping, set_value
 from ...config_schema import Key, SchemaError, check_value
+from ...models.registry import list_seg_models
+from .palette import CAMVID_CLASSES
 
-SEG_MODELS = ("shunted_t_fpn", "shunted_s_fpn", "shunted_b_fpn")
+SEG_MODELS = tuple(list_seg_models())
 SCHEDULES = ("Poly",)
 MAX_CROP = 2048
-
-# CamVid (11 classes, SegNet's version; ../shared/data/camvid/README.md in the checkout's CI)
-CAMVID_CLASSES = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)
 
 
 def _prob(default: float, doc: str = "") -> Key:
@@ -62,9 +49,7 @@ SEG_SCHEMA: dict[str, Any] = {
         "eval_interval": Key(1, "int", "validate every N epochs (the last epoch always)", low=1),
     },
     "Arch": {
-        "name": Key(
-            None, "str", "shunted_t_fpn | shunted_s_fpn | shunted_b_fpn", choices=SEG_MODELS, nullable=True
-        ),
+        "name": Key(None, "str", " | ".join(SEG_MODELS), choices=SEG_MODELS, nullable=True),
         "num_classes": Key(None, "int", "classes (--num-classes); label values 0..K-1", low=2, high=255),
         "ignore_index": Key(
             255, "int", "label value left out of loss and metrics (--ignore-index)", low=0, high=255
@@ -290,35 +275,11 @@ _FLAG_OF["DataLoader.Train.transform.crop_size"] = "--crop-size"
 _FLAG_OF["DataLoader.Train.loader.num_workers"] = "--workers"
 
 
-def merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``, section by section (an empty section in ``over`` keeps ``base``'s)."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if value is None and isinstance(out.get(key), dict):
-            continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def load_seg_config(path: str) -> dict:
     """The YAML mapping in ``path``, checked against ``SEG_SCHEMA`` (ConfigError naming the file)."""
-    from pathlib import Path
-
-    import yaml
-
-    try:
-        loaded = parse_yaml(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
-    check(loaded or {}, source=str(path))
-    return loaded or {}
+    loaded = read_yaml_mapping(path)
+    check(loaded, source=str(path))
+    return loaded
 
 
 def apply_overrides(cfg: dict, overrides: list[str] | None) -> None:
@@ -338,10 +299,7 @@ def resolve_seg_config(args: argparse.Namespace) -> dict:
     file_cfg = load_seg_config(args.config) if getattr(args, "config", None) else {}
     cfg = merge(seg_train_defaults(), file_cfg)
     apply_overrides(cfg, getattr(args, "override", None))
-    for flag, key in FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None and value is not False:
-            set_value(cfg, key, value)
+    apply_flags(cfg, args, FLAGS)
     if getattr(args, "crop_size", None) is not None:
         set_value(cfg, "DataLoader.Train.transform.crop_size", [args.crop_size, args.crop_size])
     if getattr(args, "workers", None) is not None:

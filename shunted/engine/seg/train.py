@@ -25,8 +25,6 @@ losses are all-reduced, validation is sharded and the confusion matrices summed;
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import math
 import time
@@ -47,10 +45,10 @@ from ...data.seg_datasets import SegDataset, list_seg_samples
 from ...data.seg_transforms import SegEvalTransform, SegTrainTransform
 from ...errors import DataError, ShuntedError
 from ...factory import create_model
-from ...fileio import atomic_path, write_json_atomic, write_text_atomic
+from ...fileio import write_json_atomic
 from ..train import state as ts
-from ..train.loop import _diff, _first, seed_epoch, weights_digest
-from ..train.optim import build_optimizer
+from ..train.loop import _first, config_changes, seed_epoch, weights_digest
+from ..train.optim import optimizer_from_section
 from ..world import World, init_world
 from .config import resolve_seg_config
 
@@ -193,28 +191,16 @@ class SegTrainer:
             int(lr["warmup_iters"]),
             float(lr["warmup_ratio"]),
         )
-        self.optimizer = build_optimizer(
-            self.model,
-            self.scheduler,
-            weight_decay=float(opt["weight_decay"]),
-            betas=(float(opt["beta1"]), float(opt["beta2"])),
-            eps=float(opt["epsilon"]),
-            grad_clip=opt.get("grad_clip"),
-        )
+        self.optimizer = optimizer_from_section(self.model, self.scheduler, opt)
 
     # -- state ----------------------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
         return {
+            **ts.run_state(epoch, self.model, self.optimizer, self.cfg, self.rows),
             "task": TASK,
-            "epoch": epoch,
-            "model": ts.to_numpy(self.model.state_dict()),
-            "optimizer": ts.optimizer_state(self.optimizer, self.model),
             "ema": None,
             "best_miou": self.best_miou,
             "best_epoch": self.best_epoch,
-            "rng": ts.rng_states(),
-            "config": self.cfg,
-            "metrics": self.rows,
             "num_classes": self.num_classes,
             "ignore_index": self.ignore_index,
             "class_names": self.class_names,
@@ -229,17 +215,11 @@ class SegTrainer:
             raise ShuntedError(
                 f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes} (--num-classes)"
             )
-        from ...models.weights import apply_state_dict
-
-        apply_state_dict(self.model, state["model"], source=str(path))
-        ts.load_optimizer_state(self.optimizer, self.model, state["optimizer"])
-        ts.set_rng_states(state["rng"])
+        ts.restore_run_state(path, state, self.model, self.optimizer)
         self.start_epoch = int(state["epoch"])
         self.best_miou, self.best_epoch = state.get("best_miou"), state.get("best_epoch")
         self.rows = list(state.get("metrics") or [])
-        changed = sorted(
-            _diff(state.get("config") or {}, self.cfg, ignore={"Global.resume", "Global.output_dir"})
-        )
+        changed = config_changes(state.get("config"), self.cfg)
         if changed and self.world.main:
             log.warning("%s: config differs from the checkpoint's in %s", path, ", ".join(changed))
 
@@ -253,12 +233,8 @@ class SegTrainer:
             )
         self.saved_epoch = self.start_epoch
         if self.world.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for orphan in ts.remove_orphan_temporaries(self.run_dir):
+            for orphan in ts.open_run_dir(self.run_dir, self.cfg):
                 log.info("removed %s, a partial write of an interrupted run", orphan)
-            import yaml
-
-            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         for epoch in range(self.start_epoch, self.epochs):
             row = self.train_epoch(epoch)
             self.world.broadcast_buffers(self.model)
@@ -412,7 +388,9 @@ class SegTrainer:
         if improved:
             ts.save_weights(self.run_dir / "best.pdparams", state["model"])
         # metrics.png at the end (and every 10 epochs): drawing it costs seconds, the CSV is there every epoch
-        write_seg_metrics(self.run_dir, self.rows, plot=epoch == self.epochs or epoch % 10 == 0)
+        ts.write_metrics(
+            self.run_dir, self.rows, plot=epoch == self.epochs or epoch % 10 == 0, curve=MIOU_CURVE
+        )
         last_val = next((r for r in reversed(self.rows) if r.get("val_miou") is not None), None)
         write_json_atomic(
             self.run_dir / "summary.json",
@@ -444,41 +422,8 @@ class SegTrainer:
         self.saved_epoch = epoch
 
 
-def write_seg_metrics(run_dir: Path, rows: list[dict], plot: bool = True) -> None:
-    """metrics.json, metrics.csv (one row per epoch) and, with ``plot``, metrics.png (loss and val mIoU) when
-    matplotlib is importable."""
-    write_json_atomic(run_dir / "metrics.json", rows)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(run_dir / "metrics.csv", buf.getvalue())
-    if plot:
-        plot_seg_metrics(run_dir / "metrics.png", rows)
-
-
-def plot_seg_metrics(path: Path, rows: list[dict]) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot([r["epoch"] for r in rows], [r["train_loss"] for r in rows], label="train")
-    val = [r for r in rows if r.get("val_miou") is not None]
-    ax2.plot([r["epoch"] for r in val], [r["val_miou"] for r in val], marker="o", label="val mIoU")
-    ax1.set(xlabel="epoch", ylabel="loss")
-    ax2.set(xlabel="epoch", ylabel="mIoU (%)")
-    ax1.legend()
-    ax2.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return True
+# metrics.png's second panel (shunted/engine/train/state.py ``plot_metrics``)
+MIOU_CURVE = ("val_miou", "val mIoU", "mIoU (%)")
 
 
 def _summary(row: dict, epochs: int) -> str:

@@ -9,16 +9,17 @@ the registry. Unknown keys and unimplemented choices in ``-c`` files and ``-o`` 
 from __future__ import annotations
 
 import argparse
-import copy
 from typing import Any
 
 from ...config import (
     ConfigError,
+    apply_flags,
     apply_overrides,
     check,
     eval_settings,
     get,
     load_config,
+    merge,
     parse_override,
     set_value,
 )
@@ -51,19 +52,6 @@ def default_train_config(name: str) -> dict:
     return train_defaults(name)
 
 
-def merge(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``, section by section (an empty section in ``over`` keeps ``base``'s)."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if value is None and isinstance(out.get(key), dict):
-            continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def resolve_config(args: argparse.Namespace) -> dict:
     """Defaults of the variant ← ``-c`` file ← ``-o`` overrides ← command-line flags, checked against the schema."""
     file_cfg = load_config(args.config) if args.config else {}
@@ -77,10 +65,7 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--model: {exc}") from None
     cfg = merge(cfg, file_cfg)
     apply_overrides(cfg, args.override)
-    for flag, key in FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None and value is not False:
-            set_value(cfg, key, value)
+    apply_flags(cfg, args, FLAGS)
     if args.workers is not None:
         set_value(cfg, "DataLoader.Train.loader.num_workers", args.workers)
         set_value(cfg, "DataLoader.Eval.loader.num_workers", args.workers)

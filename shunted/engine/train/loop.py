@@ -35,12 +35,12 @@ from ...data.train_transforms import SeededImageDataset, TrainTransform
 from ...data.transforms import EvalTransform
 from ...errors import DataError, ShuntedError
 from ...factory import create_model
-from ...fileio import write_json_atomic, write_text_atomic
+from ...fileio import write_json_atomic
 from ..world import World, init_world
 from . import state as ts
 from .config import resolve_config, section
 from .ema import ModelEMA
-from .optim import WarmupCosineLR, build_optimizer, scaled_lr, schedule_t
+from .optim import WarmupCosineLR, optimizer_from_section, scaled_lr, schedule_t
 from .sampler import RepeatedAugBatchSampler
 
 log = logging.getLogger(__name__)
@@ -250,27 +250,15 @@ class Trainer:
             float(lr["warmup_start_lr"]),
             float(lr["eta_min"]),
         )
-        self.optimizer = build_optimizer(
-            self.model,
-            self.scheduler,
-            weight_decay=float(opt["weight_decay"]),
-            betas=(float(opt["beta1"]), float(opt["beta2"])),
-            eps=float(opt["epsilon"]),
-            grad_clip=opt.get("grad_clip"),
-        )
+        self.optimizer = optimizer_from_section(self.model, self.scheduler, opt)
 
     # -- state ----------------------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
         return {
-            "epoch": epoch,
-            "model": ts.to_numpy(self.model.state_dict()),
-            "optimizer": ts.optimizer_state(self.optimizer, self.model),
+            **ts.run_state(epoch, self.model, self.optimizer, self.cfg, self.rows),
             "ema": ts.to_numpy(self.ema.state) if self.ema else None,
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
-            "rng": ts.rng_states(),
-            "config": self.cfg,
-            "metrics": self.rows,
             "num_classes": self.num_classes,
             "classes": list(self.train_samples.classes),
         }
@@ -282,19 +270,13 @@ class Trainer:
             raise ShuntedError(
                 f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes}"
             )
-        from ...models.weights import apply_state_dict
-
-        apply_state_dict(self.model, state["model"], source=str(path))
-        ts.load_optimizer_state(self.optimizer, self.model, state["optimizer"])
+        ts.restore_run_state(path, state, self.model, self.optimizer)
         if self.ema and state.get("ema"):
             self.ema.load(state["ema"])
-        ts.set_rng_states(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best_top1, self.best_epoch = state.get("best_top1"), state.get("best_epoch")
         self.rows = list(state.get("metrics") or [])
-        changed = sorted(
-            _diff(state.get("config") or {}, self.cfg, ignore={"Global.resume", "Global.output_dir"})
-        )
+        changed = config_changes(state.get("config"), self.cfg)
         if changed and self.world.main:
             log.warning("%s: config differs from the checkpoint's in %s", path, ", ".join(changed))
 
@@ -308,12 +290,8 @@ class Trainer:
             )
         self.saved_epoch = self.start_epoch  # what last.pdckpt holds (0: no checkpoint yet)
         if self.world.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for orphan in ts.remove_orphan_temporaries(self.run_dir):  # left by a process killed mid-write
+            for orphan in ts.open_run_dir(self.run_dir, self.cfg):  # left by a process killed mid-write
                 log.info("removed %s, a partial write of an interrupted run", orphan)
-            import yaml
-
-            write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         writer = self._visualdl()
         for epoch in range(self.start_epoch, self.epochs):
             row = self.train_epoch(epoch)
@@ -543,6 +521,12 @@ def _diff(a: dict, b: dict, prefix: str = "", ignore: set[str] = frozenset()) ->
         elif va != vb and path not in ignore:
             out.add(path)
     return out
+
+
+def config_changes(saved: dict | None, cfg: dict) -> list[str]:
+    """The dotted keys (sorted) in which a checkpoint's config and this run's differ, apart from the two a
+    resume changes (``Global.resume``, ``Global.output_dir``); ``train`` and ``seg-train`` warn of them."""
+    return sorted(_diff(saved or {}, cfg, ignore={"Global.resume", "Global.output_dir"}))
 
 
 def _summary(row: dict, epochs: int) -> str:

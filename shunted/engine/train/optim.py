@@ -22,6 +22,8 @@ on ``model.no_weight_decay()``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import paddle
 from paddle.optimizer.lr import LRScheduler
@@ -108,4 +110,19 @@ def build_optimizer(
         weight_decay=weight_decay,
         apply_decay_param_fun=lambda name: name in decay,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(grad_clip) if grad_clip else None,
+    )
+
+
+def optimizer_from_section(
+    model: paddle.nn.Layer, lr: LRScheduler | float, opt: Mapping[str, Any]
+) -> paddle.optimizer.AdamW:
+    """``build_optimizer`` with an ``Optimizer`` config section's ``weight_decay``, ``beta1``, ``beta2``,
+    ``epsilon`` and ``grad_clip`` (``shunted train``'s and ``shunted seg-train``'s share these keys)."""
+    return build_optimizer(
+        model,
+        lr,
+        weight_decay=float(opt["weight_decay"]),
+        betas=(float(opt["beta1"]), float(opt["beta2"])),
+        eps=float(opt["epsilon"]),
+        grad_clip=opt.get("grad_clip"),
     )

@@ -173,6 +173,43 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def open_run_dir(run_dir: Path, cfg: dict) -> list[Path]:
+    """Create the run folder, delete the partial writes an interrupted run left in it (returned, to be logged)
+    and write the resolved ``cfg`` as config.yaml (both trainers, on the main process)."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_orphan_temporaries(run_dir)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    return removed
+
+
+def run_state(
+    epoch: int, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, cfg: dict, rows: list[dict]
+) -> dict[str, Any]:
+    """What every ``last.pdckpt`` holds (``shunted train`` and ``shunted seg-train`` add their own keys): the
+    epoch, weights, optimizer moments, RNG states, the config and the metrics rows so far."""
+    return {
+        "epoch": epoch,
+        "model": to_numpy(model.state_dict()),
+        "optimizer": optimizer_state(optimizer, model),
+        "rng": rng_states(),
+        "config": cfg,
+        "metrics": rows,
+    }
+
+
+def restore_run_state(
+    path: Path, state: Mapping[str, Any], model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer
+) -> None:
+    """Put ``run_state``'s weights, optimizer moments and RNG states (of checkpoint ``path``) back."""
+    from ...models.weights import apply_state_dict
+
+    apply_state_dict(model, state["model"], source=str(path))
+    load_optimizer_state(optimizer, model, state["optimizer"])
+    set_rng_states(state["rng"])
+
+
 def save_weights(path: Path, model_state: Mapping[str, Any]) -> None:
     from ...convert import write_pdparams
 
@@ -180,8 +217,16 @@ def save_weights(path: Path, model_state: Mapping[str, Any]) -> None:
         write_pdparams(tmp, to_numpy(model_state))
 
 
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    """metrics.json and metrics.csv (one row per epoch), and metrics.png when matplotlib is available."""
+# metrics.png's second panel: (row key, legend, axis label)
+TOP1_CURVE = ("val_top1", "val top-1", "top-1 (%)")
+
+
+def write_metrics(
+    run_dir: Path, rows: list[dict], plot: bool = True, curve: tuple[str, str, str] = TOP1_CURVE
+) -> None:
+    """metrics.json and metrics.csv (one row per epoch) and, with ``plot``, metrics.png (``plot_metrics``)
+    when matplotlib is available. ``shunted train`` and ``shunted seg-train`` (shunted/engine/seg/train.py) write
+    theirs with it."""
     write_json_atomic(run_dir / "metrics.json", rows)
     fields = list(dict.fromkeys(k for row in rows for k in row))
     buf = io.StringIO()
@@ -189,11 +234,14 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(run_dir / "metrics.csv", buf.getvalue())
-    plot_metrics(run_dir / "metrics.png", rows)
+    if plot:
+        plot_metrics(run_dir / "metrics.png", rows, curve)
 
 
-def plot_metrics(path: Path, rows: list[dict]) -> bool:
-    """Loss and top-1 curves; False (nothing written) without matplotlib (the optional ``plot`` extra)."""
+def plot_metrics(path: Path, rows: list[dict], curve: tuple[str, str, str] = TOP1_CURVE) -> bool:
+    """Loss curves (train, and val when the rows have it) and the validation score ``curve`` = (row key,
+    legend, axis label) at the epochs that have it; False (nothing written) without matplotlib (the ``plot``
+    extra)."""
     try:
         import matplotlib
 
@@ -201,16 +249,18 @@ def plot_metrics(path: Path, rows: list[dict]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    key, label, ylabel = curve
     epochs = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["train_loss"] for r in rows], label="train")
     if any(r.get("val_loss") is not None for r in rows):
         ax1.plot(epochs, [r.get("val_loss") for r in rows], label="val")
-    if any(r.get("val_top1") is not None for r in rows):
-        ax2.plot(epochs, [r.get("val_top1") for r in rows], label="val top-1")
+    val = [r for r in rows if r.get(key) is not None]
+    if val:
+        ax2.plot([r["epoch"] for r in val], [r[key] for r in val], marker="o", label=label)
         ax2.legend()
     ax1.set(xlabel="epoch", ylabel="loss")
-    ax2.set(xlabel="epoch", ylabel="top-1 (%)")
+    ax2.set(xlabel="epoch", ylabel=ylabel)
     ax1.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
