@@ -29,6 +29,9 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> tuple[Predicto
     import openvino as ov
 
     core = ov.Core()
+    # OpenVINO pins its threads to cores, counting from the first, in every process: two processes of one
+    # thread each (paddle.distributed.launch) would share one core. Pin only when this process may use them all.
+    core.set_property("CPU", {"ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)})
     model = core.read_model(str(path))
     input_name = model.inputs[0].get_any_name()
     n_outputs = len(model.outputs)
