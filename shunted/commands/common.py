@@ -156,3 +156,14 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads (default: every core)"
     )
+
+
+def ignore_index(text: str) -> int:
+    """``--ignore-index``: a label value in 0..255 (segmentation labels are 8-bit PNGs)."""
+    value = _int(text)
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 255 (labels are 8-bit PNGs)")
+    return value
+
+
+REDUCE_ZERO_LABEL_HELP = "labels 0 = 'other' -> 255, k -> k-1 (ADE20K, as mmseg); use with --ignore-index 255"

@@ -20,16 +20,11 @@ from __future__ import annotations
 
 import argparse
 
+from .common import REDUCE_ZERO_LABEL_HELP, _int, ignore_index
+
 HELP = "evaluate a segmentation model: mIoU, per-class IoU, pixel accuracy, confusion matrix"
 
 MAX_CROP = 2048
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
 def pair(text: str) -> tuple[int, int]:
@@ -63,13 +58,6 @@ def scale(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value <= 4:  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"{text} must be a factor in (0, 4], e.g. 0.5")
-    return value
-
-
-def ignore_index(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 255 (labels are 8-bit)")
     return value
 
 
@@ -116,6 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ignore-index", type=ignore_index, default=255, help="label value not counted (default 255)"
     )
+    parser.add_argument("--reduce-zero-label", action="store_true", help=REDUCE_ZERO_LABEL_HELP)
     parser.add_argument(
         "--class-names", metavar="FILE", help="class names, one per line in index order (table and JSON)"
     )
@@ -147,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         list_file=args.list_file,
         num_classes=args.num_classes,
         ignore_index=args.ignore_index,
+        reduce_zero_label=args.reduce_zero_label,
         output=args.output,
         save_masks=args.save_masks,
         backend=args.backend,

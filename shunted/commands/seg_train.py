@@ -36,18 +36,11 @@ def crop_size(text: str) -> int:
     return value
 
 
-def ignore_index(text: str) -> int:
-    from shunted.commands.common import _int
-
-    value = _int(text)
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"{value} must be in 0..255 (labels are 8-bit PNGs)")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shunted.commands.common import (
+        REDUCE_ZERO_LABEL_HELP,
         add_config_arguments,
+        ignore_index,
         nonnegative_int,
         num_classes,
         positive_float,
@@ -62,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ignore-index", type=ignore_index, default=None, help="label value to ignore (default 255)"
     )
+    parser.add_argument("--reduce-zero-label", action="store_true", default=None, help=REDUCE_ZERO_LABEL_HELP)
     parser.add_argument("--output", default=None, help="run folder for checkpoints and metrics")
     parser.add_argument(
         "--pretrained",

@@ -217,6 +217,14 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def reduce_zero_label(label: np.ndarray) -> np.ndarray:
+    """ADE20K's label convention, as mmseg's ``reduce_zero_label``: 0 ("other") becomes 255 (ignored with
+    ``--ignore-index 255``), class k becomes k − 1, and 255 stays 255."""
+    out = label.astype(np.uint8) - np.uint8(1)  # 0 wraps to 255
+    out[out == 254] = 255
+    return out
+
+
 def _exif_turns(path: Path) -> bool:
     """Whether the image file's EXIF Orientation turns it by 90° or 270° for display."""
     try:
@@ -239,7 +247,7 @@ class SegDataset(_Base):
     (seed, epoch, i) — call ``set_epoch(e)`` before each epoch; every sample must have a label.
     ``train=False``: ``transform(image)`` (a ``SegEvalTransform``); the label is returned at its own (the image's
     original) size, all ``ignore_index`` when the sample has none. ``ignore_index`` defaults to the transform's,
-    else 255.
+    else 255. ``reduce_zero_label``: labels are read with ``reduce_zero_label`` (ADE20K).
     """
 
     def __init__(
@@ -249,8 +257,10 @@ class SegDataset(_Base):
         seed: int = 0,
         train: bool = False,
         ignore_index: int | None = None,
+        reduce_zero_label: bool = False,
     ) -> None:
         self.samples = samples
+        self.reduce_zero_label = bool(reduce_zero_label)
         self.transform = transform
         self.seed = int(seed)
         self.train = bool(train)
@@ -282,6 +292,8 @@ class SegDataset(_Base):
         if label_path is None:
             return image, None
         label = read_label(label_path)
+        if self.reduce_zero_label:
+            label = reduce_zero_label(label)
         if label.shape != (image.height, image.width):
             turned = label.shape == (image.width, image.height) and _exif_turns(self.samples.images[index])
             raise DataError(

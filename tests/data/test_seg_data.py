@@ -363,3 +363,25 @@ def test_camvid_datasets(camvid):
     assert not np.array_equal(a[0], tr[2][0])  # another epoch, another augmentation
     tr.set_epoch(0)
     np.testing.assert_array_equal(a[1], tr[2][1])
+
+
+def test_reduce_zero_label_is_mmseg_ade20k_convention(tmp_path):
+    from shunted.data.seg_datasets import SegDataset, list_seg_samples, reduce_zero_label
+    from shunted.data.seg_transforms import SegEvalTransform
+
+    label = np.array([[0, 1, 2], [150, 254, 255]], np.uint8)
+    # mmseg's LoadAnnotations(reduce_zero_label=True), step by step on a wider type
+    ref = label.astype(np.int64)
+    ref[ref == 0] = 255
+    ref = ref - 1
+    ref[ref == 254] = 255
+    assert reduce_zero_label(label).tolist() == ref.tolist() == [[255, 0, 1], [149, 253, 255]]
+    (tmp_path / "img").mkdir()
+    (tmp_path / "ann").mkdir()
+    Image.new("RGB", (3, 2), (10, 20, 30)).save(tmp_path / "img" / "a.jpg")
+    Image.fromarray(label, "L").save(tmp_path / "ann" / "a.png")
+    (tmp_path / "list.txt").write_text("img/a.jpg ann/a.png\n")
+    samples = list_seg_samples(tmp_path, tmp_path / "list.txt")
+    plain = SegDataset(samples, SegEvalTransform())[0][1]
+    reduced = SegDataset(samples, SegEvalTransform(), reduce_zero_label=True)[0][1]
+    assert plain.tolist() == label.tolist() and reduced.tolist() == ref.tolist()

@@ -86,6 +86,11 @@ SEG_SCHEMA: dict[str, Any] = {
                 "list": Key(
                     None, "path", "'image label' lines (PaddleSeg); as given, else under data_root (--list)"
                 ),
+                "reduce_zero_label": Key(
+                    False,
+                    "bool",
+                    "labels 0 -> 255, k -> k-1 for training and validation (ADE20K; --reduce-zero-label)",
+                ),
             },
             "sampler": {"batch_size": Key(8, "int", "per process (--batch-size)", low=1)},
             "loader": {"num_workers": Key(2, "int", "(--workers)", low=0)},
@@ -261,6 +266,7 @@ FLAGS = {
     "val_list": "DataLoader.Eval.dataset.list",
     "num_classes": "Arch.num_classes",
     "ignore_index": "Arch.ignore_index",
+    "reduce_zero_label": "DataLoader.Train.dataset.reduce_zero_label",
     "output": "Global.output_dir",
     "pretrained": "Global.pretrained_model",
     "epochs": "Global.epochs",

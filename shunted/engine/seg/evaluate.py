@@ -326,6 +326,7 @@ def evaluate_seg_checkpoint(
     list_file: str | os.PathLike | None = None,
     num_classes: int | None = None,
     ignore_index: int = 255,
+    reduce_zero_label: bool = False,
     output: str | os.PathLike | None = None,
     save_masks: str | os.PathLike | None = None,
     backend: str = "dygraph",
@@ -344,6 +345,7 @@ def evaluate_seg_checkpoint(
     """``shunted seg-eval`` as a function (module docstring); returns the result it writes to ``output``.
 
     class_names: a file of class names, one per line in index order (recorded in the result as ``class_names``).
+    reduce_zero_label: read labels as ADE20K's (``data/seg_datasets.py:reduce_zero_label``).
     opened: a checkpoint already opened (``open_seg_model``) instead of opening ``model`` / ``weights`` here.
     """
     from ...data.seg_datasets import SegDataset, list_seg_samples
@@ -409,7 +411,7 @@ def evaluate_seg_checkpoint(
         raise ShuntedError(f"--ignore-index {ignore_index}: must be 0 or more")
     cfg = opened.pretrained_cfg
     transform = SegEvalTransform(mean=cfg.mean, std=cfg.std, scale=scale)
-    dataset = SegDataset(samples, transform)
+    dataset = SegDataset(samples, transform, reduce_zero_label=reduce_zero_label)
 
     on_mask = None
     if masks is not None:
@@ -445,6 +447,7 @@ def evaluate_seg_checkpoint(
         "num_classes": num_classes,
         "class_names": names_list,
         "ignore_index": ignore_index,
+        "reduce_zero_label": reduce_zero_label,
         "data": {
             "root": str(samples.root),
             "list": str(list_file) if list_file is not None else None,

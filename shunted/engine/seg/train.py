@@ -145,7 +145,10 @@ class SegTrainer:
             mean=tuple(pcfg.mean),
             std=tuple(pcfg.std),
         )
-        self.train_set = SegDataset(self.train_samples, self.transform, seed=self.seed, train=True)
+        reduce = bool(get(self.cfg, "DataLoader.Train.dataset.reduce_zero_label"))
+        self.train_set = SegDataset(
+            self.train_samples, self.transform, seed=self.seed, train=True, reduce_zero_label=reduce
+        )
         self.batch_size = int(get(self.cfg, "DataLoader.Train.sampler.batch_size"))
         self.sampler = paddle.io.DistributedBatchSampler(
             self.train_set,
@@ -176,7 +179,12 @@ class SegTrainer:
         if self.val_samples is not None:
             scale = get(self.cfg, "DataLoader.Eval.transform.scale")
             transform = SegEvalTransform(mean=tuple(pcfg.mean), std=tuple(pcfg.std), scale=scale)
-            self.val_set = SegDataset(self.val_samples, transform, ignore_index=self.ignore_index)
+            self.val_set = SegDataset(
+                self.val_samples,
+                transform,
+                ignore_index=self.ignore_index,
+                reduce_zero_label=self.train_set.reduce_zero_label,
+            )
 
     def _build_optim(self) -> None:
         opt = get(self.cfg, "Optimizer")
