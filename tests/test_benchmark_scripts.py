@@ -32,6 +32,7 @@ def test_bench_cpu_quick_writes_every_backend(repo_root, tmp_path):
     assert "| shunted_t | 1 |" in done.stdout  # the README table
 
 
+@pytest.mark.slow  # moved to the marked stage to keep the fast suite within its 5-minute budget
 def test_train_step_quick_times_paddle(repo_root):
     done = _run(repo_root, "benchmarks/train_step.py", "--quick", "--variants", "paddle")
     assert "paddle" in done.stdout and "img/s" in done.stdout

@@ -102,6 +102,7 @@ def test_fast_cases_pass_with_one_line_errors(ctx):
 ERROR_LINE = "import sys; print('shunted x: error: --img-size bad', file=sys.stderr); sys.exit(2)"
 
 
+@pytest.mark.slow  # moved to the marked stage to keep the fast suite within its 5-minute budget
 def test_runner_reports_failures(ctx):
     """Wrong expectations must FAIL with the reason: the verdicts are not vacuous (python -c stand-ins)."""
     wrong = [

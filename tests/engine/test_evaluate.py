@@ -194,7 +194,7 @@ def test_backend_seam_takes_any_predict_batch(tmp_path):
     assert r["model"] == "any runtime" and r["preprocessing"]["img_size"] == 64 and r["batch_size"] == 100
 
 
-@pytest.mark.parametrize("backend", ["dygraph", "inference"])
+@pytest.mark.parametrize("backend", ["dygraph", pytest.param("inference", marks=pytest.mark.slow)])
 def test_eval_builds_the_model_once_and_hashes_the_weights_once(monkeypatch, tmp_path, backend):
     """``shunted eval`` (any backend) opens the checkpoint once: one create_model, one SHA-256 of the weights."""
     import shunted.convert

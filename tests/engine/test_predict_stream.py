@@ -278,6 +278,7 @@ def _check_flat(
         )
 
 
+@pytest.mark.slow  # moved to the marked stage to keep the fast suite within its 5-minute budget
 def test_memory_stays_flat_over_a_20000_path_list(tmp_path, cifar):
     """Peak RSS of the real input pipeline (list reader, decoder, batcher, JSONL writer, resume reader) with
     a stand-in model is the same for 2,000 and 20,000 paths: nothing is kept per image. (Every 10th line is a

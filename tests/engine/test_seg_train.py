@@ -139,6 +139,7 @@ def test_seg_train_writes_the_run_folder_and_validates(camvid, tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("shunted seg-train: error: ") and "--resume" in err[0]
 
 
+@pytest.mark.slow  # moved to the marked stage to keep the fast suite within its 5-minute budget
 def test_loss_goes_down_on_a_fixed_batch(camvid, tmp_path):
     """No augmentation (whole 64×48 images, no flip/colour), the same two images in every step: the loss falls."""
     two = (camvid / "train.txt").read_text().splitlines()[:2]

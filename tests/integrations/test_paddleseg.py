@@ -114,6 +114,7 @@ def test_backbone_follows_paddleseg_conventions_and_loads_our_weights():
         np.testing.assert_array_equal(g, e)
 
 
+@pytest.mark.slow  # moved to the marked stage to keep the fast suite within its 5-minute budget
 def test_backbone_pads_any_size_and_crops_maps_to_ceil():
     """70×90 → the maps of the zero-padded 96×96 image, cropped to ceil(70/s)×ceil(90/s) (a CNN's sizes)."""
     manager = StandInManagerModule()
