@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rank_spy import spy_launch, written_by_rank0
 
 from shunted.cli import main
 
@@ -271,39 +271,19 @@ def test_resume_after_interrupt_equals_uninterrupted_run(camvid, tmp_path, monke
     assert moments and all(np.array_equal(ra["optimizer"][k], rb["optimizer"][k]) for k in moments)
 
 
-RANK_SPY = """
-import os, sys
-real_replace = os.replace
-def spy(src, dst, *a, **kw):
-    with open(os.path.join(os.environ["SPY_DIR"], "rank" + os.environ.get("PADDLE_TRAINER_ID", "0")), "a") as fh:
-        fh.write(str(dst) + "\\n")
-    return real_replace(src, dst, *a, **kw)
-os.replace = spy
-from shunted.cli import main
-sys.exit(main())
-"""
-
-
 @pytest.mark.slow  # integration (subprocess launcher): the marked stage, make test-slow
 def test_two_processes_through_paddle_distributed_launch(camvid, tmp_path):
     """Both ranks end with the same weights; only rank 0 writes; validation covers the whole list once."""
-    spy_dir = tmp_path / "spy"
-    spy_dir.mkdir()
-    script = tmp_path / "seg_spy.py"
-    script.write_text(RANK_SPY)
+    script, env, spy_dir = spy_launch(tmp_path)
     train = subset(camvid, "train.txt", 4, tmp_path / "train.txt")
     val = subset(camvid, "val.txt", 2, tmp_path / "val.txt")
     run = tmp_path / "run"
     argv = seg_argv(camvid, train, run, "--epochs", "1", "--val-list", str(val), *TINY)
     launch = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(tmp_path / "log")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", SPY_DIR=str(spy_dir))
-    done = subprocess.run(
-        [*launch, "--nproc_per_node", "2", str(script), *argv], env=env, capture_output=True
-    )
+    done = subprocess.run([*launch, "--nproc_per_node", "2", *script, *argv], env=env, capture_output=True)
     assert done.returncode == 0, (tmp_path / "log" / "workerlog.0").read_text()[-2000:]
 
-    assert sorted(p.name for p in spy_dir.iterdir()) == ["rank0"]
-    written = {Path(p).name for p in (spy_dir / "rank0").read_text().split()}
+    written = written_by_rank0(spy_dir)
     assert {"last.pdckpt", "last.pdparams", "metrics.json", "summary.json"} <= written
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rank_spy import spy_launch, written_by_rank0
 
 from shunted.cli import main
 from shunted.convert import read_weights
@@ -168,39 +169,19 @@ def test_sigkill_mid_epoch_resumes_from_the_last_complete_epoch(cifar, tmp_path)
     assert not [p.name for p in killed.iterdir() if p.name.endswith(".tmp")]
 
 
-RANK_SPY = """
-import os, sys
-real_replace = os.replace
-def spy(src, dst, *a, **kw):
-    with open(os.path.join(os.environ["SPY_DIR"], "rank" + os.environ.get("PADDLE_TRAINER_ID", "0")), "a") as fh:
-        fh.write(str(dst) + "\\n")
-    return real_replace(src, dst, *a, **kw)
-os.replace = spy
-from shunted.cli import main
-sys.exit(main())
-"""
-
-
 @pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_two_processes_through_paddle_distributed_launch(cifar, tiny_list, tmp_path):
     """Both ranks finish with identical weights; only rank 0 writes (every atomic write ends in os.replace)."""
-    spy_dir = tmp_path / "spy"
-    spy_dir.mkdir()
-    script = tmp_path / "train_spy.py"
-    script.write_text(RANK_SPY)
+    script, env, spy_dir = spy_launch(tmp_path)
     run = tmp_path / "run"
     argv = train_argv(cifar, tiny_list, run, "--epochs", "1", *TINY, "--batch-size", "4")
     argv += ["--val-data", str(cifar / "test"), "--val-labels", str(tiny_list.with_name("val.txt"))]
     label_list(cifar / "test", 2, tiny_list.with_name("val.txt"))
     launch = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", str(tmp_path / "log")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", SPY_DIR=str(spy_dir))
-    done = subprocess.run(
-        [*launch, "--nproc_per_node", "2", str(script), *argv], env=env, capture_output=True
-    )
+    done = subprocess.run([*launch, "--nproc_per_node", "2", *script, *argv], env=env, capture_output=True)
     assert done.returncode == 0, (tmp_path / "log" / "workerlog.0").read_text()[-2000:]
 
-    assert sorted(p.name for p in spy_dir.iterdir()) == ["rank0"]  # rank 1 replaced no file
-    written = {Path(p).name for p in (spy_dir / "rank0").read_text().split()}
+    written = written_by_rank0(spy_dir)
     assert {"last.pdckpt", "last.pdparams", "metrics.json", "summary.json"} <= written
     summary = __import__("json").loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
