@@ -202,6 +202,7 @@ def test_unsupported_output_extension(tmp_path, capsys):
 # --- without torch ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess per command: the marked stage keeps the fast suite within its budget
 def test_runs_where_import_torch_fails(tmp_path, no_torch_env):
     """A ``torch`` package on PYTHONPATH whose import raises: the converter never needs it (both directions)."""
     env = no_torch_env

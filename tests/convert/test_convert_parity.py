@@ -85,7 +85,10 @@ def test_shunted_t_every_layout(tmp_path, tiny, relative_error, fp16, wrapped, p
 
 @pytest.mark.parametrize(
     "name,fp16,wrapped,prefixed,legacy",
-    [("shunted_s", True, False, True, True), ("shunted_b", False, True, False, False)],
+    [
+        ("shunted_s", True, False, True, True),
+        pytest.param("shunted_b", False, True, False, False, marks=pytest.mark.slow),  # fast-suite budget
+    ],
 )
 def test_larger_variants(tmp_path, reference, relative_error, name, fp16, wrapped, prefixed, legacy):
     model = reference.randomize_(reference.build(name, num_classes=1000), seed=5)

@@ -90,7 +90,9 @@ def test_trainable_parameter_count_is_official(name):
     assert _trainable(create_model(name)) == expected
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "shunted_b" else n for n in VARIANTS]
+)
 def test_state_dict_matches_reference_after_mapping(name, reference):
     ref = reference.build(name, num_classes=1000)
     assert sum(p.numel() for p in ref.parameters() if p.requires_grad) == VARIANTS[name].official_params
@@ -181,7 +183,7 @@ def _drop_path_rates(model: paddle.nn.Layer) -> list[float]:
     return [rate for _, rate in sorted(found)]
 
 
-@pytest.mark.parametrize("name", ["shunted_t", "shunted_b"])
+@pytest.mark.parametrize("name", ["shunted_t", pytest.param("shunted_b", marks=pytest.mark.slow)])
 def test_drop_path_rises_linearly(name):
     rate = VARIANTS[name].drop_path_rate
     rates = _drop_path_rates(create_model(name, drop_path_rate=rate))
