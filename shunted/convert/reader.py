@@ -196,6 +196,24 @@ def describe_dtypes(names: set[str]) -> str:
     return f"mixed({','.join(sorted(names))})" if names else "none"
 
 
+def _state_dict_of(source, key: str | None, path: Path) -> tuple[dict, str | None, bool]:
+    """(the state dict ``key`` of an opened file, the key used, whether it is in PyTorch's layout); keys that
+    clash once their ``module.`` prefixes are stripped are an error."""
+    state, used_key = _unwrap(source.root, key, path)
+    keys = [strip_key(k) for k in state]
+    if len(set(keys)) != len(keys):
+        raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
+    return state, used_key, _is_torch_layout(keys, default=source.format.startswith("pth"))
+
+
+def _refuse_not_float(path: Path, not_float: list[str]) -> None:
+    if not_float:
+        raise WeightsError(
+            f"{path}: tensors that should be floating point are not: {', '.join(not_float[:8])}"
+            + (f", … ({len(not_float) - 8} more)" if len(not_float) > 8 else "")
+        )
+
+
 def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bool = False) -> LoadedWeights:
     """Read an official ``.pth`` (zip or legacy), a ``.pdparams`` or a ``.safetensors`` file, strictly.
 
@@ -211,11 +229,7 @@ def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bo
     sha256 = sha256_file(path)
     source = _open_source(path)
     try:
-        state, used_key = _unwrap(source.root, key, path)
-        keys = [strip_key(k) for k in state]
-        if len(set(keys)) != len(keys):
-            raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
-        torch_layout = _is_torch_layout(keys, default=source.format.startswith("pth"))
+        state, used_key, torch_layout = _state_dict_of(source, key, path)
         # 1. names, shapes and dtypes only
         plan: dict[str, tuple[str, Any]] = {}
         shapes: dict[str, np.ndarray] = {}
@@ -233,11 +247,7 @@ def read_weights(path: str | os.PathLike, key: str | None = None, keep_dtype: bo
         found = detect(shapes, str(path))
         _check_strict(shapes, found, path)
         not_float = [f"{k} ({dtypes[k]})" for k in plan if not _is_floating(dtypes[k])]
-        if not_float:
-            raise WeightsError(
-                f"{path}: tensors that should be floating point are not: {', '.join(not_float[:8])}"
-                + (f", … ({len(not_float) - 8} more)" if len(not_float) > 8 else "")
-            )
+        _refuse_not_float(path, not_float)
         # 2. the data of the keys that passed
         out: dict[str, np.ndarray] = {}
         source_dtypes = set(dtypes.values())
@@ -276,22 +286,14 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> LoadedWe
     sha256 = sha256_file(path)
     source = _open_source(path)
     try:
-        state, used_key = _unwrap(source.root, key, path)
-        keys = [strip_key(k) for k in state]
-        if len(set(keys)) != len(keys):
-            raise CheckpointFormatError(f"{path}: keys clash once the 'module.' prefixes are removed")
-        torch_layout = _is_torch_layout(keys, default=source.format.startswith("pth"))
+        state, used_key, torch_layout = _state_dict_of(source, key, path)
         dtypes = {strip_key(k): _dtype_name(v) for k, v in state.items()}
         not_float = [
             f"{k} ({d})"
             for k, d in dtypes.items()
             if not _is_floating(d) and not (torch_layout and k.endswith(".num_batches_tracked"))
         ]
-        if not_float:
-            raise WeightsError(
-                f"{path}: tensors that should be floating point are not: {', '.join(not_float[:8])}"
-                + (f", … ({len(not_float) - 8} more)" if len(not_float) > 8 else "")
-            )
+        _refuse_not_float(path, not_float)
         out: dict[str, np.ndarray] = {}
         for original, value in state.items():
             name, array = strip_key(original), source.array(value).astype(np.float32, copy=False)
