@@ -144,8 +144,8 @@ def test_train_single_class_and_unknown_val_folder_are_errors(tmp_path, capsys):
 
 def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     """Validation on dog/ only: label 1 (dog's index in training), not 0 (its position among val folders)."""
+    from shunted.commands.train import resolve_config
     from shunted.engine.train import Trainer
-    from shunted.engine.train.config import resolve_config
 
     train = tmp_path / "train"
     for cls, base in (("cat", 0), ("dog", 10)):

@@ -121,7 +121,7 @@ def train_argv(s: Setup, data: Path, labels: Path, weights: Path, out: Path) -> 
 def port_config(s: Setup, data: Path, labels: Path, weights: Path, out: Path) -> dict:
     """The configuration ``shunted train`` resolves from :func:`train_argv` (its own parser and resolver)."""
     from shunted.cli import build_parser
-    from shunted.engine.train.config import resolve_config
+    from shunted.commands.train import resolve_config
 
     return resolve_config(build_parser().parse_args(train_argv(s, data, labels, weights, out)))
 

@@ -8,7 +8,7 @@ last epoch and every 10th, when matplotlib is importable), ``config.yaml`` and `
 sha256). Every file is written atomically; nothing non-finite is ever written; a folder holding a run is refused
 without ``--resume``.
 
-Recipe (shunted/engine/seg/config.py): AdamW, poly schedule stepped every iteration,
+Recipe (shunted/config_schema.py, the segmentation keys): AdamW, poly schedule stepped every iteration,
 lr(it) = (lr − end_lr)(1 − it / total)^power + end_lr with total = epochs × steps per epoch, optionally
 mmcv's linear warm-up (the poly rate × (1 − (1 − it / warmup_iters)(1 − warmup_ratio))); no weight decay on
 1-D parameters. Loss: pixel cross-entropy averaged over the non-ignored pixels of the batch (``ignore_index``).
@@ -97,13 +97,14 @@ class SegmentationTask(Task):
 
     def __init__(self, cfg: dict, world: World, settings: LoopSettings) -> None:
         super().__init__(cfg, world, settings)
-        self.num_classes = int(get(cfg, "Arch.num_classes"))
+        self.num_classes = int(get(cfg, "Arch.class_num"))
         self.ignore_index = int(get(cfg, "Arch.ignore_index"))
         self.class_names = get(cfg, "Arch.class_names")
-        self.root = get(cfg, "DataLoader.Train.dataset.data_root")
+        self.root = get(cfg, "DataLoader.Train.dataset.image_root")
         self.train_samples = list_seg_samples(self.root, get(cfg, "DataLoader.Train.dataset.list"))
         val_list = get(cfg, "DataLoader.Eval.dataset.list")
-        self.val_samples = list_seg_samples(self.root, val_list) if val_list else None
+        val_root = get(cfg, "DataLoader.Eval.dataset.image_root") or self.root
+        self.val_samples = list_seg_samples(val_root, val_list) if val_list else None
         self.model = create_model(
             get(cfg, "Arch.name"),
             num_classes=self.num_classes,
@@ -124,7 +125,7 @@ class SegmentationTask(Task):
             base_size=tuple(base) if base else None,
             cat_max_ratio=float(t["cat_max_ratio"]),
             ignore_index=self.ignore_index,
-            flip_prob=float(t["flip_prob"]),
+            flip_prob=float(t["hflip"]),
             photometric=bool(t["photometric"]),
             mean=tuple(pcfg.mean),
             std=tuple(pcfg.std),
@@ -160,18 +161,19 @@ class SegmentationTask(Task):
         self.val_set = None
         if self.val_samples is not None:
             scale = get(self.cfg, "DataLoader.Eval.transform.scale")
+            val_reduce = get(self.cfg, "DataLoader.Eval.dataset.reduce_zero_label")
             transform = SegEvalTransform(mean=tuple(pcfg.mean), std=tuple(pcfg.std), scale=scale)
             self.val_set = SegDataset(
                 self.val_samples,
                 transform,
                 ignore_index=self.ignore_index,
-                reduce_zero_label=self.train_set.reduce_zero_label,
+                reduce_zero_label=reduce if val_reduce is None else bool(val_reduce),
             )
 
     def _build_optim(self) -> None:
         opt = get(self.cfg, "Optimizer")
         lr = opt["lr"]
-        self.peak_lr = float(opt["learning_rate"])
+        self.peak_lr = float(lr["learning_rate"])
         self.total_iters = self.settings.epochs * self.steps_per_epoch
         self.scheduler = PolyLR(
             self.peak_lr,
