@@ -36,6 +36,7 @@ from ...config import get
 from ...data.datasets import BAD_LABEL
 from ...data.loader_guard import MarkFailures, failure_of
 from ...data.seg_datasets import SegDataset, list_seg_samples
+from ...data.seg_labels import check_crop_size, check_label_values, read_cache, scan_labels
 from ...data.seg_transforms import SegEvalTransform, SegTrainTransform
 from ...errors import DataError, ShuntedError
 from ...factory import create_model
@@ -45,6 +46,7 @@ from ..train.task import LoopSettings, Task, capped_steps
 from ..world import World
 
 TASK = "segmentation"
+LABEL_CACHE = "label_counts.json"  # every label's size, mtime and value counts (shunted/data/seg_labels.py)
 
 
 def poly_lr(
@@ -105,6 +107,7 @@ class SegmentationTask(Task):
         val_list = get(cfg, "DataLoader.Eval.dataset.list")
         val_root = get(cfg, "DataLoader.Eval.dataset.image_root") or self.root
         self.val_samples = list_seg_samples(val_root, val_list) if val_list else None
+        self._check_labels()  # before the model is built and long before epoch 1
         self.model = create_model(
             get(cfg, "Arch.name"),
             num_classes=self.num_classes,
@@ -115,6 +118,38 @@ class SegmentationTask(Task):
         self._build_optim()
 
     # -- setup ----------------------------------------------------------------------------------------------
+    def _check_labels(self) -> None:
+        """Every training and validation label's values (one bincount each, cached in the run folder by size and
+        mtime) and the crop size against the training images: a bad label or crop stops here, before training."""
+        cfg, cache_path = self.cfg, self.settings.output_dir / LABEL_CACHE
+        cache = read_cache(cache_path)
+        reduce = bool(get(cfg, "DataLoader.Train.dataset.reduce_zero_label"))
+        val_reduce = get(cfg, "DataLoader.Eval.dataset.reduce_zero_label")
+        splits = [(self.train_samples, reduce, "--list")]
+        if self.val_samples is not None:
+            splits.append(
+                (self.val_samples, reduce if val_reduce is None else bool(val_reduce), "--val-list")
+            )
+        self.label_stats: dict[str, dict] = {}
+        for samples, reduce_zero, flag in splits:
+            stats = scan_labels((p for p in samples.labels if p is not None), cache)
+            check_label_values(
+                stats, self.num_classes, self.ignore_index, reduce_zero, f"{flag} {samples.source}"
+            )
+            self.label_stats.update(stats)
+            if flag == "--list":
+                t = get(cfg, "DataLoader.Train.transform")
+                base = t.get("base_size")
+                check_crop_size(
+                    tuple(t["crop_size"]),
+                    [tuple(e["shape"]) for e in stats.values()],
+                    float(t["scale_range"][1]),
+                    tuple(base) if base else None,
+                )
+
+    def run_files(self) -> dict:
+        return {LABEL_CACHE: {"labels": self.label_stats}}
+
     def _build_data(self) -> None:
         t = get(self.cfg, "DataLoader.Train.transform")
         pcfg = self.model.pretrained_cfg

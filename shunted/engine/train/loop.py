@@ -121,6 +121,8 @@ class Trainer:
         if self.world.main:
             for orphan in ts.open_run_dir(self.run_dir, self.cfg):  # left by a process killed mid-write
                 log.info("removed %s, a partial write of an interrupted run", orphan)
+            for name, value in self.task.run_files().items():
+                write_json_atomic(self.run_dir / name, value)
             if self.settings.resume:
                 self._repair_records(state)
         writer = self._visualdl()

@@ -118,6 +118,10 @@ class Task:
     def check_resume(self, path: Path, state: dict) -> None:
         """ShuntedError if checkpoint ``path`` (its ``state``) cannot continue this task's run."""
 
+    def run_files(self) -> dict:
+        """File name → JSON value the loop writes (atomically) into the run folder once it is opened."""
+        return {}
+
     def state(self) -> dict:
         """Task entries of ``last.pdckpt`` (number of classes, class names, ...)."""
         return {}
