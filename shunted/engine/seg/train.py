@@ -38,11 +38,11 @@ from ...data.loader_guard import MarkFailures, failure_of
 from ...data.seg_datasets import SegDataset, list_seg_samples
 from ...data.seg_labels import check_crop_size, check_label_values, read_cache, scan_labels
 from ...data.seg_transforms import SegEvalTransform, SegTrainTransform
-from ...errors import DataError, ShuntedError
+from ...errors import DataError
 from ...factory import create_model
 from ..train.loop import train
 from ..train.optim import optimizer_from_section
-from ..train.task import LoopSettings, Task, capped_steps
+from ..train.task import LoopSettings, Task, capped_steps, shuffled_batches
 from ..world import World
 
 TASK = "segmentation"
@@ -170,19 +170,8 @@ class SegmentationTask(Task):
             self.train_samples, self.transform, seed=self.settings.seed, train=True, reduce_zero_label=reduce
         )
         self.batch_size = int(get(self.cfg, "DataLoader.Train.sampler.batch_size"))
-        self.sampler = paddle.io.DistributedBatchSampler(
-            self.train_set,
-            batch_size=self.batch_size,
-            num_replicas=self.world.size,
-            rank=self.world.rank,
-            shuffle=True,
-            drop_last=True,
-        )
-        if len(self.sampler) == 0:
-            raise DataError(
-                f"--list {self.train_samples.source}: {len(self.train_samples)} images give no full step of "
-                f"{self.batch_size} x {self.world.size} processes (lower --batch-size)"
-            )
+        what = f"--list {self.train_samples.source}"
+        self.sampler = shuffled_batches(self.train_set, self.batch_size, self.world, what)
         self.workers = int(get(self.cfg, "DataLoader.Train.loader.num_workers"))
         h, w = self.train_set.transform.crop_size  # a crop the loader could not make: all BAD_LABEL
         unreadable = lambda i: (np.zeros((3, h, w), np.float32), np.full((h, w), BAD_LABEL, np.int64), i)  # noqa: E731
@@ -282,12 +271,6 @@ class SegmentationTask(Task):
         if row.get("val_miou") is None:
             return None
         return f"val mIoU {row['val_miou']:.2f} % pixel acc {row['val_pixel_acc']:.2f} %"
-
-    def check_resume(self, path, state: dict) -> None:
-        if state.get("num_classes") != self.num_classes:
-            raise ShuntedError(
-                f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes} (--num-classes)"
-            )
 
     def state(self) -> dict:
         return {

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import get
+from ...errors import DataError, ShuntedError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,7 +117,13 @@ class Task:
         return None
 
     def check_resume(self, path: Path, state: dict) -> None:
-        """ShuntedError if checkpoint ``path`` (its ``state``) cannot continue this task's run."""
+        """ShuntedError if checkpoint ``path`` (its ``state``) cannot continue this task's run (by default: a
+        different ``num_classes``)."""
+        n = getattr(self, "num_classes", None)
+        if n is not None and state.get("num_classes") != n:
+            raise ShuntedError(
+                f"{path}: trained {state.get('num_classes')} classes, this run has {n} (--num-classes)"
+            )
 
     def run_files(self) -> dict:
         """File name → JSON value the loop writes (atomically) into the run folder once it is opened."""
@@ -129,6 +136,25 @@ class Task:
     def summary(self, rows: list[dict]) -> dict:
         """Task entries of ``summary.json`` (``rows``: the metrics rows so far)."""
         return {}
+
+
+def shuffled_batches(dataset: Any, batch_size: int, world: World, what: str) -> Any:
+    """Paddle's DistributedBatchSampler (shuffled, full batches, this process's share); a DataError naming
+    ``what`` (the data's flag and source) when the data gives no full step."""
+    import paddle
+
+    sampler = paddle.io.DistributedBatchSampler(
+        dataset, batch_size=batch_size, num_replicas=world.size, rank=world.rank, shuffle=True, drop_last=True
+    )
+    check_steps(sampler, len(dataset), batch_size, world, what)
+    return sampler
+
+
+def check_steps(sampler: Any, n: int, batch_size: int, world: World, what: str) -> None:
+    if len(sampler) == 0:
+        raise DataError(
+            f"{what}: {n} images give no full step of {batch_size} x {world.size} processes (lower --batch-size)"
+        )
 
 
 def capped_steps(steps: int, max_steps: int | None) -> int:
