@@ -5,8 +5,8 @@ size and mtime (``shunted seg-train`` keeps them in the run folder's ``label_cou
 repeated run reads only the labels that changed. ``check_label_values`` stops on the first label holding a value
 that is neither a class nor the ignore index — before any training, so no epoch is spent (or checkpointed) on a
 split that would fail later, and values outside the random crops are seen too. ``check_crop_size`` refuses a
-training crop larger than any image can become after the random rescale (every crop would be mostly padding, and
-memory grows with the crop, not with the data).
+training crop taller and wider than any image can become after the random rescale (every crop would be a whole
+image and padding, and memory would grow with the crop, not with the data).
 
 Pure numpy/PIL: importing this module does not import Paddle.
 """
@@ -78,17 +78,20 @@ def check_crop_size(
     scale_high: float,
     base_size: tuple[int, int] | None = None,
 ) -> None:
-    """DataError if the training crop (height, width) is taller or wider than every image (``shapes``:
-    (height, width)) can become after the largest random rescale ``scale_high`` (relative to ``base_size``)."""
+    """DataError if the training crop (height, width) is both taller and wider than every image (``shapes``:
+    (height, width)) can become after the largest random rescale ``scale_high`` (relative to ``base_size``):
+    every crop would then be a whole image and padding, and memory would grow with the flag, not the data.
+    Padding on one side only is mmseg's behaviour for images smaller than the crop, and is kept."""
     sizes = [rescaled_size(w, h, scale_high, base_size) for h, w in shapes]
     if not sizes:
         return
     max_w, max_h = max(s[0] for s in sizes), max(s[1] for s in sizes)
-    if crop[0] > max_h or crop[1] > max_w:
+    if crop[0] > max_h and crop[1] > max_w:
         raise DataError(
-            f"--crop-size {crop[0]}x{crop[1]} (DataLoader.Train.transform.crop_size, height x width): larger than "
-            f"any training image becomes ({max_h}x{max_w} at most, the largest rescaled by scale_range's "
-            f"{scale_high:g}); every crop would be mostly padding — use at most {max_h}x{max_w}"
+            f"--crop-size {crop[0]}x{crop[1]} (DataLoader.Train.transform.crop_size, height x width): taller and "
+            f"wider than any training image becomes ({max_h}x{max_w} at most, the largest rescaled by "
+            f"scale_range's {scale_high:g}); every crop would be a whole image and padding — use at most "
+            f"{max_h}x{max_w}"
         )
 
 

@@ -70,8 +70,16 @@ def test_a_crop_larger_than_any_image_can_become_is_refused(tmp_path, capsys, cr
     args[args.index("--crop-size") + 1] = crop
     msg = one_line_error(capsys, args)
     # 64x48 rescaled by at most 2.0: 96 x 128 (height x width)
-    assert f"--crop-size {crop}x{crop}" in msg and "use at most 96x128" in msg
+    assert f"--crop-size {crop}x{crop}" in msg and "taller and wider" in msg and "use at most 96x128" in msg
     assert not (tmp_path / "run").exists()  # no stray config.yaml
+
+
+def test_a_crop_padding_one_side_only_is_kept():
+    """mmseg pads an image smaller than the crop: taller than every image but not wider is accepted."""
+    seg_labels.check_crop_size((64, 64), [(48, 64)], 1.0)
+    seg_labels.check_crop_size((96, 128), [(48, 64)], 2.0)
+    with pytest.raises(Exception, match="taller and wider"):
+        seg_labels.check_crop_size((97, 129), [(48, 64)], 2.0)
 
 
 def test_label_counts_are_cached_by_size_and_mtime(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ torch = pytest.importorskip("torch")
 import paddle  # noqa: E402
 
 from shunted.convert.mapping import torch_to_paddle  # noqa: E402
+from shunted.engine.train import classification as train_task  # noqa: E402
 from shunted.engine.train import loop as train_engine  # noqa: E402
 from shunted.engine.train import optim as train_optim  # noqa: E402
 
@@ -393,7 +394,7 @@ def test_parity_check_catches_recipe_mutations(
     if name is None:
         edit = lambda cfg: cfg["Loss"].update(label_smoothing=0.0)  # noqa: E731 -- the port only
     else:
-        monkeypatch.setattr(train_engine if name == "schedule_t" else train_optim, name, fake)
+        monkeypatch.setattr(train_task if name == "schedule_t" else train_optim, name, fake)
     reference = (finetune_parity.ref_model, finetune_parity.ref_out)
     p = parity(Setup(), tmp_path, cifar_train, demo_weights, reference=reference, edit_cfg=edit)
     with pytest.raises(AssertionError):
