@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..engine.train import train
+    from ..engine.train.classification import ClassificationTask
     from ..engine.train.state import OUTPUTS
     from ..fileio import check_output_dir, check_outputs
 
@@ -91,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
         [("--pretrained", args.pretrained), ("--labels", args.labels), ("--val-labels", args.val_labels)],
         [("--data", args.data), ("--val-data", args.val_data)],
     )
-    train(resolve_config(args))
+    train(resolve_config(args), ClassificationTask)
     return 0

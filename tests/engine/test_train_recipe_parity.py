@@ -166,7 +166,7 @@ def spy_on_train_step():
 def run_port(cfg: dict) -> PortRun:
     """``Trainer.train_epoch`` for every epoch (the command minus validation and file writing)."""
     with spy_on_train_step() as steps:
-        trainer = train_engine.Trainer(cfg)
+        trainer = train_engine.Trainer(cfg, train_task.ClassificationTask)
         rows = [trainer.train_epoch(epoch) for epoch in range(trainer.epochs)]
     ema = {k: v.numpy() for k, v in trainer.ema.state.items()} if trainer.ema else None
     return PortRun(steps, rows, trainer.model, ema)
