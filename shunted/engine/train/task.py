@@ -11,7 +11,11 @@ a subclass of :class:`Task` built from the resolved config and the ``World``; it
   (global norm), applied by the optimiser that ``optim.optimizer_from_section`` builds;
 - the loss of one step (``loss(net, batch, rng)``) and the checks of a batch (``check_batch``);
 - the validation metric (``validate()`` → row entries, summed over the processes) and which of them is "best"
-  (``best = (row key, checkpoint/summary key)``, maximised).
+  (``best = (row key, checkpoint/summary key)``, maximised);
+- its records: ``state()`` / ``summary(rows)`` entries, ``run_files()`` (JSON files for the run folder) and
+  ``check_resume`` (default: the same ``num_classes``).
+
+docs/architecture.md "Adding a task" has the table.
 
 Pure Python: importing this module does not import Paddle.
 """
