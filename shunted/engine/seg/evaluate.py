@@ -21,14 +21,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ...data.loader_guard import MarkFailures, failure_of
+from ...data.loader_guard import failure_of
 from ...errors import DataError, ShuntedError
 from ...fileio import check_output_file, check_outputs, write_json_atomic
+from ..infer import numpy
 
 SegPredict = Callable[[np.ndarray], np.ndarray]
 MODES = ("whole", "slide")
@@ -177,8 +179,113 @@ def _single(batch):
     return batch[0]
 
 
-def _numpy(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+@dataclass
+class SegInference:
+    """How an image goes through the model: whole, or by sliding window (``crop_size``, ``stride``), with
+    ``batch_size`` images of one size (whole) or windows (slide) per model call. ``mode_for`` is the one place
+    the mode of an image is chosen."""
+
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.mode == "slide" and self.stride is None and self.crop_size is not None:
+            self.stride = default_stride(self.crop_size)
+
+    def mode_for(self, shape: tuple[int, ...]) -> str:
+        """The mode for a network input of ``shape`` (…×H×W)."""
+        return self.mode
+
+    def logits(self, run: SegPredict, images: np.ndarray, num_classes: int, where) -> np.ndarray:
+        """N×K×H×W logits of ``images`` (one size); out of memory is one line naming ``where``."""
+        mode = self.mode_for(images.shape)
+        try:
+            return batch_logits(run, images, num_classes, mode, self.crop_size, self.stride, self.batch_size)
+        except MemoryError:
+            raise out_of_memory(where, images.shape, mode) from None
+
+    def describe(self) -> dict:
+        slide = self.mode == "slide"
+        return {
+            "mode": self.mode,
+            "crop_size": list(self.crop_size) if slide else None,
+            "stride": list(self.stride) if slide and self.stride else None,
+        }
+
+
+class SegAccumulator:
+    """The segmentation side of the inference loop (shunted/engine/infer.py): loader items ``(image 3×H'×W',
+    extra, index)`` one at a time, held until a batch of one size is full (``SegInference``), then per image
+    ``take(index, K×H'×W' logits, extra)``. Subclasses: the confusion matrix (seg-eval), the mask files
+    (seg-predict)."""
+
+    def __init__(self, inference: SegInference, num_classes: int, image_path):
+        self.inference, self.num_classes, self.image_path = inference, num_classes, image_path
+        self.pending: list[tuple] = []
+        self.read = None  # index -> reads the sample again (its one-line error); set by the subclass
+
+    def add(self, item, run) -> int:
+        image, extra, index = item
+        i = int(numpy(index))
+        image = numpy(image)
+        if image.size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
+            raise failure_of(self.image_path(i), partial(self.read, i))
+        image = np.asarray(image, np.float32)
+        done = 0
+        if self.pending and (
+            self.inference.mode_for(image.shape) == "slide"
+            or len(self.pending) >= self.inference.batch_size
+            or self.pending[0][0].shape != image.shape
+        ):
+            done = self.flush(run)
+        self.pending.append((image, extra, i))
+        return done
+
+    def flush(self, run) -> int:
+        if not self.pending:
+            return 0
+        images = np.stack([p[0] for p in self.pending])
+        logits = self.inference.logits(run, images, self.num_classes, self.image_path(self.pending[0][2]))
+        for (_, extra, i), lg in zip(self.pending, logits, strict=True):
+            self.take(i, lg, extra)
+        done = len(self.pending)
+        self.pending.clear()
+        return done
+
+    def take(self, index: int, logits: np.ndarray, extra) -> None:
+        raise NotImplementedError
+
+    def figures(self) -> dict[str, str]:
+        return {}
+
+
+class ConfusionAccumulator(SegAccumulator):
+    """seg-eval's accumulator: the K×K confusion matrix (rows = label) of the shard and its image count."""
+
+    def __init__(self, dataset, inference: SegInference, num_classes: int, ignore_index: int, on_mask=None):
+        from .metrics import ConfusionMatrix
+
+        super().__init__(inference, num_classes, lambda i: dataset.samples.images[i])
+        self.read = lambda i: dataset[i]
+        self.dataset = dataset
+        self.cm = ConfusionMatrix(num_classes, ignore_index)
+        self.on_mask = on_mask
+        self.images = 0
+
+    def take(self, index: int, logits: np.ndarray, label) -> None:
+        label = np.asarray(numpy(label), np.int64)
+        pred = predicted_labels(logits, label.shape)
+        self.cm.update(pred, label, where=str(self.dataset.samples.labels[index]))
+        if self.on_mask is not None:
+            self.on_mask(index, pred)
+        self.images += 1
+
+    def state(self) -> dict:
+        return {"confusion": self.cm.matrix, "images": self.images}
 
 
 def evaluate_segmentation(
@@ -194,96 +301,52 @@ def evaluate_segmentation(
     on_mask: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = True,
     world=None,
-) -> dict:
+    everyone: bool = True,
+) -> dict | None:
     """Evaluate ``predict_fn`` on ``dataset`` (a SegDataset, shunted/data/seg_datasets.py: ``[i] -> (image
     float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``); see the module docstring.
 
     batch_size: images per model call in ``whole`` mode (consecutive images of one size), windows per call in
     ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W uint8 mask at its label's size.
-    world: shunted/engine/world.py ``World``; each process evaluates every ``world.size``-th image and the
-    confusion matrices are summed (all processes return the same result).
+    world: shunted/engine/world.py ``World``; each process evaluates its contiguous share of the images
+    (``World.shard``), rank 0 gathers and sums the confusion matrices; ``everyone``: every rank returns the
+    result (training's validation), else only rank 0 (the others None).
 
     Returns shunted/engine/seg/metrics.py's ``seg_scores`` of the split's confusion matrix plus ``confusion``
     (K×K pixel counts, rows = label), ``images``, ``pixels`` (counted pixels) and timings.
     """
-    import paddle
-    from tqdm import tqdm
+    from ..infer import Source, gather_parts, per_rank, run_inference
+    from ..world import World
+    from .metrics import seg_scores
 
-    from .metrics import ConfusionMatrix, seg_scores
-
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
-    rank, size = (world.rank, world.size) if world is not None else (0, 1)
-    indices = list(range(rank, len(dataset), size))
-    loader = paddle.io.DataLoader(
-        MarkFailures(dataset, _unreadable, indices),
-        batch_size=1,
-        shuffle=False,
-        drop_last=False,
-        num_workers=workers,
-        collate_fn=_single,
-    )
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    bar = tqdm(
-        total=len(indices), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
-    )
-    timing = {"model_s": 0.0, "data_wait_s": 0.0}
-    n = 0
-    pending: list[tuple] = []
-    start = wait_from = time.perf_counter()
-
-    def flush():
-        nonlocal n
-        if not pending:
-            return
-        images = np.stack([p[0] for p in pending])
-        t0 = time.perf_counter()
-        try:
-            logits = batch_logits(predict_fn, images, num_classes, mode, crop_size, stride, batch_size)
-        except MemoryError:
-            raise out_of_memory(dataset.samples.images[pending[0][2]], images.shape, mode) from None
-        timing["model_s"] += time.perf_counter() - t0
-        for (_, label, i), lg in zip(pending, logits, strict=True):
-            pred = predicted_labels(lg, label.shape)
-            cm.update(pred, label, where=str(dataset.samples.labels[i]))
-            if on_mask is not None:
-                on_mask(i, pred)
-        n += len(pending)
-        bar.update(len(pending))
-        bar.set_postfix(img_s=f"{n / (time.perf_counter() - start):.2f}", refresh=False)
-        pending.clear()
-
-    try:
-        for image, label, index in loader:
-            timing["data_wait_s"] += time.perf_counter() - wait_from
-            i = int(_numpy(index))
-            if _numpy(image).size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
-                raise failure_of(dataset.samples.images[i], partial(dataset.__getitem__, i))
-            image, label = np.asarray(image, np.float32), np.asarray(label, np.int64)
-            if pending and (
-                mode == "slide" or len(pending) >= batch_size or pending[0][0].shape != image.shape
-            ):
-                flush()
-            pending.append((image, label, i))
-            wait_from = time.perf_counter()
-        flush()
-    finally:
-        bar.close()
-    wall = time.perf_counter() - start
-    matrix = cm.matrix
-    if world is not None and world.size > 1:
-        summed = world.sum([float(v) for v in matrix.ravel()] + [float(n)])
-        matrix = np.rint(summed[:-1]).astype(np.int64).reshape(num_classes, num_classes)
-        n = int(round(summed[-1]))
-    result = dict(seg_scores(matrix))
-    result.update(
-        confusion=matrix.tolist(),
-        images=n,
-        pixels=int(matrix.sum()),
-        wall_time_s=round(wall, 3),
-        throughput_img_s=round(len(indices) / wall, 3) if wall else None,
-        timing={k: round(v, 3) for k, v in timing.items()},
-    )
+    inference = SegInference(mode, crop_size, stride, batch_size)
+    world = world or World()
+    indices = world.shard(len(dataset))
+    acc = ConfusionAccumulator(dataset, inference, num_classes, ignore_index, on_mask)
+    source = Source(dataset, _unreadable, _single, indices, batch_size=1, workers=workers)
+    start = time.perf_counter()
+    parts = gather_parts(run_inference(source, acc, predict_fn, progress), world)
+    result = None
+    if parts is not None:
+        wall = time.perf_counter() - start
+        matrix = np.sum([p.state["confusion"] for p in parts], axis=0, dtype=np.int64)
+        images = sum(p.state["images"] for p in parts)
+        result = dict(seg_scores(matrix))
+        result.update(
+            confusion=matrix.tolist(),
+            images=images,
+            pixels=int(matrix.sum()),
+            wall_time_s=round(wall, 3),
+            throughput_img_s=round(len(dataset) / wall, 3) if wall else None,
+            timing={
+                "model_s": round(sum(p.timing.model_s for p in parts), 3),
+                "data_wait_s": round(sum(p.timing.data_wait_s for p in parts), 3),
+            },
+        )
+        if world.size > 1:
+            result["timing"]["per_rank"] = per_rank(parts, images=lambda s: s["images"])
+    if everyone and world.size > 1:
+        result = world.broadcast(result)
     return result
 
 
