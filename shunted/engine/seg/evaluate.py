@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -191,9 +191,20 @@ class SegInference:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
+        """The flags' rules, as one-line errors naming them."""
         if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        if self.mode == "slide" and self.stride is None and self.crop_size is not None:
+            raise ShuntedError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.mode == "slide" and self.crop_size is None:
+            raise ShuntedError("--mode slide needs --crop-size")
+        if self.mode != "slide" and (self.crop_size is not None or self.stride is not None):
+            raise ShuntedError("--crop-size and --stride are for --mode slide")
+        if self.stride is not None and (
+            self.stride[0] > self.crop_size[0] or self.stride[1] > self.crop_size[1]
+        ):
+            raise ShuntedError(
+                f"--stride {self.stride[0]}x{self.stride[1]}: larger than --crop-size, the windows would leave gaps"
+            )
+        if self.mode == "slide" and self.stride is None:
             self.stride = default_stride(self.crop_size)
 
     def mode_for(self, shape: tuple[int, ...]) -> str:
@@ -382,154 +393,175 @@ def _inside(path, folder) -> bool:
     return real == top or top in real.parents
 
 
-def evaluate_seg_checkpoint(
-    model: str,
-    weights: str | os.PathLike,
-    data: str | os.PathLike,
-    list_file: str | os.PathLike | None = None,
-    num_classes: int | None = None,
-    ignore_index: int = 255,
-    reduce_zero_label: bool = False,
-    output: str | os.PathLike | None = None,
-    save_masks: str | os.PathLike | None = None,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    batch_size: int = 1,
-    workers: int = 2,
-    scale: float | None = None,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-    class_names: str | os.PathLike | None = None,
-    opened=None,
-) -> dict:
-    """``shunted seg-eval`` as a function (module docstring); returns the result it writes to ``output``.
+@dataclass
+class SegEvalConfig:
+    """What ``shunted seg-eval`` runs (``commands/seg_eval.py`` builds it from the flags and ``-c`` / ``-o``).
 
     class_names: a file of class names, one per line in index order (recorded in the result as ``class_names``).
     reduce_zero_label: read labels as ADE20K's (``data/seg_datasets.py:reduce_zero_label``).
-    opened: a checkpoint already opened (``open_seg_model``) instead of opening ``model`` / ``weights`` here.
     """
-    from ...data.seg_datasets import SegDataset, list_seg_samples
-    from ...data.seg_transforms import SegEvalTransform
-    from ..evaluate import versions
-    from .outputs import OutputFolder, output_names
-    from .palette import read_class_names
 
-    if mode not in MODES:
-        raise ShuntedError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
-    if mode == "slide" and crop_size is None:
-        raise ShuntedError("--mode slide needs --crop-size")
+    model: str
+    weights: str | os.PathLike | None
+    data: str | os.PathLike
+    list_file: str | os.PathLike | None = None
+    num_classes: int | None = None
+    ignore_index: int = 255
+    reduce_zero_label: bool = False
+    class_names: str | os.PathLike | None = None
+    limit: int | None = None
+    scale: float | None = None
+    inference: SegInference = field(default_factory=SegInference)
+    workers: int = 2
+    backend: str = "dygraph"
+    threads: int | None = None
+    output: str | os.PathLike | None = None
+    save_masks: str | os.PathLike | None = None
+    progress: bool = True
+
+
+def _check_seg_eval_outputs(cfg: SegEvalConfig):
+    """Before the work: an output that is an input, or a location that cannot be written, fails now (the list
+    as list_seg_samples finds it: --list val.txt is also looked for under --data). Returns the masks folder."""
+    from .outputs import OutputFolder
+
+    list_path = cfg.list_file
     if (
-        stride is not None
-        and crop_size is not None
-        and (stride[0] > crop_size[0] or stride[1] > crop_size[1])
+        cfg.list_file is not None
+        and not Path(cfg.list_file).is_file()
+        and (Path(cfg.data) / cfg.list_file).is_file()
     ):
-        raise ShuntedError(
-            f"--stride {stride[0]}x{stride[1]}: larger than --crop-size, windows would leave gaps"
-        )
-    # before the work: an output that is an input, or a location that cannot be written, fails now; the list
-    # as list_seg_samples finds it (--list val.txt is also looked for under --data)
-    list_path = list_file
-    if list_file is not None and not Path(list_file).is_file() and (Path(data) / list_file).is_file():
-        list_path = Path(data) / list_file
+        list_path = Path(cfg.data) / cfg.list_file
     check_outputs(
-        [("--output", output)],
-        [("--weights", weights), ("--list", list_path), ("--class-names", class_names)],
-        data=[("--data", data)],
-        folders=[("--save-masks", save_masks)],
+        [("--output", cfg.output)],
+        [("--weights", cfg.weights), ("--list", list_path), ("--class-names", cfg.class_names)],
+        data=[("--data", cfg.data)],
+        folders=[("--save-masks", cfg.save_masks)],
     )
-    if output is not None:
-        check_output_file(output)
-    masks = None
-    if save_masks is not None:
-        if output is not None and _inside(output, save_masks):
-            raise ShuntedError(f"--output {output}: is inside --save-masks {save_masks}; write it outside")
-        masks = OutputFolder(save_masks, "--save-masks", "shunted seg-eval")
-        masks.check()
-    samples = list_seg_samples(data, list_file).head(limit)
+    if cfg.output is not None:
+        check_output_file(cfg.output)
+    if cfg.ignore_index < 0:
+        raise ShuntedError(f"--ignore-index {cfg.ignore_index}: must be 0 or more")
+    if cfg.save_masks is None:
+        return None
+    if cfg.output is not None and _inside(cfg.output, cfg.save_masks):
+        raise ShuntedError(
+            f"--output {cfg.output}: is inside --save-masks {cfg.save_masks}; write it outside"
+        )
+    masks = OutputFolder(cfg.save_masks, "--save-masks", "shunted seg-eval")
+    masks.check()
+    return masks
+
+
+def _seg_eval_samples(cfg: SegEvalConfig, masks):
+    """The labelled samples to evaluate and (with --save-masks) the mask file name of each."""
+    from ...data.seg_datasets import list_seg_samples
+    from .outputs import output_names
+
+    samples = list_seg_samples(cfg.data, cfg.list_file).head(cfg.limit)
     if len(samples) == 0:
-        raise DataError(f"{list_file or data}: no images to evaluate")
+        raise DataError(f"{cfg.list_file or cfg.data}: no images to evaluate")
     missing = [i for i, label in enumerate(samples.labels) if label is None]
     if missing:
         raise DataError(f"{samples.images[missing[0]]}: has no label ({len(missing)} images without one)")
-    names = None
-    if masks is not None:
-        for folder in sorted({p.parent for p in [*samples.images, *samples.labels]}):
-            if _inside(save_masks, folder):
-                raise ShuntedError(
-                    f"--save-masks {save_masks}: is inside the data folder {folder}; write the masks outside it"
-                )
-        names = [n[0] for n in output_names(samples.images, lambda p: [p.stem + MASK_SUFFIX], "--save-masks")]
+    if masks is None:
+        return samples, None
+    for folder in sorted({p.parent for p in [*samples.images, *samples.labels]}):
+        if _inside(cfg.save_masks, folder):
+            raise ShuntedError(
+                f"--save-masks {cfg.save_masks}: is inside the data folder {folder}; write the masks outside it"
+            )
+    return samples, [
+        n[0] for n in output_names(samples.images, lambda p: [p.stem + MASK_SUFFIX], "--save-masks")
+    ]
+
+
+def opened_for(cfg, opened=None):
+    """``opened`` (checked against ``cfg.num_classes``) or the checkpoint of ``cfg`` opened here."""
     if opened is None:
-        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes)
-    elif num_classes is not None and num_classes != opened.num_classes:
-        raise ShuntedError(f"--num-classes {num_classes}: the model has {opened.num_classes} classes")
+        return open_seg_model(
+            cfg.model, cfg.weights, cfg.backend, cfg.threads, expect_num_classes=cfg.num_classes
+        )
+    if cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
+        raise ShuntedError(f"--num-classes {cfg.num_classes}: the model has {opened.num_classes} classes")
+    return opened
+
+
+def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict | None:
+    """``shunted seg-eval`` as a function (module docstring); returns the result it writes to ``cfg.output``.
+
+    opened: a checkpoint already opened (``open_seg_model``) instead of opening ``cfg.model`` here.
+    world: the processes sharing the images (shunted/engine/world.py); rank 0 gathers, writes and returns the
+    result, the other ranks write their masks and return None.
+    """
+    from ...data.seg_datasets import SegDataset
+    from ...data.seg_transforms import SegEvalTransform
+    from ..evaluate import versions
+    from ..world import World
+    from .palette import read_class_names
+
+    world = world or World()
+    masks = _check_seg_eval_outputs(cfg)
+    samples, names = _seg_eval_samples(cfg, masks)
+    opened = opened_for(cfg, opened)
     num_classes = opened.num_classes
-    names_list = read_class_names(class_names, num_classes) if class_names is not None else None
+    names_list = read_class_names(cfg.class_names, num_classes) if cfg.class_names is not None else None
     if masks is not None and num_classes > 256:
         raise ShuntedError(f"--save-masks: {num_classes} classes do not fit an 8-bit index PNG")
-    if ignore_index < 0:
-        raise ShuntedError(f"--ignore-index {ignore_index}: must be 0 or more")
-    cfg = opened.pretrained_cfg
-    transform = SegEvalTransform(mean=cfg.mean, std=cfg.std, scale=scale)
-    dataset = SegDataset(samples, transform, reduce_zero_label=reduce_zero_label)
-
+    pre = opened.pretrained_cfg
+    dataset = SegDataset(
+        samples,
+        SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale),
+        reduce_zero_label=cfg.reduce_zero_label,
+    )
     on_mask = None
     if masks is not None:
         from PIL import Image
 
-        masks.begin(names)
+        masks.begin(names, world)
 
         def on_mask(i: int, mask: np.ndarray) -> None:
             masks.write_image(names[i], Image.fromarray(mask, "L"))
 
+    inf = cfg.inference
     try:
         scores = evaluate_segmentation(
-            opened.predictor,
-            dataset,
-            num_classes,
-            ignore_index,
-            batch_size=batch_size,
-            workers=workers,
-            mode=mode,
-            crop_size=crop_size,
-            stride=(stride or default_stride(crop_size)) if mode == "slide" else None,
-            on_mask=on_mask,
-            progress=progress,
-        )
+            opened.predictor, dataset, num_classes, cfg.ignore_index, batch_size=inf.batch_size,
+            workers=cfg.workers, mode=inf.mode, crop_size=inf.crop_size, stride=inf.stride, on_mask=on_mask,
+            progress=cfg.progress and world.main, world=world, everyone=False,
+        )  # fmt: skip
     except BaseException:  # a bad label, a full disk, Ctrl-C: no partial --save-masks output
         if masks is not None:
             masks.abort()
         raise
+    if scores is None:  # a rank other than 0
+        return None
     result = {
         "model": opened.model_name,
         "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
         "backend": opened.backend,
         "num_classes": num_classes,
         "class_names": names_list,
-        "ignore_index": ignore_index,
-        "reduce_zero_label": reduce_zero_label,
+        "ignore_index": cfg.ignore_index,
+        "reduce_zero_label": cfg.reduce_zero_label,
         "data": {
             "root": str(samples.root),
-            "list": str(list_file) if list_file is not None else None,
+            "list": str(cfg.list_file) if cfg.list_file is not None else None,
             "samples": len(samples),
-            "limit": limit,
+            "limit": cfg.limit,
         },
         "evaluation": {
-            "mode": mode,
-            "crop_size": list(crop_size) if mode == "slide" else None,
-            "stride": list(stride or default_stride(crop_size)) if mode == "slide" else None,
-            "scale": scale,
+            **inf.describe(),
+            "scale": cfg.scale,
             "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
-            "mean": list(cfg.mean),
-            "std": list(cfg.std),
-            "batch_size": batch_size,
-            "workers": workers,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "batch_size": inf.batch_size,
+            "workers": cfg.workers,
         },
+        "world_size": world.size,
         **_rounded(scores),
-        "masks": str(save_masks) if save_masks is not None else None,
+        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
         "versions": versions(),
     }
     if masks is not None:
@@ -543,8 +575,8 @@ def evaluate_seg_checkpoint(
                 "images": [{"image": samples.relative(i), "mask": names[i]} for i in range(len(samples))],
             }
         )
-    if output is not None:
-        write_json_atomic(output, result)
+    if cfg.output is not None:
+        write_json_atomic(cfg.output, result)
     return result
 
 
