@@ -206,3 +206,55 @@ def test_a_killed_run_leaves_a_partial_folder_the_next_run_removes(tmp_path):
     (out / PARTIAL / "a.png").write_bytes(b"half")
     _predict([a], out, fake_opened())
     assert not (out / PARTIAL).exists() and (out / "a.png").read_bytes() != b"half"
+
+
+# ------------------------------------------------------------------------------- predict on a growing folder
+class SequentialWorld:
+    """Rank ``rank`` of 2 in this process, rank 1 run to the end first: its collectives see themselves as the
+    other rank (so it goes on), and leave their values in ``mailbox`` for rank 0's to see (what the processes
+    exchange)."""
+
+    def __init__(self, rank: int, mailbox: dict):
+        self.rank, self.size, self.local_size, self.mailbox = rank, 2, 2, mailbox
+        self.calls = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def _exchange(self, value):
+        self.calls += 1
+        if self.rank == 1:
+            self.mailbox[self.calls] = value
+            return [value, value]
+        return [value, self.mailbox[self.calls]]
+
+    def sum(self, values):
+        return [a + b for a, b in zip(*self._exchange(values), strict=True)]
+
+    def gather_ints(self, values):
+        return self._exchange(values)
+
+
+def test_predict_on_a_folder_that_grows_between_the_ranks_walks(tmp_path, capsys):
+    """#13: rank 1 walked the folder before an image was added, rank 0 after: the old code wrote shards of two
+    listings and an index whose merged_lines raised. Now the ranks compare their listings and stop in one line
+    without an index (here at the first comparison, before any work)."""
+    from shunted.engine.predict import PredictConfig, index_path, run_predict
+
+    ckpt = Path(__file__).resolve().parents[2] / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in (0, 2, 4):
+        photo(folder / f"{i}.jpg", i)
+    out = tmp_path / "p.jsonl"
+    cfg = PredictConfig("shunted_t", ckpt, inputs=[str(folder)], img_size=32, resize_short=32, batch_size=1,
+                        workers=0, output=str(out), threads=1)  # fmt: skip
+    mailbox: dict = {}
+    run_predict(cfg, SequentialWorld(1, mailbox), show=lambda text: None)
+    photo(folder / "1.jpg", 1)  # sorts between 0.jpg and 2.jpg: rank 0's batches are other images
+    with pytest.raises(
+        DataError, match=r"the inputs differ between processes .*process 1 lists 3 images, process 0 4"
+    ):
+        run_predict(cfg, SequentialWorld(0, mailbox), show=lambda text: None)
+    assert not index_path(out).exists()
