@@ -453,19 +453,27 @@ class Summary:
         return (self.images - self.unreadable) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class Streaming:
+    """How ``stream_predictions`` runs: top-k, class names, images per batch, decoding threads, the progress bar
+    (``total``: the image count when known)."""
+
+    topk: int = 5
+    class_names: list[str] | None = None
+    batch_size: int = 32
+    workers: int = 0
+    progress: bool = True
+    total: int | None = None
+
+
 def stream_predictions(
     items: Iterator[tuple[str, str | None]],
     transform,
     predict_batch: PredictBatch,
+    how: Streaming | None = None,
     *,
-    topk: int = 5,
-    class_names: list[str] | None = None,
-    batch_size: int = 32,
-    workers: int = 0,
     writer: JsonlWriter | JsonWriter | None = None,
     show: Callable[[list[dict]], None] | None = None,
-    progress: bool = True,
-    total: int | None = None,
     errors_to: TextIO | None = None,
 ) -> Summary:
     """Predict the images of ``items`` (``iter_inputs``, already ``shard``-ed) batch by batch into ``writer``
@@ -479,14 +487,16 @@ def stream_predictions(
         summary.resumed = writer.done
     if writer is not None:
         writer.open()
+    how = how or Streaming()
+    class_names = how.class_names
     bar = tqdm(
-        total=total, initial=summary.resumed, unit="img", disable=None if progress else True,
+        total=how.total, initial=summary.resumed, unit="img", disable=None if how.progress else True,
         dynamic_ncols=True, leave=False, file=sys.stderr,
     )  # fmt: skip
     start = time.perf_counter()
     complete = False
     try:
-        for rows in predict_batches(items, transform, predict_batch, topk, batch_size, workers):
+        for rows in predict_batches(items, transform, predict_batch, how.topk, how.batch_size, how.workers):
             if writer is not None:
                 writer.write(rows, class_names)
             if show is not None:
@@ -763,12 +773,14 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
         show(runtime_line(cfg.backend, threads, world.size))
     listing = Listing(iter_inputs(cfg.inputs, cfg.lists))
     human = cfg.suffix != ".jsonl"
-    summary = stream_predictions(
-        shard(listing, world.rank, world.size, cfg.batch_size), transform, opened.predictor,
-        topk=cfg.topk, class_names=names, batch_size=cfg.batch_size, workers=cfg.workers, writer=writer,
-        show=(lambda recs: show(format_predictions(recs))) if human else None, progress=world.main,
-        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
+    how = Streaming(
+        cfg.topk, names, cfg.batch_size, cfg.workers, progress=world.main,
         total=count_inputs(cfg.inputs, cfg.lists) if world.size == 1 else None,
+    )  # fmt: skip
+    summary = stream_predictions(
+        shard(listing, world.rank, world.size, cfg.batch_size), transform, opened.predictor, how, writer=writer,
+        show=(lambda recs: show(format_predictions(recs))) if human else None,
+        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
     )  # fmt: skip
     totals = summary.totals
     if world.size > 1:

@@ -44,7 +44,9 @@ def test_cat_and_dog_only_score_the_real_accuracy(shared_dir, tmp_path):
     ckpt = shared_dir / "demo" / "ckpt_T_cifar10_fp16.pth"
     data = _copy(shared_dir / "data" / "cifar10" / "test", tmp_path / "D", ("cat", "dog"), 5)
     r = evaluate_checkpoint(
-        EvalConfig("shunted_t", ckpt, data, **PRE, workers=0, progress=False, save_logits_to=tmp_path / "l.npy")
+        EvalConfig(
+            "shunted_t", ckpt, data, **PRE, workers=0, progress=False, save_logits_to=tmp_path / "l.npy"
+        )
     )
     logits = np.load(tmp_path / "l.npy")
     truth = np.array([CIFAR10.index("cat")] * 5 + [CIFAR10.index("dog")] * 5)  # sorted paths: cats first
