@@ -220,7 +220,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode",
         choices=("whole", "slide"),
-        default="whole",
+        default=None,
         help="whole image at once (default), or a sliding window (--crop-size, --stride)",
     )
     parser.add_argument("--crop-size", type=pair, metavar="S|HxW", help="sliding window size (--mode slide)")
@@ -229,8 +229,48 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def seg_inference(args: argparse.Namespace):
-    """The ``SegInference`` of --mode / --crop-size / --stride / --batch-size (their rules: one-line errors)."""
+def seg_settings(args: argparse.Namespace, flags: dict[str, str], required: tuple[str, ...]) -> dict:
+    """Each ``flags`` attribute's value: the flag when given, else the ``-c`` file / ``-o`` override of its
+    config key (``flags``: attribute → key of shunted/config_schema.py, segmentation), else the schema's
+    default; the config checked against the schema. ``required``: attributes that must end up set."""
+    from ..config import ConfigError, get, layered_config
+    from ..config_schema import SEG, seg_train_defaults
+
+    given = {}
+    for attr, key in flags.items():
+        value = getattr(args, attr, None)
+        given[key] = list(value) if isinstance(value, tuple) else value  # (h, w) flags: [h, w] keys
+    cfg = layered_config(
+        SEG, seg_train_defaults, getattr(args, "config", None), getattr(args, "override", None), given,
+        {key: "--" + attr.replace("_", "-") for attr, key in flags.items()},
+    )  # fmt: skip
+    values = {attr: get(cfg, key) for attr, key in flags.items()}
+    for attr in ("crop_size", "stride"):
+        if isinstance(values.get(attr), list):
+            values[attr] = tuple(values[attr])
+    for attr in required:
+        if values.get(attr) is None:
+            raise ConfigError(
+                f"--{attr.replace('_', '-')} is required (or set {flags[attr]} in the -c config)"
+            )
+    return values
+
+
+# seg-eval / seg-predict flag → key of the one config schema (PaddleClas's sections)
+SEG_INFER_KEYS = {
+    "model": "Arch.name",
+    "weights": "Global.pretrained_model",
+    "num_classes": "Arch.class_num",
+    "batch_size": "DataLoader.Eval.sampler.batch_size",
+    "scale": "DataLoader.Eval.transform.scale",
+    "mode": "Infer.mode",
+    "crop_size": "Infer.crop_size",
+    "stride": "Infer.stride",
+}
+
+
+def seg_inference(values: dict):
+    """The ``SegInference`` of mode / crop_size / stride / batch_size (their rules: one-line errors)."""
     from ..engine.seg.evaluate import SegInference
 
-    return SegInference(args.mode, args.crop_size, args.stride, args.batch_size)
+    return SegInference(values["mode"], values["crop_size"], values["stride"], values["batch_size"])
