@@ -143,7 +143,7 @@ def test_seg_eval_stops_on_a_fifo_image_or_label(tmp_path):
         finishes(lambda: dataset[1])
     # the loop reports the first one in one line (it would hang here before the fix, so checked above first)
     with pytest.raises(DataError, match=r"a\.png: cannot read label"):
-        evaluate_segmentation(fake_opened().predictor, dataset, K, 255, workers=0, progress=False)
+        evaluate_segmentation(fake_opened().predictor, dataset, K, workers=0, progress=False)
 
 
 def test_predict_list_with_a_bom(tmp_path):

@@ -1,6 +1,6 @@
 """Semantic segmentation evaluation: mIoU, per-class IoU and accuracy, pixel accuracy, the confusion matrix.
 
-``evaluate_segmentation(predict_fn, dataset, num_classes, ignore_index)`` is backend-agnostic: ``predict_fn`` maps a
+``evaluate_segmentation(predict_fn, dataset, num_classes, inference)`` is backend-agnostic: ``predict_fn`` maps a
 float32 N×3×H×W batch to logits N×K×H×W (the dygraph model, or a runtime of shunted/runtime/). Every image is
 evaluated at full resolution, as mmseg and PaddleSeg do: the whole image at once (``mode="whole"``), or a sliding
 window of ``crop_size`` moved by ``stride`` whose overlapping logits are averaged (``mode="slide"``, mmseg's
@@ -303,25 +303,21 @@ def evaluate_segmentation(
     predict_fn: SegPredict,
     dataset,
     num_classes: int,
-    ignore_index: int,
-    batch_size: int = 1,
+    inference: SegInference | None = None,
     workers: int = 0,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
     on_mask: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = True,
     world=None,
-    everyone: bool = True,
-) -> dict | None:
+) -> dict:
     """Evaluate ``predict_fn`` on ``dataset`` (a SegDataset, shunted/data/seg_datasets.py: ``[i] -> (image
-    float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``); see the module docstring.
+    float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``; its ``ignore_index`` pixels are not counted);
+    see the module docstring.
 
-    batch_size: images per model call in ``whole`` mode (consecutive images of one size), windows per call in
-    ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W uint8 mask at its label's size.
-    world: shunted/engine/world.py ``World``; each process evaluates its contiguous share of the images
-    (``World.shard``), rank 0 gathers and sums the confusion matrices; ``everyone``: every rank returns the
-    result (training's validation), else only rank 0 (the others None).
+    inference: whole or slide, and ``batch_size`` images per model call in ``whole`` mode (consecutive images of
+    one size), windows per call in ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W
+    uint8 mask at its label's size. world: shunted/engine/world.py ``World``; each process evaluates its
+    contiguous share of the images (``World.shard``), rank 0 gathers and sums the confusion matrices, every rank
+    returns the result.
 
     Returns shunted/engine/seg/metrics.py's ``seg_scores`` of the split's confusion matrix plus ``confusion``
     (K×K pixel counts, rows = label), ``images``, ``pixels`` (counted pixels) and timings.
@@ -330,10 +326,10 @@ def evaluate_segmentation(
     from ..world import World
     from .metrics import seg_scores
 
-    inference = SegInference(mode, crop_size, stride, batch_size)
+    inference = inference or SegInference()
     world = world or World()
     indices = world.shard(len(dataset))
-    acc = ConfusionAccumulator(dataset, inference, num_classes, ignore_index, on_mask)
+    acc = ConfusionAccumulator(dataset, inference, num_classes, dataset.ignore_index, on_mask)
     source = Source(dataset, _unreadable, _single, indices, batch_size=1, workers=workers)
     start = time.perf_counter()
     parts = gather_parts(run_inference(source, acc, predict_fn, progress), world)
@@ -356,9 +352,7 @@ def evaluate_segmentation(
         )
         if world.size > 1:
             result["timing"]["per_rank"] = per_rank(parts, images=lambda s: s["images"])
-    if everyone and world.size > 1:
-        result = world.broadcast(result)
-    return result
+    return world.broadcast(result) if world.size > 1 else result
 
 
 # ------------------------------------------------------------------------------------------ the checkpoint
@@ -512,6 +506,7 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     dataset = SegDataset(
         samples,
         SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale),
+        ignore_index=cfg.ignore_index,
         reduce_zero_label=cfg.reduce_zero_label,
     )
     on_mask = None
@@ -526,15 +521,20 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     inf = cfg.inference
     try:
         scores = evaluate_segmentation(
-            opened.predictor, dataset, num_classes, cfg.ignore_index, batch_size=inf.batch_size,
-            workers=cfg.workers, mode=inf.mode, crop_size=inf.crop_size, stride=inf.stride, on_mask=on_mask,
-            progress=cfg.progress and world.main, world=world, everyone=False,
-        )  # fmt: skip
+            opened.predictor,
+            dataset,
+            num_classes,
+            inf,
+            cfg.workers,
+            on_mask,
+            cfg.progress and world.main,
+            world,
+        )
     except BaseException:  # a bad label, a full disk, Ctrl-C: no partial --save-masks output
         if masks is not None:
             masks.abort()
         raise
-    if scores is None:  # a rank other than 0
+    if not world.main:  # rank 0 writes the result
         return None
     result = {
         "model": opened.model_name,
