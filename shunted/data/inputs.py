@@ -75,9 +75,22 @@ def _walk(folder: str, ancestors: set[tuple[int, int]]) -> Iterator[tuple[str, s
 
 
 def _not_regular(path: str) -> str:
-    if not os.path.lexists(path) or not os.path.exists(path):
-        return f"{path}: cannot read image (a broken link)"
-    return f"{path}: cannot read image (not a regular file: a FIFO, device or socket is never opened)"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # a broken link
+        return f"{path}: cannot read image ({exc.strerror or exc})"
+    return f"{path}: cannot read image (not a regular file: {file_kind(mode)})"
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages (``os.stat().st_mode``)."""
+    import stat
+
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
 
 
 def read_list_lines(list_file: str | os.PathLike, flag: str = "--list") -> Iterator[tuple[int, str]]:

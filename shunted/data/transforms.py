@@ -53,9 +53,10 @@ def open_regular(path: str | os.PathLike, what: str = "image"):
         raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
+        from .inputs import file_kind
+
         os.close(fd)
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
-        raise DataError(f"{path}: cannot read {what} (not a regular file: {kind})")
+        raise DataError(f"{path}: cannot read {what} (not a regular file: {file_kind(mode)})")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")

@@ -258,3 +258,17 @@ def test_predict_on_a_folder_that_grows_between_the_ranks_walks(tmp_path, capsys
     ):
         run_predict(cfg, SequentialWorld(0, mailbox), show=lambda text: None)
     assert not index_path(out).exists()
+
+
+def test_seg_eval_with_worker_processes_names_an_unreadable_image(tmp_path):
+    """The loader's placeholder for an unreadable sample was an empty array, which Paddle's worker processes cannot
+    pass: seg-eval --workers 2 on a corrupt image ended in a SystemError traceback ("Blocking queue is killed")."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        photo(tmp_path / "images" / f"{name}.jpg", 0)
+        Image.fromarray(np.zeros((30, 40), np.uint8), "L").save(tmp_path / "labels" / f"{name}.png")
+    (tmp_path / "images" / "b.jpg").write_bytes(b"not an image")
+    dataset = SegDataset(list_seg_samples(tmp_path), SegEvalTransform())
+    with pytest.raises(DataError, match=r"b\.jpg: cannot read image \(cannot identify image file"):
+        evaluate_segmentation(fake_opened().predictor, dataset, K, workers=2, progress=False)

@@ -170,9 +170,18 @@ def predicted_labels(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- evaluation
 
 
+UNREADABLE = -1  # the second field of a sample the loader could not produce: no label or image is negative
+
+
 def _unreadable(index: int) -> tuple:
-    """A sample the loader could not produce: an empty image (a real one never is) and its index."""
-    return np.zeros((3, 0, 0), np.float32), np.zeros((0, 0), np.int64), np.int64(index)
+    """A sample the loader could not produce: a 1×1 image and a 1×1 int64 ``UNREADABLE`` second field (a label is
+    never negative, an RGB image is uint8), with its index. Not empty: Paddle's worker processes cannot pass
+    empty arrays (the old empty placeholder crashed seg-eval --workers 2 with a traceback)."""
+    return np.zeros((3, 1, 1), np.float32), np.full((1, 1), UNREADABLE, np.int64), np.int64(index)
+
+
+def _marked(extra) -> bool:
+    return extra.dtype == np.int64 and extra.shape == (1, 1) and int(extra[0, 0]) == UNREADABLE
 
 
 def _single(batch):
@@ -242,8 +251,8 @@ class SegAccumulator:
     def add(self, item, run) -> int:
         image, extra, index = item
         i = int(numpy(index))
-        image = numpy(image)
-        if image.size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
+        image, extra = numpy(image), numpy(extra)
+        if _marked(extra):  # marked by MarkFailures (_unreadable): its error, in one line
             raise failure_of(self.image_path(i), partial(self.read, i))
         image = np.asarray(image, np.float32)
         done = 0
