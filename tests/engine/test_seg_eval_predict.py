@@ -416,6 +416,39 @@ def test_the_model_and_its_class_count_are_checked_in_one_line(seg_weights, camv
     )
 
 
+def test_seg_config_keys_reach_the_engine(tmp_path, monkeypatch, capsys):
+    """-c / -o / flags resolved into SegEvalConfig and SegPredictConfig (the engine call captured, no model)."""
+    import shunted.engine.seg.evaluate as ev
+    import shunted.engine.seg.predict as pr
+
+    got = {}
+    monkeypatch.setattr(
+        ev, "evaluate_seg_checkpoint", lambda cfg, world=None: got.setdefault("eval", cfg) and None
+    )
+    monkeypatch.setattr(pr, "segment_images", lambda cfg, world=None: got.setdefault("predict", cfg) and None)
+    cfg = tmp_path / "seg.yaml"
+    cfg.write_text(
+        "Arch: {name: shunted_t_fpn, class_num: 11, ignore_index: 11}\nGlobal: {pretrained_model: w.pdparams}\n"
+        "DataLoader: {Eval: {dataset: {image_root: data, list: val.txt}, loader: {num_workers: 0}}}\n"
+        "Infer: {mode: slide, crop_size: [64, 96]}\n"
+    )
+    assert main(["seg-eval", "-c", str(cfg), "-o", "Infer.stride=[32,48]", "--ignore-index", "255"]) == 0
+    e = got["eval"]
+    assert (e.model, e.weights, e.data, e.list_file, e.num_classes, e.workers) == (
+        "shunted_t_fpn", "w.pdparams", "data", "val.txt", 11, 0)  # fmt: skip
+    assert e.ignore_index == 255  # the flag wins over the config
+    assert (e.inference.mode, e.inference.crop_size, e.inference.stride) == ("slide", (64, 96), (32, 48))
+    assert main(["seg-predict", "-c", str(cfg), "-o", "Infer.mode=whole", "-o", "Infer.crop_size=null", "x.jpg",
+                 "--output-dir", "o"]) == 0  # fmt: skip
+    p = got["predict"]
+    assert (p.model, p.num_classes, p.inference.mode, p.inputs) == ("shunted_t_fpn", 11, "whole", ["x.jpg"])
+    code, err = run(["seg-eval", "-c", str(cfg), "-o", "Infer.mode=sliding"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Infer.mode" in err, err
+    code, err = run(["seg-eval", "--data", "d"], capsys)
+    assert code == 2 and "--model is required (or set Arch.name in the -c config)" in err, err
+
+
+@pytest.mark.slow  # three seg-eval runs and a seg-predict on the real network
 def test_seg_eval_and_seg_predict_take_the_config_file_and_overrides(
     seg_weights, camvid_subset, shared_dir, tmp_path, capsys, reuse_model
 ):
