@@ -41,7 +41,7 @@ from ..fileio import atomic_path, check_output_file, check_outputs, write_json_a
 from ..runtime import DEFAULT_MARGIN
 from .infer import Source, numpy, run_inference
 from .session import open_model
-from .world import World
+from .world import World, first_different
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -322,9 +322,9 @@ def save_result(path: str | os.PathLike, result: dict) -> None:
     write_json_atomic(Path(path), result)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalRun:
-    """How one evaluation pass runs and what it writes (``run_evaluation``)."""
+    """How one evaluation pass runs and what it writes (``run_evaluation``); keyword-only."""
 
     batch_size: int = 64
     workers: int = 2
@@ -397,8 +397,8 @@ def run_evaluation(
 
 
 @dataclass
-class EvalConfig:
-    """What ``shunted eval`` runs (``commands/eval.py`` builds it from ``-c`` / ``-o`` and the flags).
+class EvalConfig(EvalRun):
+    """What ``shunted eval`` runs (and, as an ``EvalRun``, how the pass runs) (``commands/eval.py`` builds it from ``-c`` / ``-o`` and the flags).
 
     ``num_classes``, when given, must match the checkpoint's head. Class folders map to class indices by name
     when the names are known (``class_names``, a file of one name per line, or what
@@ -416,20 +416,9 @@ class EvalConfig:
     resize_short: int | None = None
     interpolation: str | None = None
     limit: int | None = None
-    batch_size: int = 64
-    workers: int = 2
-    skip_bad: bool = False
-    save_logits_to: str | os.PathLike | None = None
-    output: str | os.PathLike | None = None
-    progress: bool = True
     backend: str = "dygraph"
     threads: int | None = None
     recheck_margin: float = DEFAULT_MARGIN
-
-    def run(self) -> EvalRun:
-        return EvalRun(
-            self.batch_size, self.workers, self.skip_bad, self.save_logits_to, self.output, self.progress
-        )
 
 
 def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None) -> dict | None:
@@ -473,7 +462,7 @@ def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None
             f"num_classes {cfg.num_classes} differs from the opened model's {opened.num_classes}"
         )
     dataset, record = checkpoint_dataset(opened, cfg.data, transform, cfg.labels, cfg.class_names, cfg.limit)
-    return run_evaluation(opened.predictor, dataset, opened.num_classes, record, cfg.run(), world=world)
+    return run_evaluation(opened.predictor, dataset, opened.num_classes, record, cfg, world=world)
 
 
 def check_same_samples(dataset: ImageDataset, world: World) -> None:
@@ -488,13 +477,14 @@ def check_same_samples(dataset: ImageDataset, world: World) -> None:
         digest.update(f"{dataset.samples.relative(i)}\0{label}\n".encode("utf-8", "surrogateescape"))
     mine = [len(dataset), int.from_bytes(digest.digest()[:7], "big")]
     listed = world.gather_ints(mine)
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
-                f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
-                "same --data (the same files on every node)"
-            )
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
+            f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
+            "same --data (the same files on every node)"
+        )
 
 
 def checkpoint_dataset(

@@ -730,13 +730,16 @@ class Listing:
 
 def agree_on_listing(listed: list[list[int]], when: str) -> None:
     """Every process must have walked the same listing (``Listing.words`` per rank): else one line."""
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
-                f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
-                "it was read (or is not the same on every node): run again on a folder that does not change"
-            )
+    from .world import first_different
+
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
+            f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
+            "it was read (or is not the same on every node): run again on a folder that does not change"
+        )
 
 
 def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) -> dict:
