@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..fileio import IMAGE_EXTENSIONS
+from ..fileio import IMAGE_EXTENSIONS, read_input_text
 from .transforms import load_rgb
 
 IMAGE_DIRS = ("images", "img")
@@ -104,16 +104,17 @@ def list_seg_samples(root: str | os.PathLike, list_file: str | os.PathLike | Non
 
 
 def _find_list(root: Path, list_file: Path) -> Path:
-    if list_file.is_file():
+    if list_file.exists():  # a pipe or device too: the opener refuses it by what it is
         return list_file
-    if not list_file.is_absolute() and (root / list_file).is_file():
+    if not list_file.is_absolute() and (root / list_file).exists():
         return root / list_file
     raise DataError(f"{list_file}: no such list file (looked as given and under {root})")
 
 
 def _from_list(root: Path, list_file: Path) -> SegSamples:
     try:
-        text = list_file.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the path
+        # a BOM (Windows editors) is not part of the path
+        text = read_input_text(list_file, "list", encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{list_file}: not a UTF-8 text file of 'image label' lines") from None
     except OSError as exc:

@@ -19,7 +19,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ...errors import ShuntedError
-from ...fileio import OutputError, atomic_path, check_output_dir, write_json_atomic
+from ...fileio import (
+    InputError,
+    OutputError,
+    atomic_path,
+    check_output_dir,
+    read_input_text,
+    write_json_atomic,
+)
 
 MANIFEST = "seg_outputs.json"
 WRITERS = ("shunted seg-eval", "shunted seg-predict")
@@ -31,8 +38,8 @@ def _previous_files(folder: Path) -> set[str] | None:
     if not path.is_file() or path.is_symlink():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        record = json.loads(read_input_text(path, "record"))
+    except (OSError, InputError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("written_by") not in WRITERS:
         return None
