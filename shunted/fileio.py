@@ -253,6 +253,80 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# -- one writer per output ---------------------------------------------------------------------------------------
+# A command that writes a result, a prediction stream, a mask folder or a run folder first takes an advisory lock
+# (flock) on ``.<name>.lock`` beside it, holding its pid; a second writer of the same output stops at once naming
+# that pid. The kernel releases the lock when its holder exits, however it ends (a lock file a killed writer
+# leaves is taken over by the next one); the holder removes the file when its command ends (``release_outputs``,
+# called by cli.py). Under ``paddle.distributed.launch`` every process locks ``.<name>.rank<R>.lock`` for its rank R,
+# so a second launch of the same command stops rank by rank. Outputs are compared as resolved paths: ``./s.jsonl``
+# and ``s.jsonl`` are one output.
+
+
+class OutputLocked(ShuntedError):
+    """Another process holds the output's lock."""
+
+
+_HELD: dict[Path, int] = {}  # lock file -> descriptor holding its flock
+
+
+def lock_path(output: str | os.PathLike) -> Path:
+    """The lock file of ``output`` (a file or a folder): ``.<name>.lock`` beside it (resolved)."""
+    real = Path(os.path.realpath(output))
+    rank = os.environ.get("PADDLE_TRAINER_ID", "0") if "PADDLE_TRAINERS_NUM" in os.environ else "0"
+    return real.parent / (f".{real.name}.lock" if rank in ("", "0") else f".{real.name}.rank{rank}.lock")
+
+
+def lock_output(output: str | os.PathLike | None, what: str | None = None) -> None:
+    """Hold ``output``'s lock until ``release_outputs`` (or the process's end); ``OutputLocked`` naming the
+    holder's pid if another process has it. Where no lock file can be made (the folder is missing or read-only)
+    the output cannot be written either, and the command's own checks say so: nothing is locked then."""
+    if output is None:
+        return
+    import fcntl
+
+    path = lock_path(output)
+    if path in _HELD:
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise OutputLocked(
+                f"{_shown(what, output)}: another shunted process (pid {holder}) is writing it; wait for it to "
+                "end or choose another output"
+            ) from None
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed it between our open and our lock: lock the new one
+    with contextlib.suppress(OSError):  # a full disk: the lock holds without the pid in it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[path] = fd
+
+
+def release_outputs() -> None:
+    """Remove and release the lock files this process holds (a command's end)."""
+    while _HELD:
+        path, fd = _HELD.popitem()
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked: a waiting writer finds the file gone and makes its own
+        os.close(fd)
+
+
 # -- inputs ------------------------------------------------------------------------------------------------------
 # Every file a command reads that is not an image or weights (label and class-name lists, configs, palettes, image
 # lists, our own JSON records) is opened here: regular files only, since a named pipe blocks its reader forever and

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.session import open_model
     from ..engine.world import init_world, threads_per_process
     from ..errors import DataError, ShuntedError
-    from ..fileio import check_output_file, check_outputs
+    from ..fileio import check_output_file, check_outputs, lock_output
     from ..models import get_pretrained_cfg
 
     if args.topk < 1:
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ShuntedError(f"--model: {exc}") from None
     results = engine.shard_path(args.output, world.rank, world.size) if suffix == ".jsonl" else args.output
+    lock_output(results, "--output")  # one writer per output (cli.py releases it)
     outputs = [("--output", args.output)]
     if suffix == ".jsonl":
         outputs = [("--output", results), (None, engine.meta_path(results))]
@@ -116,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     # an output that needs --resume fails before the model is built (several processes: below, together)
     if suffix == ".jsonl" and world.size == 1:
         engine.check_fresh(results, args.resume)
+    elif suffix == ".json":
+        engine.check_replaceable(args.output)
     transform = EvalTransform.from_config(
         cfg,
         img_size=args.img_size,

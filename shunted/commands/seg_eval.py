@@ -127,8 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.evaluate import evaluate_seg_checkpoint, format_table
+    from ..fileio import lock_output
 
     check_inference_arguments(args)
+    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
+    lock_output(args.save_masks, "--save-masks")
     result = evaluate_seg_checkpoint(
         args.model,
         args.weights,

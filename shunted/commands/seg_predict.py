@@ -49,9 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.predict import format_summary, segment_images
+    from ..fileio import lock_output
     from .seg_eval import check_inference_arguments
 
     check_inference_arguments(args)
+    lock_output(args.output_dir, "--output-dir")  # one writer per output (cli.py releases it)
     manifest = segment_images(
         args.inputs,
         args.output_dir,

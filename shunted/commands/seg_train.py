@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.seg.config import resolve_seg_config
     from ..engine.seg.train import seg_train
     from ..engine.train.state import OUTPUTS
-    from ..fileio import check_output_dir, check_outputs
+    from ..fileio import check_output_dir, check_outputs, lock_output
 
     cfg = resolve_seg_config(args)  # flags and config checked before any work
     out = get(cfg, "Global.output_dir")
@@ -99,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         ],
         [("--data", root)],
     )
+    lock_output(out, "--output")  # one writer per run folder (cli.py releases it)
     seg_train(cfg)
     return 0
