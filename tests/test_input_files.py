@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import pytest
@@ -72,7 +74,9 @@ def test_text_inputs_are_bounded_by_kind(tmp_path, monkeypatch):
     big = tmp_path / "names.txt"
     big.write_bytes(b"cat\n" * 1000)
     monkeypatch.setitem(fileio.TEXT_LIMITS, "names", (1000, "a class-name list"))
-    with pytest.raises(ShuntedError, match=r"names.txt: 4 kB, more than a class-name list may hold \(1000 bytes\)"):
+    with pytest.raises(
+        ShuntedError, match=r"names.txt: 4 kB, more than a class-name list may hold \(1000 bytes\)"
+    ):
         read_names_file(big)
     big.write_bytes(b"cat\n" * 250)  # exactly the limit
     assert read_names_file(big) == ["cat"] * 250
@@ -91,5 +95,27 @@ def test_the_opener_reads_regular_files_and_names_the_flag(tmp_path):
 def test_weights_reuse_the_same_refusal(fifo):
     from shunted.convert.reader import check_readable
 
-    with pytest.raises(ShuntedError, match="named pipe \\(FIFO\\), not a regular file; give a checkpoint file"):
+    with pytest.raises(
+        ShuntedError, match="named pipe \\(FIFO\\), not a regular file; give a checkpoint file"
+    ):
         check_readable(fifo)
+
+
+def test_an_image_past_pillows_pixel_limit_is_one_line_not_a_warning(tmp_path):
+    """12000 x 12000 (144 MP) is between Pillow's limit and twice it, where Pillow only warns and decodes
+    gigabytes (issue 20 #20); a header is enough to trigger its check."""
+    from shunted.data.transforms import load_rgb
+    from shunted.errors import DataError
+
+    big = tmp_path / "big.ppm"
+    big.write_bytes(b"P5\n12000 12000\n255\n" + bytes(64))
+    with pytest.raises(
+        DataError, match=r"big.ppm: cannot read image \(Image size \(144000000 pixels\) exceeds"
+    ):
+        load_rgb(big)
+    # pytest filters warnings its own way: the package's filter is seen in a process of its own
+    code = (
+        f"from shunted.data.transforms import load_rgb\ntry: load_rgb({str(big)!r})\nexcept Exception: pass"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr

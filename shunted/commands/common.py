@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 
 STRIDE = 32  # the network's total stride: inputs must be multiples of it (shunted/models/shunted.py)
 # Upper bounds so an absurd value is refused while parsing instead of exhausting memory later. Stage 1's attention
@@ -154,8 +156,33 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         help="runtime (default dygraph); the static ones export the model to a temporary folder first",
     )
     parser.add_argument(
-        "--threads", type=positive_int, default=None, help="CPU threads (default: every core)"
+        "--threads",
+        type=threads,
+        default=None,
+        help="CPU threads (default: every core; at most twice the cores)",
     )
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads(text: str) -> int:
+    """``--threads``: 1 to twice the cores (more only slows the run: 1000 threads ran 9x slower); past the core
+    count a one-line warning."""
+    value = positive_int(text)
+    n = cores()
+    if value > 2 * n:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more than twice the {n} cores of this machine (at most {2 * n}; more only slows the run)"
+        )
+    if value > n:
+        print(
+            f"shunted: warning: --threads {value} is more than the {n} cores of this machine; runs may be slower",
+            file=sys.stderr,
+        )
+    return value
 
 
 def ignore_index(text: str) -> int:

@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..errors import DataError
 from ..fileio import IMAGE_EXTENSIONS, read_input_text
-from .transforms import load_rgb
+from .transforms import IMAGE_ERRORS, check_pixels, load_rgb
 
 IMAGE_DIRS = ("images", "img")
 LABEL_DIRS = ("labels", "annotations", "ann")
@@ -195,6 +195,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     """uint8 H×W class indices of a single-channel label image; a DataError naming the file otherwise."""
     try:
         with Image.open(path) as img:
+            check_pixels(img)
             img.load()
             mode, bands = img.mode, len(img.getbands())
             if mode in ("L", "P"):
@@ -207,7 +208,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
                 raise DataError(f"{path}: label image is {mode} ({bands} channels); {SINGLE_CHANNEL_HINT}")
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except IMAGE_ERRORS as exc:
         raise DataError(
             f"{path}: cannot read label ({' '.join(str(exc).split()) or type(exc).__name__})"
         ) from None

@@ -18,6 +18,7 @@ normalised array the model takes. Pillow's resampling is not bit-stable across r
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,6 +26,18 @@ from PIL import Image
 
 from ..errors import DataError
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+# Pillow only warns for an image between its pixel limit and twice that (a 144 MP photo): an error instead, so such an
+# image gets the one-line "cannot read image" (or is skipped with --skip-bad) like a larger one, never a raw warning
+# on stderr followed by gigabytes of decoding.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+IMAGE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -41,12 +54,24 @@ def pillow_version() -> str:
     return PIL.__version__
 
 
+def check_pixels(img: Image.Image) -> None:
+    """Pillow's decompression-bomb limit as an error even where warnings are filtered otherwise (an application
+    that embeds the package, pytest)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({img.width * img.height} pixels) exceeds limit of {limit} pixels, "
+            "could be decompression bomb DOS attack."
+        )
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """``Image.open(path).convert('RGB')``, fully decoded; any failure is a DataError naming the file."""
     try:
         with Image.open(path) as img:
+            check_pixels(img)
             return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except IMAGE_ERRORS as exc:
         raise DataError(
             f"{path}: cannot read image ({' '.join(str(exc).split()) or type(exc).__name__})"
         ) from None

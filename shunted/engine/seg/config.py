@@ -336,11 +336,20 @@ def check_config(cfg: dict) -> None:
     for key, message in required:
         if get(cfg, key, None) in (None, ""):
             raise ConfigError(message)
-    k, ignore = get(cfg, "Arch.num_classes"), get(cfg, "Arch.ignore_index")
-    if ignore < k:
-        raise ConfigError(
-            f"--ignore-index {ignore}: is one of the {k} classes (0..{k - 1}); use a value >= {k}, e.g. 255"
-        )
+    k = get(cfg, "Arch.num_classes")
+    check_ignore_index(get(cfg, "Arch.ignore_index"), k)
     names = get(cfg, "Arch.class_names")
     if names is not None and len(names) != k:
         raise ConfigError(f"Arch.class_names: {len(names)} names for {k} classes (--num-classes)")
+
+
+def check_ignore_index(ignore: int, num_classes: int) -> None:
+    """An ignored label value must not be one of the classes (that class's pixels would vanish from the loss and
+    the scores): the one rule of seg-train and seg-eval."""
+    if ignore < 0:
+        raise ConfigError(f"--ignore-index {ignore}: must be 0 or more")
+    if ignore < num_classes:
+        raise ConfigError(
+            f"--ignore-index {ignore}: is one of the {num_classes} classes (0..{num_classes - 1}); "
+            f"use a value >= {num_classes}, e.g. 255"
+        )

@@ -29,6 +29,7 @@ import numpy as np
 from ...data.loader_guard import MarkFailures, failure_of
 from ...errors import DataError, ShuntedError
 from ...fileio import check_output_file, check_outputs, write_json_atomic
+from .config import check_ignore_index
 
 SegPredict = Callable[[np.ndarray], np.ndarray]
 MODES = ("whole", "slide")
@@ -407,8 +408,7 @@ def evaluate_seg_checkpoint(
     names_list = read_class_names(class_names, num_classes) if class_names is not None else None
     if masks is not None and num_classes > 256:
         raise ShuntedError(f"--save-masks: {num_classes} classes do not fit an 8-bit index PNG")
-    if ignore_index < 0:
-        raise ShuntedError(f"--ignore-index {ignore_index}: must be 0 or more")
+    check_ignore_index(ignore_index, num_classes)
     cfg = opened.pretrained_cfg
     transform = SegEvalTransform(mean=cfg.mean, std=cfg.std, scale=scale)
     dataset = SegDataset(samples, transform, reduce_zero_label=reduce_zero_label)
