@@ -204,6 +204,6 @@ def test_seg_eval_and_seg_train_refuse_an_ignore_index_that_is_a_class():
         seg_config.check_ignore_index(3, 11)
     seg_config.check_ignore_index(11, 11)
     seg_config.check_ignore_index(255, 11)
-    assert "check_ignore_index(ignore_index, num_classes)" in inspect.getsource(
+    assert "check_ignore_index(cfg.ignore_index, num_classes)" in inspect.getsource(
         seg_evaluate.evaluate_seg_checkpoint
     )

@@ -65,10 +65,31 @@ def check_pixels(img: Image.Image) -> None:
         )
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """``Image.open(path).convert('RGB')``, fully decoded; any failure is a DataError naming the file."""
+def open_regular(path: str | os.PathLike, what: str = "image"):
+    """``path`` opened for binary reading, only if it is a regular file: a FIFO, device or socket named like an
+    image is never read (opening a FIFO blocks until a writer comes; a device never ends). The one input opener
+    (shunted/fileio.py ``open_input``), its refusal worded for an image or label: a DataError naming the file."""
+    from ..fileio import InputError, open_input
+
     try:
-        with Image.open(path) as img:
+        return open_input(path)
+    except InputError as exc:
+        reason = str(exc).split(": ", 1)[-1].split(";")[0]
+        raise DataError(f"{path}: cannot read {what} ({reason})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """``Image.open(path).convert('RGB')``, fully decoded; any failure is a DataError naming the file (a file that
+    is not a regular one is never opened: ``open_regular``)."""
+    with open_regular(path) as fh:
+        return _decode_rgb(path, fh)
+
+
+def _decode_rgb(path, fh) -> Image.Image:
+    try:
+        with Image.open(fh) as img:
             check_pixels(img)
             return img.convert("RGB")
     except IMAGE_ERRORS as exc:
