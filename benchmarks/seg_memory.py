@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                 img = image(width, height, folder)
                 for mode in ("whole",) if args.fit else ("whole", "slide"):
                     estimate = memory.whole_image_bytes(variant, height, width) / MB
-                    if mode == "whole" and not args.fit and estimate > memory.available_bytes() * 0.8 / MB:
+                    if mode == "whole" and not args.fit and estimate > memory.available_bytes() * 0.5 / MB:
                         rows.append(dict(variant=variant, size=f"{width}×{height}", mode=mode, peak_mb=None,
-                                         estimate_mb=estimate, status="not run: more than the free memory"))  # fmt: skip
+                                         estimate_mb=estimate, status="not run: more than half the free memory"))  # fmt: skip
                         continue
                     peak, status = peak_mb(variant, w, img, mode, folder, unbounded)
                     rows.append(dict(variant=variant, size=f"{width}×{height}", pixels=width * height, mode=mode,

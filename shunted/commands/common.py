@@ -241,11 +241,23 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=("whole", "slide"),
-        default="whole",
-        help="whole image at once (default), or a sliding window (--crop-size, --stride)",
+        choices=("auto", "whole", "slide"),
+        default="auto",
+        help="auto (default): the whole image at once when its estimated memory fits --max-memory, else a sliding "
+        "window; whole; or slide (--crop-size, --stride)",
     )
-    parser.add_argument("--crop-size", type=pair, metavar="S|HxW", help="sliding window size (--mode slide)")
+    parser.add_argument(
+        "--max-memory",
+        type=memory_size,
+        metavar="SIZE",
+        help="memory budget of one image's pass, e.g. 4G or 512M (default: half the memory available now)",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=pair,
+        metavar="S|HxW",
+        help="sliding window size (--mode slide, or auto when it slides)",
+    )
     parser.add_argument(
         "--stride", type=stride_pair, metavar="S|HxW", help="sliding window step (default 2/3 of the crop)"
     )
@@ -255,4 +267,22 @@ def seg_inference(args: argparse.Namespace):
     """The ``SegInference`` of --mode / --crop-size / --stride / --batch-size (their rules: one-line errors)."""
     from ..engine.seg.evaluate import SegInference
 
-    return SegInference(args.mode, args.crop_size, args.stride, args.batch_size)
+    return SegInference(
+        args.mode, args.crop_size, args.stride, args.batch_size, model=args.model, max_memory=args.max_memory
+    )
+
+
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_size(text: str) -> int:
+    """A size in bytes from ``4G``, ``512M``, ``1.5GB``, ``2GiB`` (a unit is required)."""
+    import re
+
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT])(?:i?B)?\s*", text, re.I)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size with a unit, e.g. 4G or 512M")
+    value = float(found.group(1)) * UNITS[found.group(2).upper()]
+    if value < 64 * UNITS["M"]:
+        raise argparse.ArgumentTypeError(f"{text}: at least 64M (Paddle and the model alone need more)")
+    return int(value)

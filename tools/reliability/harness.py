@@ -43,8 +43,13 @@ EVAL_64 = [
 class Context:
     """What every case can use: the prepared weights, image folders, the alternative Pillow, the shared data."""
 
-    def __init__(self, root: Path, shared: Path | None, alt_pillow: Path | None, python: str):
+    def __init__(
+        self, root: Path, shared: Path | None, alt_pillow: Path | None, python: str, repo: Path = REPO
+    ):
         self.root = root
+        self.repo = (
+            repo  # the checkout whose ``shunted`` the cases run (--repo: an older one, to see them fail)
+        )
         self.prep = root / "prep"
         self.prep.mkdir(parents=True, exist_ok=True)
         self.shared = shared if shared is not None and shared.is_dir() else None
@@ -59,12 +64,32 @@ class Context:
         self.demo_pth = self.prep / "demo.pth"
         self.good = self.prep / "good.pdparams"
         self.good_error = ""
+        self.seg = self.prep / "seg_t_11.pdparams"  # shunted_t_fpn, 11 classes, random weights (seed 0)
+        self.seg_error = ""
         self.unshare_ok = False
         self._state: dict | None = None
         shutil.copyfile(DEMO_PTH, self.demo_pth)
         self.images = {c: sorted((CIFAR / c).glob("*.jpg")) for c in CLASSES}
 
-    def prepare(self, need_weights: bool, need_unshare: bool) -> None:
+    def prepare(self, need_weights: bool, need_unshare: bool, need_seg: bool = False) -> None:
+        if need_seg:
+            code = (
+                "import paddle, shunted, sys; paddle.seed(0); "
+                "m = shunted.create_model('shunted_t_fpn', num_classes=11); paddle.save(m.state_dict(), sys.argv[1])"
+            )
+            proc = subprocess.run(
+                [self.python, "-c", code, str(self.seg)],
+                cwd=self.prep,
+                env=child_env(self),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=180,
+            )
+            if proc.returncode != 0 or not self.seg.is_file():
+                err = proc.stderr.decode(errors="replace").strip().splitlines()
+                self.seg_error = (
+                    f"making the segmentation weights failed: {err[-1] if err else proc.returncode}"
+                )
         if need_weights:
             proc = subprocess.run(
                 [self.python, "-m", "shunted", "convert", str(self.demo_pth), str(self.good)],
@@ -123,7 +148,7 @@ def write_pdparams(path: Path, state: dict) -> None:
 
 def child_env(ctx: Context, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHUNTED_", "PYTHON"))}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = str(ctx.repo)
     env["HOME"] = str(ctx.root / "home")
     env["CUDA_VISIBLE_DEVICES"] = ""
     env["COLUMNS"] = "100"
@@ -149,7 +174,7 @@ class Case:
     max_rss_mb: float | None = None
     timeout: float = 30.0
     mem_limit_mb: int = 4096  # RLIMIT_AS of the command
-    needs: tuple[str, ...] = ()  # "weights", "shared", "unshare", "alt_pillow"
+    needs: tuple[str, ...] = ()  # "weights", "seg", "shared", "unshare", "alt_pillow"
     mounts: tuple[tuple[str, str], ...] = ()  # ("ro"|"full", relative folder): private mount namespace
     stdin: bytes | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -123,7 +123,7 @@ def run_case(case: Case, ctx: Context) -> Result:
         cmd = _mount_wrapper(case, d, inside_log) + cmd
     env = child_env(ctx, case.env)
     if case.alt_pillow and ctx.alt_pillow is not None:
-        env["PYTHONPATH"] = f"{ctx.alt_pillow}{os.pathsep}{REPO}"
+        env["PYTHONPATH"] = f"{ctx.alt_pillow}{os.pathsep}{ctx.repo}"
     out_path, err_path, rss_path = logs / f"{slug}.out", logs / f"{slug}.err", logs / f"{slug}.rss"
     cmd = [ctx.python, "-I", "-S", "-c", RSS_WRAPPER, str(rss_path), *cmd]
     start = time.monotonic()
@@ -189,6 +189,7 @@ def run_case(case: Case, ctx: Context) -> Result:
 def _available(need: str, ctx: Context) -> bool:
     return {
         "weights": not ctx.good_error and ctx.good.is_file(),
+        "seg": not ctx.seg_error and ctx.seg.is_file(),
         "shared": ctx.shared is not None,
         "unshare": ctx.unshare_ok,
         "alt_pillow": ctx.alt_pillow is not None,
@@ -198,6 +199,7 @@ def _available(need: str, ctx: Context) -> bool:
 def _skip_reason(need: str, ctx: Context) -> str:
     return {
         "weights": ctx.good_error or "the good weights were not prepared",
+        "seg": ctx.seg_error or "the segmentation weights were not prepared",
         "shared": "needs --shared (../shared not found)",
         "unshare": "needs `unshare -m` with mount rights (read-only / full file systems)",
         "alt_pillow": "needs --alt-pillow DIR (pip install --target DIR 'pillow==13.*')",
