@@ -115,7 +115,7 @@ def test_resume_accepts_another_spelling_of_the_same_inputs(tmp_path, capsys, mo
     lines = (tmp_path / "p.jsonl").read_text().splitlines()
     (tmp_path / "p.jsonl").write_text("\n".join(lines[:2]) + "\n")
     capsys.readouterr()
-    assert main([*argv, "--resume", "./imgs/"]) == 0, capsys.readouterr().err
+    assert main([*argv, "--resume", str(tmp_path / "imgs")]) == 0, capsys.readouterr().err
     assert "2 already in the output; this run 1 in" in capsys.readouterr().out
 
 

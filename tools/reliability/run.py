@@ -112,7 +112,7 @@ def run_case(case: Case, ctx: Context) -> Result:
     argv = case.argv(d, ctx) if callable(case.argv) else list(case.argv)
     r.argv = argv
     before = {k: fingerprint(d / k) for k in case.keep}
-    if case.argv_is_python:
+    if argv[:1] == ["-c"]:  # python -c CODE (a list, or what a callable gave)
         cmd = [ctx.python, *argv]
         r.shown_argv = "python -c '" + argv[1].strip().splitlines()[-1][:50] + "…'"
     else:
