@@ -68,10 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "YAML config over the recipe (configs/<model>_train.yaml lists every key)")
 
 
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The resolved, checked training config of the command line (shunted/engine/train/config.py)."""
+    from ..engine.train.config import FLAGS, train_config
+    from .common import flag_values
+
+    return train_config(args.config, args.override, flag_values(args, FLAGS))
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..engine.train import train_from_args
+    from ..engine.train import train
+    from ..engine.train.classification import ClassificationTask
     from ..engine.train.state import OUTPUTS
     from ..fileio import check_output_dir, check_outputs, lock_output
 
@@ -84,5 +93,5 @@ def run(args: argparse.Namespace) -> int:
         [("--data", args.data), ("--val-data", args.val_data)],
     )
     lock_output(args.output, "--output")  # one writer per run folder (cli.py releases it)
-    train_from_args(args)
+    train(resolve_config(args), ClassificationTask)
     return 0

@@ -193,10 +193,11 @@ def _from_folders(root: Path) -> SegSamples:
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """uint8 H×W class indices of a single-channel label image; a DataError naming the file otherwise."""
-    from .transforms import open_regular
+    from .transforms import open_regular, pil_error_text
 
+    fh = open_regular(path, "label")
     try:
-        with open_regular(path, "label") as fh, Image.open(fh) as img:
+        with fh, Image.open(fh) as img:
             check_pixels(img)
             img.load()
             mode, bands = img.mode, len(img.getbands())
@@ -211,9 +212,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
     except DataError:
         raise
     except IMAGE_ERRORS as exc:
-        raise DataError(
-            f"{path}: cannot read label ({' '.join(str(exc).split()) or type(exc).__name__})"
-        ) from None
+        raise DataError(f"{path}: cannot read label ({pil_error_text(exc, fh, path)})") from None
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise DataError(
             f"{path}: label values {int(arr.min())}..{int(arr.max())} do not fit 0..255 ({mode}); {SINGLE_CHANNEL_HINT}"

@@ -93,9 +93,13 @@ def _decode_rgb(path, fh) -> Image.Image:
             check_pixels(img)
             return img.convert("RGB")
     except IMAGE_ERRORS as exc:
-        raise DataError(
-            f"{path}: cannot read image ({' '.join(str(exc).split()) or type(exc).__name__})"
-        ) from None
+        raise DataError(f"{path}: cannot read image ({pil_error_text(exc, fh, path)})") from None
+
+
+def pil_error_text(exc: BaseException, fh, path) -> str:
+    """Pillow's message on one line, naming the path (it names the file object it was given: ``open_regular``)."""
+    text = str(exc).replace(repr(fh), repr(os.fspath(path)))
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def resize_shorter_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -454,3 +454,54 @@ def test_seg_eval_through_an_exported_model_matches_dygraph(
     agree = np.mean([(got_masks[k] == ref_masks[k]).mean() for k in ref_masks])
     assert agree > 0.999  # only near-ties may differ
     assert got["miou"] == pytest.approx(ref["miou"], abs=0.1)
+
+
+@pytest.mark.slow  # two processes through paddle.distributed.launch: the marked stage
+def test_two_processes_give_the_one_process_results(seg_weights, camvid_subset, shared_dir, tmp_path, capsys):
+    """seg-eval under the launcher ran the whole split on every rank (and every rank wrote r.json); now each rank
+    takes its contiguous share, rank 0 sums the confusion matrices: the one-process numbers, world_size 2.
+    seg-predict shares its images the same way: the same files, byte for byte, and one manifest."""
+    import subprocess
+    import sys
+
+    from rank_spy import spy_launch, written_by_rank0
+
+    inputs = make_inputs(shared_dir, tmp_path / "in") + [camvid_subset / "img" / p.name for p in
+                                                         sorted((camvid_subset / "img").iterdir())]  # fmt: skip
+    assert main([*eval_argv(seg_weights, camvid_subset), "--output", str(tmp_path / "one.json")]) == 0
+    predict = ["seg-predict", "--model", "shunted_t_fpn", "--weights", str(seg_weights), *map(str, inputs),
+               "--palette", "camvid", "--no-progress"]  # fmt: skip
+    assert main([*predict, "--output-dir", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+
+    def launch(argv, name):
+        spy, env, spy_dir = spy_launch(tmp_path / name)
+        done = subprocess.run(
+            [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+             str(tmp_path / name / "log"), *spy, *argv, "--threads", "1"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, (tmp_path / name / "log" / "workerlog.0").read_text()[-3000:]
+        return spy_dir
+
+    (tmp_path / "ev").mkdir()
+    spy_dir = launch([*eval_argv(seg_weights, camvid_subset), "--output", str(tmp_path / "two.json")], "ev")
+    assert written_by_rank0(spy_dir) == {"two.json"}
+    one, two = (
+        json.loads((tmp_path / "one.json").read_text()),
+        json.loads((tmp_path / "two.json").read_text()),
+    )
+    assert two["confusion"] == one["confusion"] and two["images"] == one["images"] == 3
+    assert (two["miou"], two["pixel_accuracy"]) == (one["miou"], one["pixel_accuracy"])
+    assert (one["world_size"], two["world_size"]) == (1, 2) and len(two["timing"]["per_rank"]) == 2
+    assert [r["images"] for r in two["timing"]["per_rank"]] == [2, 1]
+
+    (tmp_path / "pr").mkdir()
+    launch([*predict, "--output-dir", str(tmp_path / "two")], "pr")
+    files = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in files:
+        if name != MANIFEST:
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    m1, m2 = (json.loads((tmp_path / d / MANIFEST).read_text()) for d in ("one", "two"))
+    assert m2["images"] == m1["images"] and m2["world_size"] == 2 and m2["sha256"] == m1["sha256"]
