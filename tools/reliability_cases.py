@@ -55,6 +55,7 @@ from reliability import (  # noqa: E402
     cases_pillow,
     cases_shared,
     cases_symlinks,
+    cases_train20,
     cases_trust,
 )
 from reliability.harness import MAX_MESSAGE, MAX_TIMEOUT, REPO, Case, Context, Result  # noqa: E402
@@ -72,6 +73,7 @@ ITEMS = {
     9: "memory and threads bounded by the work (issue 20)",
     10: "one writer per output, only our outputs replaced (issue 20)",
     11: "signals and messages (issue 20)",
+    12: "training: checked before it starts, resumes say what they do (issue 20)",
 }
 
 TABLES = (
@@ -84,6 +86,7 @@ TABLES = (
     cases_pillow,
     cases_shared,
     cases_trust,
+    cases_train20,
 )
 
 
