@@ -120,9 +120,12 @@ def settings(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..engine.evaluate import EvalConfig, evaluate_checkpoint, format_table, runtime_line
     from ..engine.world import init_world, threads_per_process
+    from ..fileio import lock_output
 
     merged = settings(args)
     world = init_world()
+    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
+    lock_output(args.save_logits, "--save-logits")
     threads = args.threads if args.threads is not None else threads_per_process(world)
     if world.main:
         print(runtime_line(args.backend, threads, world.size), flush=True)

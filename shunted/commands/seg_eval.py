@@ -78,11 +78,14 @@ FLAGS = {
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.evaluate import SegEvalConfig, evaluate_seg_checkpoint, format_table
     from ..engine.world import init_world, threads_per_process
+    from ..fileio import lock_output
     from .common import SEG_INFER_KEYS, seg_inference, seg_settings
 
     values = seg_settings(args, {**SEG_INFER_KEYS, **FLAGS}, required=("model", "weights", "data"))
-    inference = seg_inference(values)
+    inference = seg_inference(values, args.max_memory)
     world = init_world()
+    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
+    lock_output(args.save_masks, "--save-masks")
     cfg = SegEvalConfig(
         model=values["model"],
         weights=values["weights"],

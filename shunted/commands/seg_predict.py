@@ -59,11 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.predict import SegPredictConfig, format_summary, segment_images
     from ..engine.world import init_world, threads_per_process
+    from ..fileio import lock_output
     from .common import SEG_INFER_KEYS, seg_inference, seg_settings
 
     values = seg_settings(args, SEG_INFER_KEYS, required=("model", "weights"))
-    inference = seg_inference(values)
+    inference = seg_inference(values, args.max_memory)
     world = init_world()
+    lock_output(args.output_dir, "--output-dir")  # one writer per output (cli.py releases it)
     cfg = SegPredictConfig(
         inputs=args.inputs,
         output_dir=args.output_dir,

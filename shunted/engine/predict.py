@@ -61,7 +61,7 @@ from ..data.inputs import (  # noqa: F401 (iter_folder, iter_list, expand_inputs
     iter_list,
 )
 from ..errors import DataError, ShuntedError
-from ..fileio import atomic_path, finite_json, write_json_atomic
+from ..fileio import atomic_path, finite_json, open_input, read_input_text, write_json_atomic
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 FORMAT = "shunted-predict-jsonl/1"
@@ -305,7 +305,7 @@ class JsonlWriter:
                         f"--output {self.shown}: holds {number} or more images but the inputs have only "
                         f"{number - 1} for it: the inputs changed; choose another file"
                     )
-                if item[0] != written:
+                if item[0] != written and os.path.realpath(item[0]) != os.path.realpath(written):
                     raise ShuntedError(
                         f"--output {self.shown}: line {number} is {written!r} but image {number} of the inputs is "
                         f"{item[0]!r}: the inputs changed since it was written; choose another file"
@@ -355,12 +355,46 @@ def check_fresh(path: str | os.PathLike, resume: bool, shown: str | None = None)
         raise ShuntedError(f"--output {shown or path}: is not a regular file")
     if not path.is_file() or path.stat().st_size == 0:
         return False
+    if not _ours(path):
+        raise ShuntedError(
+            f"--output {shown or path}: is not a prediction stream of shunted ({meta_path(path).name} beside it "
+            "is missing or not ours); nothing was changed: choose another file"
+        )
     if not resume:
         raise ShuntedError(
             f"--output {shown or path}: already holds predictions; pass --resume to continue it, "
             "or remove it / choose another file"
         )
     return True
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a ``.jsonl`` of ours: its meta file beside it names our format (written first)."""
+    try:
+        meta = json.loads(read_input_text(meta_path(path), "record"))
+    except (OSError, ShuntedError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+JSON_HEAD = b'{\n  "model": '  # how JsonWriter starts F.json (its header's first key)
+
+
+def check_replaceable(path: str | os.PathLike, shown: str | None = None) -> None:
+    """An existing ``F.json`` is replaced only when it is an earlier output of ours (a user's notes.json is not)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open_input(path) as fh:
+            head = fh.read(1 << 16)
+    except (OSError, ShuntedError):
+        head = b""
+    if not (head.startswith(JSON_HEAD) and b'"predictions": [' in head):
+        raise ShuntedError(
+            f"--output {shown or path}: exists and is not an earlier prediction output of shunted; nothing was "
+            "changed: choose another file"
+        )
 
 
 def _short(value) -> str:
@@ -610,7 +644,7 @@ class PredictConfig:
 def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
     """Before the model is built: the flags, the inputs, the outputs (one line each). Returns this rank's
     results file."""
-    from ..fileio import check_output_file, check_outputs
+    from ..fileio import check_output_file, check_outputs, lock_output
 
     if cfg.topk < 1:
         raise ShuntedError(f"--topk {cfg.topk}: must be at least 1")
@@ -628,6 +662,7 @@ def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
             f"{world.size} processes: give --output F.jsonl (each process writes its own shard)"
         )
     results = shard_path(cfg.output, world.rank, world.size) if suffix == ".jsonl" else cfg.output
+    lock_output(results, "--output")  # one writer per output (cli.py releases it)
     outputs = [("--output", cfg.output)]
     if suffix == ".jsonl":
         outputs = [("--output", results), (None, meta_path(results))]
@@ -647,6 +682,8 @@ def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
     # an output that needs --resume fails before the model is built (several processes: later, together)
     if suffix == ".jsonl" and world.size == 1:
         check_fresh(results, cfg.resume)
+    elif suffix == ".json":
+        check_replaceable(cfg.output)  # a user's notes.json is never replaced
     return results
 
 

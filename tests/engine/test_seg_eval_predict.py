@@ -363,7 +363,7 @@ def test_voc_palette_is_the_pascal_colour_map():
             ["--mode", "slide", "--crop-size", "64", "--stride", "65"],
             "--stride 65x65: larger than --crop-size",
         ),
-        (["--crop-size", "64"], "--crop-size and --stride are for --mode slide"),
+        (["--mode", "whole", "--crop-size", "64"], "--crop-size and --stride are for --mode slide"),
         (["--scale", "0"], "argument --scale: 0 must be a factor in (0, 4]"),
         (["--scale", "nan"], "argument --scale: nan must be a factor"),
         (["--ignore-index", "300"], "argument --ignore-index: 300 must be between 0 and 255"),

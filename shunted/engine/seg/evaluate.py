@@ -19,6 +19,7 @@ writes the JSON and, with ``save_masks``, one index PNG per image at the label's
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ from ...data.loader_guard import failure_of
 from ...errors import DataError, ShuntedError
 from ...fileio import check_output_file, check_outputs, write_json_atomic
 from ..infer import numpy
+from . import memory
+from .config import check_ignore_index
 
 SegPredict = Callable[[np.ndarray], np.ndarray]
-MODES = ("whole", "slide")
+MODES = ("auto", "whole", "slide")
 MASK_SUFFIX = ".png"
 
 
@@ -191,13 +194,17 @@ def _single(batch):
 @dataclass
 class SegInference:
     """How an image goes through the model: whole, or by sliding window (``crop_size``, ``stride``), with
-    ``batch_size`` images of one size (whole) or windows (slide) per model call. ``mode_for`` is the one place
-    the mode of an image is chosen."""
+    ``batch_size`` images of one size (whole) or windows (slide) per model call. ``plan_for`` is the one place
+    the mode of an image is chosen: ``auto`` (the default) runs the whole image when the estimate of its peak
+    memory (shunted/engine/seg/memory.py, for ``model``) fits ``max_memory`` (default: a share of the memory
+    available), else slides, and says so in one line; ``whole`` above the budget is refused before it runs."""
 
-    mode: str = "whole"
+    mode: str = "auto"
     crop_size: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     batch_size: int = 1
+    model: str | None = None
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         """The flags' rules, as one-line errors naming them."""
@@ -205,35 +212,72 @@ class SegInference:
             raise ShuntedError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.mode == "slide" and self.crop_size is None:
             raise ShuntedError("--mode slide needs --crop-size")
-        if self.mode != "slide" and (self.crop_size is not None or self.stride is not None):
-            raise ShuntedError("--crop-size and --stride are for --mode slide")
+        if self.mode == "whole" and (self.crop_size is not None or self.stride is not None):
+            raise ShuntedError("--crop-size and --stride are for --mode slide (or auto)")
+        if self.stride is not None and self.crop_size is None:
+            raise ShuntedError("--stride needs --crop-size")
         if self.stride is not None and (
             self.stride[0] > self.crop_size[0] or self.stride[1] > self.crop_size[1]
         ):
             raise ShuntedError(
                 f"--stride {self.stride[0]}x{self.stride[1]}: larger than --crop-size, the windows would leave gaps"
             )
-        if self.mode == "slide" and self.stride is None:
+        if self.crop_size is not None and self.stride is None:
             self.stride = default_stride(self.crop_size)
+        if self.max_memory is None and self.mode != "slide":
+            self.max_memory = memory.default_budget()
+        self._plans: dict[tuple[int, ...], memory.Plan] = {}
+
+    def plan_for(self, shape: tuple[int, ...], num_classes: int = 19) -> memory.Plan:
+        """The plan (mode, window) for a network input of ``shape`` (…×H×W, N images when 4-D)."""
+        key = tuple(shape)
+        if key not in self._plans:
+            h, w = shape[-2:]
+            n = shape[0] if len(shape) == 4 else 1
+            if self.mode == "slide":
+                self._plans[key] = memory.Plan("slide", self.crop_size, self.stride, 0, 0, 0)
+            else:
+                self._plans[key] = memory.plan(
+                    self.model or "",
+                    h,
+                    w,
+                    self.max_memory,
+                    self.mode,
+                    self.crop_size,
+                    self.stride,
+                    n,
+                    num_classes,
+                )
+        return self._plans[key]
 
     def mode_for(self, shape: tuple[int, ...]) -> str:
         """The mode for a network input of ``shape`` (…×H×W)."""
-        return self.mode
+        return self.plan_for(shape).mode
 
     def logits(self, run: SegPredict, images: np.ndarray, num_classes: int, where) -> np.ndarray:
         """N×K×H×W logits of ``images`` (one size); out of memory is one line naming ``where``."""
-        mode = self.mode_for(images.shape)
+        fresh = tuple(images.shape) not in self._plans
+        plan = self.plan_for(images.shape, num_classes)
+        if self.mode == "whole" and self.model is not None and plan.whole_bytes > plan.budget:
+            raise ShuntedError(
+                f"{where}: the whole-image pass at {images.shape[-1]}×{images.shape[-2]} would need about "
+                f"{memory.gb(plan.whole_bytes)}, more than the {memory.gb(plan.budget)} budget (--max-memory): "
+                "use --mode auto (a sliding window) or a smaller --scale"
+            )
+        if fresh and self.mode == "auto" and plan.mode == "slide":
+            print(plan.note(str(where), images.shape[-2:]), file=sys.stderr, flush=True)
         try:
-            return batch_logits(run, images, num_classes, mode, self.crop_size, self.stride, self.batch_size)
+            return batch_logits(run, images, num_classes, plan.mode, plan.crop, plan.stride, self.batch_size)
         except MemoryError:
-            raise out_of_memory(where, images.shape, mode) from None
+            raise out_of_memory(where, images.shape, plan.mode) from None
 
     def describe(self) -> dict:
-        slide = self.mode == "slide"
+        slide = self.mode == "slide" or (self.mode == "auto" and self.crop_size is not None)
         return {
             "mode": self.mode,
             "crop_size": list(self.crop_size) if slide else None,
             "stride": list(self.stride) if slide and self.stride else None,
+            "max_memory": self.max_memory,
         }
 
 
@@ -443,8 +487,6 @@ def _check_seg_eval_outputs(cfg: SegEvalConfig):
     )
     if cfg.output is not None:
         check_output_file(cfg.output)
-    if cfg.ignore_index < 0:
-        raise ShuntedError(f"--ignore-index {cfg.ignore_index}: must be 0 or more")
     if cfg.save_masks is None:
         return None
     if cfg.output is not None and _inside(cfg.output, cfg.save_masks):
@@ -511,6 +553,7 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     names_list = read_class_names(cfg.class_names, num_classes) if cfg.class_names is not None else None
     if masks is not None and num_classes > 256:
         raise ShuntedError(f"--save-masks: {num_classes} classes do not fit an 8-bit index PNG")
+    check_ignore_index(cfg.ignore_index, num_classes)
     pre = opened.pretrained_cfg
     dataset = SegDataset(
         samples,
