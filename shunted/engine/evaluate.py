@@ -133,29 +133,40 @@ class TopkAccumulator:
         return self.out
 
 
+@dataclass(kw_only=True)
+class EvalRun:
+    """How one evaluation pass runs and what it writes (``run_evaluation``); keyword-only."""
+
+    batch_size: int = 64
+    workers: int = 2
+    skip_bad: bool = False
+    save_logits_to: str | os.PathLike | None = None
+    output: str | os.PathLike | None = None
+    progress: bool = True
+
+
 def evaluate(
     dataset: ImageDataset,
     predict_batch: PredictBatch,
     num_classes: int,
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad: bool = False,
+    run: EvalRun | None = None,
     keep_logits: bool = False,
-    progress: bool = True,
     indices: range | None = None,
 ) -> EvalOutcome:
     """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``.
 
-    indices: a contiguous shard of the samples (``World.shard``) to evaluate instead of all of them.
+    run: batch size, workers, skip_bad, progress (its output paths are ``run_evaluation``'s). keep_logits: the
+    outcome holds the logits rows. indices: a contiguous shard of the samples (``World.shard``) instead of all.
     """
+    run = run or EvalRun()
     if dataset.on_error != "mark":
         raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
     indices = range(len(dataset)) if indices is None else indices
     if indices.step != 1 or not (0 <= indices.start <= indices.stop <= len(dataset)):
         raise ValueError(f"indices {indices} is not a contiguous part of the {len(dataset)} samples")
-    acc = TopkAccumulator(dataset, num_classes, indices, skip_bad, keep_logits)
-    source = Source(dataset, marked_sample(dataset), _collate, indices, batch_size, workers)
-    part = run_inference(source, acc, predict_batch, progress)
+    acc = TopkAccumulator(dataset, num_classes, indices, run.skip_bad, keep_logits)
+    source = Source(dataset, marked_sample(dataset), _collate, indices, run.batch_size, run.workers)
+    part = run_inference(source, acc, predict_batch, run.progress)
     out = acc.out
     out.wall_s, out.model_s, out.data_wait_s = (
         part.timing.wall_s,
@@ -322,18 +333,6 @@ def save_result(path: str | os.PathLike, result: dict) -> None:
     write_json_atomic(Path(path), result)
 
 
-@dataclass(kw_only=True)
-class EvalRun:
-    """How one evaluation pass runs and what it writes (``run_evaluation``); keyword-only."""
-
-    batch_size: int = 64
-    workers: int = 2
-    skip_bad: bool = False
-    save_logits_to: str | os.PathLike | None = None
-    output: str | os.PathLike | None = None
-    progress: bool = True
-
-
 def run_evaluation(
     predict_batch: PredictBatch,
     dataset: ImageDataset,
@@ -364,11 +363,8 @@ def run_evaluation(
         dataset,
         predict_batch,
         num_classes,
-        batch_size=batch_size,
-        workers=workers,
-        skip_bad=run.skip_bad,
+        run,
         keep_logits=save_logits_to is not None,
-        progress=run.progress,
         indices=world.shard(len(dataset), unit=batch_size),  # the batches of a one-process run
     )
     parts = world.gather(part)

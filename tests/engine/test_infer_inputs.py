@@ -22,7 +22,7 @@ from shunted.data.inputs import iter_inputs, iter_list
 from shunted.data.seg_datasets import SegDataset, list_seg_samples
 from shunted.data.seg_transforms import SegEvalTransform
 from shunted.data.transforms import EvalTransform, load_rgb
-from shunted.engine.evaluate import evaluate
+from shunted.engine.evaluate import EvalRun, evaluate
 from shunted.engine.predict import predict_batches
 from shunted.engine.seg.evaluate import evaluate_segmentation
 from shunted.engine.seg.outputs import MANIFEST, PARTIAL
@@ -118,7 +118,12 @@ def test_eval_stops_or_skips_a_fifo(tmp_path, transform, skip_bad):
     dataset = ImageDataset(
         list_samples(tmp_path, num_classes=10, class_names=["cat", "dog"]), transform, "mark"
     )
-    run = lambda: evaluate(dataset, logits10, 10, batch_size=2, workers=0, skip_bad=skip_bad, progress=False)  # noqa: E731
+
+    def run():
+        return evaluate(
+            dataset, logits10, 10, EvalRun(batch_size=2, workers=0, skip_bad=skip_bad, progress=False)
+        )
+
     if not skip_bad:
         with pytest.raises(
             DataError, match=r"dog/b\.jpg: cannot read image \(is a named pipe \(FIFO\), not a regular file"
