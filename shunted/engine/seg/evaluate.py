@@ -541,7 +541,6 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     """
     from ...data.seg_datasets import SegDataset
     from ...data.seg_transforms import SegEvalTransform
-    from ..evaluate import versions
     from ..world import World
     from .palette import read_class_names
 
@@ -570,17 +569,10 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
         def on_mask(i: int, mask: np.ndarray) -> None:
             masks.write_image(names[i], Image.fromarray(mask, "L"))
 
-    inf = cfg.inference
+    progress = cfg.progress and world.main
     try:
         scores = evaluate_segmentation(
-            opened.predictor,
-            dataset,
-            num_classes,
-            inf,
-            cfg.workers,
-            on_mask,
-            cfg.progress and world.main,
-            world,
+            opened.predictor, dataset, num_classes, cfg.inference, cfg.workers, on_mask, progress, world
         )
     except BaseException:  # a bad label, a full disk, Ctrl-C: no partial --save-masks output
         if masks is not None:
@@ -588,34 +580,7 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
         raise
     if not world.main:  # rank 0 writes the result
         return None
-    result = {
-        "model": opened.model_name,
-        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
-        "backend": opened.backend,
-        "num_classes": num_classes,
-        "class_names": names_list,
-        "ignore_index": cfg.ignore_index,
-        "reduce_zero_label": cfg.reduce_zero_label,
-        "data": {
-            "root": str(samples.root),
-            "list": str(cfg.list_file) if cfg.list_file is not None else None,
-            "samples": len(samples),
-            "limit": cfg.limit,
-        },
-        "evaluation": {
-            **inf.describe(),
-            "scale": cfg.scale,
-            "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-            "batch_size": inf.batch_size,
-            "workers": cfg.workers,
-        },
-        "world_size": world.size,
-        **_rounded(scores),
-        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
-        "versions": versions(),
-    }
+    result = _seg_eval_result(cfg, opened, samples, names_list, scores, world.size)
     if masks is not None:
         masks.finish(
             {
@@ -630,6 +595,40 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     if cfg.output is not None:
         write_json_atomic(cfg.output, result)
     return result
+
+
+def _seg_eval_result(cfg: SegEvalConfig, opened, samples, names_list, scores: dict, world_size: int) -> dict:
+    """The JSON of ``shunted seg-eval``: what was run on what, then the scores (``_rounded``)."""
+    from ..evaluate import versions
+
+    return {
+        "model": opened.model_name,
+        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
+        "backend": opened.backend,
+        "num_classes": opened.num_classes,
+        "class_names": names_list,
+        "ignore_index": cfg.ignore_index,
+        "reduce_zero_label": cfg.reduce_zero_label,
+        "data": {
+            "root": str(samples.root),
+            "list": str(cfg.list_file) if cfg.list_file is not None else None,
+            "samples": len(samples),
+            "limit": cfg.limit,
+        },
+        "evaluation": {
+            **cfg.inference.describe(),
+            "scale": cfg.scale,
+            "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
+            "mean": list(opened.pretrained_cfg.mean),
+            "std": list(opened.pretrained_cfg.std),
+            "batch_size": cfg.inference.batch_size,
+            "workers": cfg.workers,
+        },
+        "world_size": world_size,
+        **_rounded(scores),
+        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
+        "versions": versions(),
+    }
 
 
 def _rounded(scores: dict) -> dict:
