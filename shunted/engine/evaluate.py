@@ -3,7 +3,8 @@
 ``evaluate(dataset, predict_batch, ...)`` is backend-agnostic: ``predict_batch`` maps a float32 NCHW batch to
 logits (any runtime of ``shunted/runtime/``). ``run_evaluation(predict_batch, dataset, num_classes, record)``
 adds the outputs (JSON, logits) to one pass; ``evaluate_checkpoint`` is ``shunted eval`` as a function: it opens
-the checkpoint once (``shunted/engine/session.py``), lists the data and calls ``run_evaluation``. Images are decoded in ``workers`` loader processes while the main process runs the model; the
+the checkpoint once (``shunted/engine/session.py``), lists the data and calls ``run_evaluation``. The pass itself is
+the one inference loop of every task (``shunted/engine/infer.py``) with ``TopkAccumulator``. Images are decoded in ``workers`` loader processes while the main process runs the model; the
 result records how long the main process waited for data and how long the model took, so it shows which of the
 two set the pace.
 
@@ -34,12 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import BAD_LABEL, ImageDataset, marked_sample
-from ..data.loader_guard import LoaderOnlyFailure, MarkFailures, failure_of
+from ..data.loader_guard import LoaderOnlyFailure, failure_of
 from ..errors import DataError
 from ..fileio import atomic_path, check_output_file, check_outputs, write_json_atomic
 from ..runtime import DEFAULT_MARGIN
+from .infer import Source, numpy, run_inference
 from .session import open_model
-from .world import World
+from .world import World, first_different
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -88,81 +90,89 @@ def _collate(batch):
     return images, labels, index
 
 
-def _numpy(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+class TopkAccumulator:
+    """Classification's accumulator for the inference loop (``shunted/engine/infer.py``): top-1 / top-k counts,
+    the skipped files and, with ``keep_logits``, the logits rows of the shard in sample order."""
+
+    def __init__(
+        self, dataset: ImageDataset, num_classes: int, indices: range, skip_bad: bool, keep_logits: bool
+    ):
+        self.dataset, self.num_classes, self.indices, self.skip_bad = dataset, num_classes, indices, skip_bad
+        self.out = EvalOutcome(first=indices.start, samples=len(indices), k5=min(5, num_classes))
+        if keep_logits:
+            self.out.logits = np.full((len(indices), num_classes), np.nan, np.float32)
+
+    def add(self, batch, run) -> int:
+        images, labels, index = (numpy(x) for x in batch)
+        out = self.out
+        ok = labels != BAD_LABEL
+        if not ok.all():
+            for i in index[~ok]:
+                out.skipped.append(_bad_entry(self.dataset, int(i), self.skip_bad))
+            images, labels, index = images[ok], labels[ok], index[ok]
+        if len(index):
+            logits = np.asarray(run(images), dtype=np.float32)
+            if logits.shape != (len(index), self.num_classes):
+                raise ValueError(
+                    f"backend returned logits {logits.shape}, expected {(len(index), self.num_classes)}"
+                )
+            out.n += len(index)
+            out.correct1 += int(topk_correct(logits, labels, 1).sum())
+            out.correct5 += int(topk_correct(logits, labels, out.k5).sum())
+            if out.logits is not None:
+                out.logits[index - self.indices.start] = logits
+        return int(ok.size)
+
+    def flush(self, run) -> int:
+        return 0
+
+    def figures(self) -> dict[str, str]:
+        return {"top1": f"{self.out.top1:.2f}"}
+
+    def state(self) -> EvalOutcome:
+        return self.out
+
+
+@dataclass(kw_only=True)
+class EvalRun:
+    """How one evaluation pass runs and what it writes (``run_evaluation``); keyword-only."""
+
+    batch_size: int = 64
+    workers: int = 2
+    skip_bad: bool = False
+    save_logits_to: str | os.PathLike | None = None
+    output: str | os.PathLike | None = None
+    progress: bool = True
 
 
 def evaluate(
     dataset: ImageDataset,
     predict_batch: PredictBatch,
     num_classes: int,
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad: bool = False,
+    run: EvalRun | None = None,
     keep_logits: bool = False,
-    progress: bool = True,
     indices: range | None = None,
 ) -> EvalOutcome:
     """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``.
 
-    indices: a contiguous shard of the samples (``World.shard``) to evaluate instead of all of them.
+    run: batch size, workers, skip_bad, progress (its output paths are ``run_evaluation``'s). keep_logits: the
+    outcome holds the logits rows. indices: a contiguous shard of the samples (``World.shard``) instead of all.
     """
-    import paddle
-    from tqdm import tqdm
-
+    run = run or EvalRun()
     if dataset.on_error != "mark":
         raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
     indices = range(len(dataset)) if indices is None else indices
     if indices.step != 1 or not (0 <= indices.start <= indices.stop <= len(dataset)):
         raise ValueError(f"indices {indices} is not a contiguous part of the {len(dataset)} samples")
-    out = EvalOutcome(first=indices.start, samples=len(indices), k5=min(5, num_classes))
-    if keep_logits:
-        out.logits = np.full((len(indices), num_classes), np.nan, np.float32)
-    if not len(indices):  # a shard can be empty (fewer samples than processes)
-        return out
-    loader = paddle.io.DataLoader(
-        MarkFailures(dataset, marked_sample(dataset), indices),
-        batch_size=batch_size,
-        shuffle=False,
-        drop_last=False,
-        num_workers=workers,
-        collate_fn=_collate,
+    acc = TopkAccumulator(dataset, num_classes, indices, run.skip_bad, keep_logits)
+    source = Source(dataset, marked_sample(dataset), _collate, indices, run.batch_size, run.workers)
+    part = run_inference(source, acc, predict_batch, run.progress)
+    out = acc.out
+    out.wall_s, out.model_s, out.data_wait_s = (
+        part.timing.wall_s,
+        part.timing.model_s,
+        part.timing.data_wait_s,
     )
-    bar = tqdm(
-        total=len(indices), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
-    )
-    start = time.perf_counter()
-    wait_from = start
-    try:
-        for images, labels, index in loader:
-            got = time.perf_counter()
-            out.data_wait_s += got - wait_from
-            images, labels, index = _numpy(images), _numpy(labels), _numpy(index)
-            ok = labels != BAD_LABEL
-            if not ok.all():
-                for i in index[~ok]:
-                    out.skipped.append(_bad_entry(dataset, int(i), skip_bad))
-                images, labels, index = images[ok], labels[ok], index[ok]
-            if len(index):
-                t0 = time.perf_counter()
-                logits = np.asarray(predict_batch(images), dtype=np.float32)
-                out.model_s += time.perf_counter() - t0
-                if logits.shape != (len(index), num_classes):
-                    raise ValueError(
-                        f"backend returned logits {logits.shape}, expected {(len(index), num_classes)}"
-                    )
-                out.n += len(index)
-                out.correct1 += int(topk_correct(logits, labels, 1).sum())
-                out.correct5 += int(topk_correct(logits, labels, out.k5).sum())
-                if out.logits is not None:
-                    out.logits[index - indices.start] = logits
-            bar.update(int(ok.size))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(top1=f"{out.top1:.2f}", img_s=f"{out.n / elapsed:.0f}", refresh=False)
-            wait_from = time.perf_counter()
-    finally:
-        bar.close()
-    out.wall_s = time.perf_counter() - start
     return out
 
 
@@ -328,12 +338,7 @@ def run_evaluation(
     dataset: ImageDataset,
     num_classes: int,
     record: dict,
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad: bool = False,
-    save_logits_to: str | os.PathLike | None = None,
-    output: str | os.PathLike | None = None,
-    progress: bool = True,
+    run: EvalRun | None = None,
     world: World | None = None,
 ) -> dict | None:
     """Evaluate ``predict_batch`` on ``dataset``, write the outputs, return the result.
@@ -346,6 +351,8 @@ def run_evaluation(
     from ..errors import DataError
 
     world = world or World()
+    run = run or EvalRun()
+    batch_size, workers, save_logits_to, output = run.batch_size, run.workers, run.save_logits_to, run.output
     check_outputs([("--output", output), ("--save-logits", save_logits_to)])  # one would be lost
     for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
         if out_path is not None:
@@ -356,11 +363,8 @@ def run_evaluation(
         dataset,
         predict_batch,
         num_classes,
-        batch_size=batch_size,
-        workers=workers,
-        skip_bad=skip_bad,
+        run,
         keep_logits=save_logits_to is not None,
-        progress=progress,
         indices=world.shard(len(dataset), unit=batch_size),  # the batches of a one-process run
     )
     parts = world.gather(part)
@@ -388,85 +392,73 @@ def run_evaluation(
     return result
 
 
-def evaluate_checkpoint(
-    model: str,
-    weights: str | os.PathLike,
-    data: str | os.PathLike,
-    labels: str | os.PathLike | None = None,
-    num_classes: int | None = None,
-    img_size: int | None = None,
-    crop_pct: float | None = None,
-    resize_short: int | None = None,
-    interpolation: str | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
-    limit: int | None = None,
-    skip_bad: bool = False,
-    save_logits_to: str | os.PathLike | None = None,
-    output: str | os.PathLike | None = None,
-    progress: bool = True,
-    class_names: str | os.PathLike | None = None,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    recheck_margin: float = DEFAULT_MARGIN,
-    opened=None,
-    world: World | None = None,
-) -> dict | None:
-    """``shunted eval`` as a function: open the checkpoint on ``backend``, list the data, evaluate, write.
+@dataclass
+class EvalConfig(EvalRun):
+    """What ``shunted eval`` runs (and, as an ``EvalRun``, how the pass runs) (``commands/eval.py`` builds it from ``-c`` / ``-o`` and the flags).
 
-    ``world``: the processes sharing the work (``run_evaluation``); None on ranks other than 0.
-
-    ``opened``: a checkpoint already opened (``shunted/engine/session.py``: ``open_model``, ``given_predictor``)
-    instead of opening ``model`` / ``weights`` on ``backend`` here. ``num_classes``, when given, must match the
-    checkpoint's head. Class folders map to class indices by name
+    ``num_classes``, when given, must match the checkpoint's head. Class folders map to class indices by name
     when the names are known (``class_names``, a file of one name per line, or what
     ``data/classnames.py:known_class_names`` finds beside the weights).
+    """
+
+    model: str
+    weights: str | os.PathLike | None
+    data: str | os.PathLike
+    labels: str | os.PathLike | None = None
+    class_names: str | os.PathLike | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    crop_pct: float | None = None
+    resize_short: int | None = None
+    interpolation: str | None = None
+    limit: int | None = None
+    backend: str = "dygraph"
+    threads: int | None = None
+    recheck_margin: float = DEFAULT_MARGIN
+
+
+def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None) -> dict | None:
+    """``shunted eval`` as a function: open the checkpoint on ``cfg.backend``, list the data, evaluate, write.
+
+    ``world``: the processes sharing the work (``run_evaluation``); None on ranks other than 0.
+    ``opened``: a checkpoint already opened (``shunted/engine/session.py``: ``open_model``, ``given_predictor``)
+    instead of opening ``cfg.model`` / ``cfg.weights`` here.
     """
     from ..data.transforms import EvalTransform
     from ..models import get_pretrained_cfg
 
     # before the work: an output that is an input (the weights, an image), or both outputs one file, fails now
     check_outputs(
-        [("--output", output), ("--save-logits", save_logits_to)],
-        [("--weights", weights), ("--labels", labels), ("--class-names", class_names)],
-        data=[("--data", data)],
+        [("--output", cfg.output), ("--save-logits", cfg.save_logits_to)],
+        [("--weights", cfg.weights), ("--labels", cfg.labels), ("--class-names", cfg.class_names)],
+        data=[("--data", cfg.data)],
     )
-    for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
+    for out_path in (cfg.save_logits_to, cfg.output):  # before the work: an unwritable location fails now
         if out_path is not None:
             check_output_file(out_path)
     transform = EvalTransform.from_config(
-        get_pretrained_cfg(model),
-        img_size=img_size,
-        crop_pct=crop_pct,
-        resize_short=resize_short,
-        interpolation=interpolation,
+        get_pretrained_cfg(cfg.model),
+        img_size=cfg.img_size,
+        crop_pct=cfg.crop_pct,
+        resize_short=cfg.resize_short,
+        interpolation=cfg.interpolation,
     )
     if opened is None:
         opened = open_model(
-            model,
-            weights,
-            backend,
-            threads=threads,
+            cfg.model,
+            cfg.weights,
+            cfg.backend,
+            threads=cfg.threads,
             img_size=transform.img_size,
-            expect_num_classes=num_classes,
-            recheck_margin=recheck_margin,
+            expect_num_classes=cfg.num_classes,
+            recheck_margin=cfg.recheck_margin,
         )
-    elif num_classes is not None and num_classes != opened.num_classes:
-        raise ValueError(f"num_classes {num_classes} differs from the opened model's {opened.num_classes}")
-    dataset, record = checkpoint_dataset(opened, data, transform, labels, class_names, limit)
-    return run_evaluation(
-        opened.predictor,
-        dataset,
-        opened.num_classes,
-        record,
-        batch_size=batch_size,
-        workers=workers,
-        skip_bad=skip_bad,
-        save_logits_to=save_logits_to,
-        output=output,
-        progress=progress,
-        world=world,
-    )
+    elif cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
+        raise ValueError(
+            f"num_classes {cfg.num_classes} differs from the opened model's {opened.num_classes}"
+        )
+    dataset, record = checkpoint_dataset(opened, cfg.data, transform, cfg.labels, cfg.class_names, cfg.limit)
+    return run_evaluation(opened.predictor, dataset, opened.num_classes, record, cfg, world=world)
 
 
 def check_same_samples(dataset: ImageDataset, world: World) -> None:
@@ -481,13 +473,14 @@ def check_same_samples(dataset: ImageDataset, world: World) -> None:
         digest.update(f"{dataset.samples.relative(i)}\0{label}\n".encode("utf-8", "surrogateescape"))
     mine = [len(dataset), int.from_bytes(digest.digest()[:7], "big")]
     listed = world.gather_ints(mine)
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
-                f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
-                "same --data (the same files on every node)"
-            )
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
+            f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
+            "same --data (the same files on every node)"
+        )
 
 
 def checkpoint_dataset(
