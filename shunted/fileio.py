@@ -342,25 +342,18 @@ TEXT_LIMITS = {  # kind: (bytes, what it is, for the message)
 
 
 class InputError(ShuntedError):
-    """A file the user named cannot be read as the input it should be (not a regular file, too large); ``kind``:
-    what it is instead (``a FIFO``, ``a folder``, …), when that is the reason."""
-
-    def __init__(self, message: str, kind: str | None = None):
-        super().__init__(message)
-        self.kind = kind
+    """A file the user named cannot be read as the input it should be (not a regular file, too large)."""
 
 
 def _kind_of(mode: int) -> str:
     if stat.S_ISFIFO(mode):
-        return "a FIFO"
+        return "a named pipe (FIFO)"
     if stat.S_ISCHR(mode):
         return "a character device"
     if stat.S_ISBLK(mode):
         return "a block device"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a folder"
     return "not a file"
 
 
@@ -384,7 +377,7 @@ def open_input(path: str | os.PathLike, what: str | None = None, kind: str | Non
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(not_regular(path, st.st_mode, what), _kind_of(st.st_mode))
+            raise InputError(not_regular(path, st.st_mode, what))
         if kind is not None and st.st_size > TEXT_LIMITS[kind][0]:
             raise InputError(_too_large(path, what, kind, st.st_size))
         os.set_blocking(fd, True)

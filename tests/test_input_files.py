@@ -60,7 +60,7 @@ def test_a_fifo_is_refused_at_once_by_what_it_is(reader, fifo, tmp_path):
     with alarm(), pytest.raises(ShuntedError) as err:
         READERS[reader](fifo, tmp_path)
     message = str(err.value)
-    assert str(fifo) in message and "a FIFO, not a regular file" in message
+    assert str(fifo) in message and "named pipe (FIFO), not a regular file" in message
     assert "no such" not in message
 
 
@@ -95,7 +95,9 @@ def test_the_opener_reads_regular_files_and_names_the_flag(tmp_path):
 def test_weights_reuse_the_same_refusal(fifo):
     from shunted.convert.reader import check_readable
 
-    with pytest.raises(ShuntedError, match="a FIFO, not a regular file; give a checkpoint file"):
+    with pytest.raises(
+        ShuntedError, match="named pipe \\(FIFO\\), not a regular file; give a checkpoint file"
+    ):
         check_readable(fifo)
 
 

@@ -74,7 +74,8 @@ def open_regular(path: str | os.PathLike, what: str = "image"):
     try:
         return open_input(path)
     except InputError as exc:
-        raise DataError(f"{path}: cannot read {what} (not a regular file: {exc.kind})") from None
+        reason = str(exc).split(": ", 1)[-1].split(";")[0]
+        raise DataError(f"{path}: cannot read {what} ({reason})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
 
