@@ -152,7 +152,7 @@ class _Exhausting:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_loader_memory_error_is_one_line_and_never_hangs(tmp_path, workers):
     from shunted.data.datasets import ImageDataset, list_samples
-    from shunted.engine.evaluate import evaluate
+    from shunted.engine.evaluate import EvalRun, evaluate
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
@@ -163,7 +163,10 @@ def test_a_loader_memory_error_is_one_line_and_never_hangs(tmp_path, workers):
     def run():
         try:
             evaluate(
-                dataset, lambda x: np.zeros((len(x), 2)), 2, batch_size=2, workers=workers, progress=False
+                dataset,
+                lambda x: np.zeros((len(x), 2)),
+                2,
+                EvalRun(batch_size=2, workers=workers, progress=False),
             )
         except BaseException as exc:  # noqa: BLE001 — inspected below
             result.append(exc)

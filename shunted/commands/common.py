@@ -247,7 +247,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode",
         choices=("auto", "whole", "slide"),
-        default="auto",
+        default=None,
         help="auto (default): the whole image at once when its estimated memory fits --max-memory, else a sliding "
         "window; whole; or slide (--crop-size, --stride)",
     )
@@ -268,13 +268,55 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def seg_inference(args: argparse.Namespace):
-    """The ``SegInference`` of --mode / --crop-size / --stride / --batch-size (their rules: one-line errors)."""
+def seg_settings(args: argparse.Namespace, flags: dict[str, str], required: tuple[str, ...]) -> dict:
+    """Each ``flags`` attribute's value: the flag when given, else the ``-c`` file / ``-o`` override of its
+    config key (``flags``: attribute → key of shunted/config_schema.py, segmentation), else the schema's
+    default; the config checked against the schema. ``required``: attributes that must end up set."""
+    from ..config import ConfigError, get, layered_config
+    from ..config_schema import SEG, seg_train_defaults
+
+    given = {}
+    for attr, key in flags.items():
+        value = getattr(args, attr, None)
+        given[key] = list(value) if isinstance(value, tuple) else value  # (h, w) flags: [h, w] keys
+    cfg = layered_config(
+        SEG, seg_train_defaults, getattr(args, "config", None), getattr(args, "override", None), given,
+        {key: "--" + attr.replace("_", "-") for attr, key in flags.items()},
+    )  # fmt: skip
+    values = {attr: get(cfg, key) for attr, key in flags.items()}
+    for attr in ("crop_size", "stride"):
+        if isinstance(values.get(attr), list):
+            values[attr] = tuple(values[attr])
+    for attr in required:
+        if values.get(attr) is None:
+            raise ConfigError(
+                f"--{attr.replace('_', '-')} is required (or set {flags[attr]} in the -c config)"
+            )
+    return values
+
+
+# seg-eval / seg-predict flag → key of the one config schema (PaddleClas's sections)
+SEG_INFER_KEYS = {
+    "model": "Arch.name",
+    "weights": "Global.pretrained_model",
+    "num_classes": "Arch.class_num",
+    "batch_size": "DataLoader.Eval.sampler.batch_size",
+    "scale": "DataLoader.Eval.transform.scale",
+    "mode": "Infer.mode",
+    "crop_size": "Infer.crop_size",
+    "stride": "Infer.stride",
+}
+
+
+def seg_inference(values: dict, max_memory: int | None = None):
+    """The ``SegInference`` of mode / crop_size / stride / batch_size (``seg_settings``) and --max-memory (their
+    rules: one-line errors)."""
     from ..engine.seg.evaluate import SegInference
 
     return SegInference(
-        args.mode, args.crop_size, args.stride, args.batch_size, model=args.model, max_memory=args.max_memory
-    )
+        values["mode"], values["crop_size"], values["stride"], values["batch_size"], model=values["model"],
+        max_memory=max_memory,
+    )  # fmt: skip
 
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

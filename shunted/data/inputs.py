@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import DataError
-from ..fileio import IMAGE_EXTENSIONS, open_input
+from ..fileio import IMAGE_EXTENSIONS, not_regular, open_input
 
 BOM = "\ufeff"
 
@@ -76,9 +76,14 @@ def _walk(folder: str, ancestors: set[tuple[int, int]]) -> Iterator[tuple[str, s
 
 
 def _not_regular(path: str) -> str:
-    if not os.path.lexists(path) or not os.path.exists(path):
-        return f"{path}: cannot read image (a broken link)"
-    return f"{path}: cannot read image (not a regular file: a FIFO, device or socket is never opened)"
+    """The walker's error item for an image name that is not a regular file, worded as ``open_regular`` words it
+    (shunted/fileio.py ``not_regular``: "is a named pipe (FIFO), not a regular file")."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # a broken link
+        return f"{path}: cannot read image ({exc.strerror or exc})"
+    reason = not_regular("", mode).split(": ", 1)[-1].split(";")[0]
+    return f"{path}: cannot read image ({reason})"
 
 
 def read_list_lines(list_file: str | os.PathLike, flag: str = "--list") -> Iterator[tuple[int, str]]:

@@ -41,7 +41,7 @@ from ..fileio import atomic_path, check_output_file, check_outputs, write_json_a
 from ..runtime import DEFAULT_MARGIN
 from .infer import Source, numpy, run_inference
 from .session import open_model
-from .world import World
+from .world import World, first_different
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -133,29 +133,40 @@ class TopkAccumulator:
         return self.out
 
 
+@dataclass(kw_only=True)
+class EvalRun:
+    """How one evaluation pass runs and what it writes (``run_evaluation``); keyword-only."""
+
+    batch_size: int = 64
+    workers: int = 2
+    skip_bad: bool = False
+    save_logits_to: str | os.PathLike | None = None
+    output: str | os.PathLike | None = None
+    progress: bool = True
+
+
 def evaluate(
     dataset: ImageDataset,
     predict_batch: PredictBatch,
     num_classes: int,
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad: bool = False,
+    run: EvalRun | None = None,
     keep_logits: bool = False,
-    progress: bool = True,
     indices: range | None = None,
 ) -> EvalOutcome:
     """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``.
 
-    indices: a contiguous shard of the samples (``World.shard``) to evaluate instead of all of them.
+    run: batch size, workers, skip_bad, progress (its output paths are ``run_evaluation``'s). keep_logits: the
+    outcome holds the logits rows. indices: a contiguous shard of the samples (``World.shard``) instead of all.
     """
+    run = run or EvalRun()
     if dataset.on_error != "mark":
         raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
     indices = range(len(dataset)) if indices is None else indices
     if indices.step != 1 or not (0 <= indices.start <= indices.stop <= len(dataset)):
         raise ValueError(f"indices {indices} is not a contiguous part of the {len(dataset)} samples")
-    acc = TopkAccumulator(dataset, num_classes, indices, skip_bad, keep_logits)
-    source = Source(dataset, marked_sample(dataset), _collate, indices, batch_size, workers)
-    part = run_inference(source, acc, predict_batch, progress)
+    acc = TopkAccumulator(dataset, num_classes, indices, run.skip_bad, keep_logits)
+    source = Source(dataset, marked_sample(dataset), _collate, indices, run.batch_size, run.workers)
+    part = run_inference(source, acc, predict_batch, run.progress)
     out = acc.out
     out.wall_s, out.model_s, out.data_wait_s = (
         part.timing.wall_s,
@@ -322,18 +333,6 @@ def save_result(path: str | os.PathLike, result: dict) -> None:
     write_json_atomic(Path(path), result)
 
 
-@dataclass
-class EvalRun:
-    """How one evaluation pass runs and what it writes (``run_evaluation``)."""
-
-    batch_size: int = 64
-    workers: int = 2
-    skip_bad: bool = False
-    save_logits_to: str | os.PathLike | None = None
-    output: str | os.PathLike | None = None
-    progress: bool = True
-
-
 def run_evaluation(
     predict_batch: PredictBatch,
     dataset: ImageDataset,
@@ -364,11 +363,8 @@ def run_evaluation(
         dataset,
         predict_batch,
         num_classes,
-        batch_size=batch_size,
-        workers=workers,
-        skip_bad=run.skip_bad,
+        run,
         keep_logits=save_logits_to is not None,
-        progress=run.progress,
         indices=world.shard(len(dataset), unit=batch_size),  # the batches of a one-process run
     )
     parts = world.gather(part)
@@ -397,8 +393,8 @@ def run_evaluation(
 
 
 @dataclass
-class EvalConfig:
-    """What ``shunted eval`` runs (``commands/eval.py`` builds it from ``-c`` / ``-o`` and the flags).
+class EvalConfig(EvalRun):
+    """What ``shunted eval`` runs (and, as an ``EvalRun``, how the pass runs) (``commands/eval.py`` builds it from ``-c`` / ``-o`` and the flags).
 
     ``num_classes``, when given, must match the checkpoint's head. Class folders map to class indices by name
     when the names are known (``class_names``, a file of one name per line, or what
@@ -416,20 +412,9 @@ class EvalConfig:
     resize_short: int | None = None
     interpolation: str | None = None
     limit: int | None = None
-    batch_size: int = 64
-    workers: int = 2
-    skip_bad: bool = False
-    save_logits_to: str | os.PathLike | None = None
-    output: str | os.PathLike | None = None
-    progress: bool = True
     backend: str = "dygraph"
     threads: int | None = None
     recheck_margin: float = DEFAULT_MARGIN
-
-    def run(self) -> EvalRun:
-        return EvalRun(
-            self.batch_size, self.workers, self.skip_bad, self.save_logits_to, self.output, self.progress
-        )
 
 
 def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None) -> dict | None:
@@ -473,7 +458,7 @@ def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None
             f"num_classes {cfg.num_classes} differs from the opened model's {opened.num_classes}"
         )
     dataset, record = checkpoint_dataset(opened, cfg.data, transform, cfg.labels, cfg.class_names, cfg.limit)
-    return run_evaluation(opened.predictor, dataset, opened.num_classes, record, cfg.run(), world=world)
+    return run_evaluation(opened.predictor, dataset, opened.num_classes, record, cfg, world=world)
 
 
 def check_same_samples(dataset: ImageDataset, world: World) -> None:
@@ -488,13 +473,14 @@ def check_same_samples(dataset: ImageDataset, world: World) -> None:
         digest.update(f"{dataset.samples.relative(i)}\0{label}\n".encode("utf-8", "surrogateescape"))
     mine = [len(dataset), int.from_bytes(digest.digest()[:7], "big")]
     listed = world.gather_ints(mine)
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
-                f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
-                "same --data (the same files on every node)"
-            )
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
+            f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
+            "same --data (the same files on every node)"
+        )
 
 
 def checkpoint_dataset(

@@ -3,11 +3,10 @@
 ``shunted predict`` (``shunted/commands/predict.py``) calls ``stream_predictions``. Nothing grows with the
 number of images:
 
-- **Inputs** (``iter_inputs``): the positional files and folders in the order given, then each ``--list`` file.
-  A folder is walked lazily in the order of its images' sorted relative paths (``a/10.png`` < ``a/2.png`` <
-  ``b/1.jpg``, as ``sorted(rglob)`` would give) holding one sorted directory listing per level of the walk;
-  symbolic links to folders are followed unless they lead back to a folder being walked. A list file is read
-  line by line: one path per line, relative to the list's folder or absolute; blank lines are skipped.
+- **Inputs** (``iter_inputs``, shunted/data/inputs.py: the one walker): the positional files and folders in the
+  order given, then each ``--list`` file. Folders are walked lazily in sorted relative-path order, linked folders
+  followed once; lists are read line by line (a UTF-8 BOM removed); only regular files are opened (a FIFO named
+  like an image is an unreadable item, never a hang).
 - **Decoding** runs in ``workers`` threads (Pillow releases the GIL while decoding and resizing) at most
   two batches ahead of the model.
 - **Results** go out per batch: ``F.jsonl`` gets one JSON object per image (``path`` and the top-k ``index``,
@@ -31,8 +30,10 @@ error. Without ``resume`` an existing non-empty output is an error.
 ``F.rank{r}.jsonl`` (and its meta file), each resumable on its own; at the end rank 0 writes ``F.index.json``
 listing the shards with their counts. The union of the shards' lines is the one-process output;
 ``merged_lines(F.index.json)`` yields them in input order (``batch_size`` lines from each shard in turn).
-Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; a resume needs the
-same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
+Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; the ranks compare their
+listings (count and SHA-256 of the paths, ``Listing``) before any work and again at the end, so a folder that changes
+during the run ends in a one-line error without ``F.index.json`` rather than in shards of two listings. A resume
+needs the same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
 writes its shard on its own machine's file system at the path given; rank 0's index names them all.
 """
 
@@ -766,13 +767,16 @@ class Listing:
 
 def agree_on_listing(listed: list[list[int]], when: str) -> None:
     """Every process must have walked the same listing (``Listing.words`` per rank): else one line."""
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
-                f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
-                "it was read (or is not the same on every node): run again on a folder that does not change"
-            )
+    from .world import first_different
+
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
+            f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
+            "it was read (or is not the same on every node): run again on a folder that does not change"
+        )
 
 
 def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) -> dict:

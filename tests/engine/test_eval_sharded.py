@@ -153,7 +153,11 @@ def test_merge_refuses_shards_out_of_order(dataset):
 
     parts = [
         evaluate(
-            dataset, batch_sensitive, 10, batch_size=5, workers=0, skip_bad=True, progress=False, indices=r
+            dataset,
+            batch_sensitive,
+            10,
+            EvalRun(batch_size=5, workers=0, skip_bad=True, progress=False),
+            indices=r,
         )
         for r in (range(10, 23), range(0, 10))
     ]

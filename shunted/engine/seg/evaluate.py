@@ -1,6 +1,6 @@
 """Semantic segmentation evaluation: mIoU, per-class IoU and accuracy, pixel accuracy, the confusion matrix.
 
-``evaluate_segmentation(predict_fn, dataset, num_classes, ignore_index)`` is backend-agnostic: ``predict_fn`` maps a
+``evaluate_segmentation(predict_fn, dataset, num_classes, inference)`` is backend-agnostic: ``predict_fn`` maps a
 float32 N×3×H×W batch to logits N×K×H×W (the dygraph model, or a runtime of shunted/runtime/). Every image is
 evaluated at full resolution, as mmseg and PaddleSeg do: the whole image at once (``mode="whole"``), or a sliding
 window of ``crop_size`` moved by ``stride`` whose overlapping logits are averaged (``mode="slide"``, mmseg's
@@ -173,9 +173,18 @@ def predicted_labels(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- evaluation
 
 
+UNREADABLE = -1  # the second field of a sample the loader could not produce: no label or image is negative
+
+
 def _unreadable(index: int) -> tuple:
-    """A sample the loader could not produce: an empty image (a real one never is) and its index."""
-    return np.zeros((3, 0, 0), np.float32), np.zeros((0, 0), np.int64), np.int64(index)
+    """A sample the loader could not produce: a 1×1 image and a 1×1 int64 ``UNREADABLE`` second field (a label is
+    never negative, an RGB image is uint8), with its index. Not empty: Paddle's worker processes cannot pass
+    empty arrays (the old empty placeholder crashed seg-eval --workers 2 with a traceback)."""
+    return np.zeros((3, 1, 1), np.float32), np.full((1, 1), UNREADABLE, np.int64), np.int64(index)
+
+
+def _marked(extra) -> bool:
+    return extra.dtype == np.int64 and extra.shape == (1, 1) and int(extra[0, 0]) == UNREADABLE
 
 
 def _single(batch):
@@ -286,8 +295,8 @@ class SegAccumulator:
     def add(self, item, run) -> int:
         image, extra, index = item
         i = int(numpy(index))
-        image = numpy(image)
-        if image.size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
+        image, extra = numpy(image), numpy(extra)
+        if _marked(extra):  # marked by MarkFailures (_unreadable): its error, in one line
             raise failure_of(self.image_path(i), partial(self.read, i))
         image = np.asarray(image, np.float32)
         done = 0
@@ -347,25 +356,21 @@ def evaluate_segmentation(
     predict_fn: SegPredict,
     dataset,
     num_classes: int,
-    ignore_index: int,
-    batch_size: int = 1,
+    inference: SegInference | None = None,
     workers: int = 0,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
     on_mask: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = True,
     world=None,
-    everyone: bool = True,
-) -> dict | None:
+) -> dict:
     """Evaluate ``predict_fn`` on ``dataset`` (a SegDataset, shunted/data/seg_datasets.py: ``[i] -> (image
-    float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``); see the module docstring.
+    float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``; its ``ignore_index`` pixels are not counted);
+    see the module docstring.
 
-    batch_size: images per model call in ``whole`` mode (consecutive images of one size), windows per call in
-    ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W uint8 mask at its label's size.
-    world: shunted/engine/world.py ``World``; each process evaluates its contiguous share of the images
-    (``World.shard``), rank 0 gathers and sums the confusion matrices; ``everyone``: every rank returns the
-    result (training's validation), else only rank 0 (the others None).
+    inference: whole or slide, and ``batch_size`` images per model call in ``whole`` mode (consecutive images of
+    one size), windows per call in ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W
+    uint8 mask at its label's size. world: shunted/engine/world.py ``World``; each process evaluates its
+    contiguous share of the images (``World.shard``), rank 0 gathers and sums the confusion matrices, every rank
+    returns the result.
 
     Returns shunted/engine/seg/metrics.py's ``seg_scores`` of the split's confusion matrix plus ``confusion``
     (K×K pixel counts, rows = label), ``images``, ``pixels`` (counted pixels) and timings.
@@ -374,10 +379,10 @@ def evaluate_segmentation(
     from ..world import World
     from .metrics import seg_scores
 
-    inference = SegInference(mode, crop_size, stride, batch_size)
+    inference = inference or SegInference()
     world = world or World()
     indices = world.shard(len(dataset))
-    acc = ConfusionAccumulator(dataset, inference, num_classes, ignore_index, on_mask)
+    acc = ConfusionAccumulator(dataset, inference, num_classes, dataset.ignore_index, on_mask)
     source = Source(dataset, _unreadable, _single, indices, batch_size=1, workers=workers)
     start = time.perf_counter()
     parts = gather_parts(run_inference(source, acc, predict_fn, progress), world)
@@ -400,9 +405,7 @@ def evaluate_segmentation(
         )
         if world.size > 1:
             result["timing"]["per_rank"] = per_rank(parts, images=lambda s: s["images"])
-    if everyone and world.size > 1:
-        result = world.broadcast(result)
-    return result
+    return world.broadcast(result) if world.size > 1 else result
 
 
 # ------------------------------------------------------------------------------------------ the checkpoint
@@ -538,7 +541,6 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     """
     from ...data.seg_datasets import SegDataset
     from ...data.seg_transforms import SegEvalTransform
-    from ..evaluate import versions
     from ..world import World
     from .palette import read_class_names
 
@@ -555,6 +557,7 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     dataset = SegDataset(
         samples,
         SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale),
+        ignore_index=cfg.ignore_index,
         reduce_zero_label=cfg.reduce_zero_label,
     )
     on_mask = None
@@ -566,47 +569,18 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
         def on_mask(i: int, mask: np.ndarray) -> None:
             masks.write_image(names[i], Image.fromarray(mask, "L"))
 
-    inf = cfg.inference
+    progress = cfg.progress and world.main
     try:
         scores = evaluate_segmentation(
-            opened.predictor, dataset, num_classes, cfg.ignore_index, batch_size=inf.batch_size,
-            workers=cfg.workers, mode=inf.mode, crop_size=inf.crop_size, stride=inf.stride, on_mask=on_mask,
-            progress=cfg.progress and world.main, world=world, everyone=False,
-        )  # fmt: skip
+            opened.predictor, dataset, num_classes, cfg.inference, cfg.workers, on_mask, progress, world
+        )
     except BaseException:  # a bad label, a full disk, Ctrl-C: no partial --save-masks output
         if masks is not None:
             masks.abort()
         raise
-    if scores is None:  # a rank other than 0
+    if not world.main:  # rank 0 writes the result
         return None
-    result = {
-        "model": opened.model_name,
-        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
-        "backend": opened.backend,
-        "num_classes": num_classes,
-        "class_names": names_list,
-        "ignore_index": cfg.ignore_index,
-        "reduce_zero_label": cfg.reduce_zero_label,
-        "data": {
-            "root": str(samples.root),
-            "list": str(cfg.list_file) if cfg.list_file is not None else None,
-            "samples": len(samples),
-            "limit": cfg.limit,
-        },
-        "evaluation": {
-            **inf.describe(),
-            "scale": cfg.scale,
-            "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-            "batch_size": inf.batch_size,
-            "workers": cfg.workers,
-        },
-        "world_size": world.size,
-        **_rounded(scores),
-        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
-        "versions": versions(),
-    }
+    result = _seg_eval_result(cfg, opened, samples, names_list, scores, world.size)
     if masks is not None:
         masks.finish(
             {
@@ -621,6 +595,40 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     if cfg.output is not None:
         write_json_atomic(cfg.output, result)
     return result
+
+
+def _seg_eval_result(cfg: SegEvalConfig, opened, samples, names_list, scores: dict, world_size: int) -> dict:
+    """The JSON of ``shunted seg-eval``: what was run on what, then the scores (``_rounded``)."""
+    from ..evaluate import versions
+
+    return {
+        "model": opened.model_name,
+        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
+        "backend": opened.backend,
+        "num_classes": opened.num_classes,
+        "class_names": names_list,
+        "ignore_index": cfg.ignore_index,
+        "reduce_zero_label": cfg.reduce_zero_label,
+        "data": {
+            "root": str(samples.root),
+            "list": str(cfg.list_file) if cfg.list_file is not None else None,
+            "samples": len(samples),
+            "limit": cfg.limit,
+        },
+        "evaluation": {
+            **cfg.inference.describe(),
+            "scale": cfg.scale,
+            "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
+            "mean": list(opened.pretrained_cfg.mean),
+            "std": list(opened.pretrained_cfg.std),
+            "batch_size": cfg.inference.batch_size,
+            "workers": cfg.workers,
+        },
+        "world_size": world_size,
+        **_rounded(scores),
+        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
+        "versions": versions(),
+    }
 
 
 def _rounded(scores: dict) -> dict:
