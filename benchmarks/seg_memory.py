@@ -71,14 +71,18 @@ def peak_mb(variant: str, w: Path, img: Path, mode: str, folder: Path, extra: li
     if mode == "slide":
         cmd += ["--crop-size", "512"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", WRAPPER, str(rss), *cmd], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(rss), *cmd], capture_output=True, text=True, env=env
+    )
     status = "ok" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1][:80]
     return int(rss.read_text()) / 1024, status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fit", action="store_true", help="fit the constants of shunted/engine/seg/memory.py")
+    parser.add_argument(
+        "--fit", action="store_true", help="fit the constants of shunted/engine/seg/memory.py"
+    )
     parser.add_argument("--quick", action="store_true", help="two small sizes, shunted_t_fpn only")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")

@@ -33,7 +33,9 @@ CONSTANTS = {
     "shunted_s_fpn": (689 * MB, 0.0, 2.279e-3),
     "shunted_b_fpn": (856 * MB, 0.0, 2.413e-3),
 }
-MARGIN = 1.2  # on the image-dependent part: measured peaks were up to 1.19 x the fit (allocator growth in steps)
+MARGIN = (
+    1.2  # on the image-dependent part: measured peaks were up to 1.19 x the fit (allocator growth in steps)
+)
 CROPS = (512, 384, 256, 192, 128, 64)  # sliding windows tried, largest first
 
 
