@@ -50,6 +50,7 @@ from reliability import (  # noqa: E402
     cases_classes,
     cases_deletion,
     cases_flags,
+    cases_infer20,
     cases_loaders,
     cases_messages,
     cases_pillow,
@@ -74,6 +75,7 @@ ITEMS = {
     10: "one writer per output, only our outputs replaced (issue 20)",
     11: "signals and messages (issue 20)",
     12: "training: checked before it starts, resumes say what they do (issue 20)",
+    13: "one input walker; output folders keep the user's edits (issue 20)",
 }
 
 TABLES = (
@@ -87,6 +89,7 @@ TABLES = (
     cases_shared,
     cases_trust,
     cases_train20,
+    cases_infer20,
 )
 
 
