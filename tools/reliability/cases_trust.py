@@ -310,13 +310,13 @@ def cases() -> list[Case]:
     # ---- 9. memory and threads bounded by the work ----
     add(
         Case(
-            "seg-predict a 2400×1800 photo with the defaults: slides, under 4 GB (20#4)",
+            "seg-predict a 1280×960 photo (4.2 GB whole) under ulimit -v 4 GB, defaults: slides (20#4)",
             9,
             lambda d, ctx: (
                 ["seg-predict", "--model", "shunted_t_fpn", "--weights", str(ctx.seg), "photo.jpg"]
                 + ["--output-dir", "out", "--no-progress"]
             ),
-            photo("photo.jpg", 2400, 1800),
+            photo("photo.jpg", 1280, 960),
             exit=(0,),
             check=lambda d, ctx, r: None if (d / "out" / "photo.png").is_file() else "no mask written",
             max_rss_mb=4096,
