@@ -1,8 +1,9 @@
-"""Run the hostile and careless inputs of issue 11 through the ``shunted`` command and tabulate the outcomes.
+"""Run the hostile and careless inputs of issues 11 and 20 through the ``shunted`` command and tabulate the outcomes.
 
 python tools/reliability_cases.py                      # every case; writes docs/reliability.md
 python tools/reliability_cases.py --quick --no-write   # the fast subset (what tests/test_reliability_cases.py runs)
-python tools/reliability_cases.py --only 2 --only 6    # the cases of items 2 and 6 of issue 11
+python tools/reliability_cases.py --only 2 --only 6    # the cases of items 2 and 6
+python tools/reliability_cases.py --repo /tmp/old --only 8 --no-write   # item 8 against an older checkout
 
 Each case builds its inputs in a fresh temporary folder (crafted pickles, zips and safetensors are made here, in
 code, byte by byte), runs ``python -m shunted CMD ...`` of this checkout as a subprocess (stdin closed, a timeout,
