@@ -71,19 +71,58 @@ def peak_mb(variant: str, w: Path, img: Path, mode: str, folder: Path, extra: li
     if mode == "slide":
         cmd += ["--crop-size", "512"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", WRAPPER, str(rss), *cmd], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(rss), *cmd], capture_output=True, text=True, env=env
+    )
     status = "ok" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1][:80]
     return int(rss.read_text()) / 1024, status
 
 
+def render(rows: list[dict], variants: list[str]) -> str:
+    """The README table: per image size, each variant's peak RSS whole / sliding window (512, stride 341), and
+    the whole-image estimate of shunted/engine/seg/memory.py (with its current constants)."""
+    from shunted.engine.seg import memory
+
+    def cell(variant: str, size: str, mode: str) -> str:
+        row = next((r for r in rows if (r["variant"], r["size"], r["mode"]) == (variant, size, mode)), None)
+        if row is None or row["peak_mb"] is None:
+            return "—"
+        return f"{row['peak_mb'] / 1024:.2f}" if row["status"] == "ok" else "fails"
+
+    short = [v.split("_")[1] for v in variants]
+    head = "| image | " + " | ".join(f"{s} whole (est.) | {s} slide" for s in short) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(variants)]
+    for size in dict.fromkeys(r["size"] for r in rows):
+        width, height = (int(x) for x in size.split("×"))
+        cells = []
+        for v in variants:
+            est = memory.whole_image_bytes(v, height, width) / memory.GB
+            cells += [f"{cell(v, size, 'whole')} ({est:.1f})", cell(v, size, "slide")]
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return (
+        "\n".join(lines)
+        + "\n\nPeak RSS of `shunted seg-predict` in GB (the whole process); whole: `--mode whole`, its "
+        "estimate in brackets; slide: windows of 512, stride 341; — not run (more than half the free memory)."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fit", action="store_true", help="fit the constants of shunted/engine/seg/memory.py")
+    parser.add_argument(
+        "--fit", action="store_true", help="fit the constants of shunted/engine/seg/memory.py"
+    )
     parser.add_argument("--quick", action="store_true", help="two small sizes, shunted_t_fpn only")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--from-rows", type=Path, help="print the table of rows measured before (JSON lines)")
     args = parser.parse_args(argv)
     from shunted.engine.seg import memory
+
+    if args.from_rows:
+        lines = args.from_rows.read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.startswith("{")]
+        print(render(rows, [v for v in VARIANTS if any(r["variant"] == v for r in rows)]))
+        return 0
 
     sizes = FIT_SIZES if args.fit else TABLE_SIZES
     variants = args.variants
@@ -110,12 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                                      peak_mb=peak, estimate_mb=estimate if mode == "whole" else None,
                                      status=status))  # fmt: skip
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print("| model | image | mode | peak RSS | whole-image estimate (memory.py) | |")
-    print("|---|---|---|---:|---:|---|")
-    for r in rows:
-        peak = "—" if r["peak_mb"] is None else f"{r['peak_mb'] / 1024:.2f} GB"
-        est = "" if r["estimate_mb"] is None else f"{r['estimate_mb'] / 1024:.2f} GB"
-        print(f"| {r['variant']} | {r['size']} | {r['mode']} | {peak} | {est} | {r['status']} |")
+    print(render(rows, variants))
     if args.fit:
         for variant in variants:
             mine = [r for r in rows if r["variant"] == variant and r["status"] == "ok"]

@@ -36,3 +36,10 @@ def test_bench_cpu_quick_writes_every_backend(repo_root, tmp_path):
 def test_train_step_quick_times_paddle(repo_root):
     done = _run(repo_root, "benchmarks/train_step.py", "--quick", "--variants", "paddle")
     assert "paddle" in done.stdout and "img/s" in done.stdout
+
+
+@pytest.mark.slow  # two seg-predict runs per size in child processes
+def test_seg_memory_quick_prints_the_readme_table(repo_root):
+    done = _run(repo_root, "benchmarks/seg_memory.py", "--quick")
+    assert "| image | t whole (est.) | t slide |" in done.stdout
+    assert "| 320×240 |" in done.stdout and "fails" not in done.stdout

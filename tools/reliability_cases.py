@@ -1,8 +1,9 @@
-"""Run the hostile and careless inputs of issue 11 through the ``shunted`` command and tabulate the outcomes.
+"""Run the hostile and careless inputs of issues 11 and 20 through the ``shunted`` command and tabulate the outcomes.
 
 python tools/reliability_cases.py                      # every case; writes docs/reliability.md
 python tools/reliability_cases.py --quick --no-write   # the fast subset (what tests/test_reliability_cases.py runs)
-python tools/reliability_cases.py --only 2 --only 6    # the cases of items 2 and 6 of issue 11
+python tools/reliability_cases.py --only 2 --only 6    # the cases of items 2 and 6
+python tools/reliability_cases.py --repo /tmp/old --only 8 --no-write   # item 8 against an older checkout
 
 Each case builds its inputs in a fresh temporary folder (crafted pickles, zips and safetensors are made here, in
 code, byte by byte), runs ``python -m shunted CMD ...`` of this checkout as a subprocess (stdin closed, a timeout,
@@ -50,6 +51,7 @@ from reliability import (  # noqa: E402
     cases_classes,
     cases_deletion,
     cases_flags,
+    cases_infer20,
     cases_loaders,
     cases_messages,
     cases_pillow,
@@ -74,6 +76,7 @@ ITEMS = {
     10: "one writer per output, only our outputs replaced (issue 20)",
     11: "signals and messages (issue 20)",
     12: "training: checked before it starts, resumes say what they do (issue 20)",
+    13: "one input walker; output folders keep the user's edits (issue 20)",
 }
 
 TABLES = (
@@ -87,6 +90,7 @@ TABLES = (
     cases_shared,
     cases_trust,
     cases_train20,
+    cases_infer20,
 )
 
 

@@ -101,15 +101,15 @@ def test_auto_gives_the_whole_images_labels_when_it_fits_and_the_windows_otherwi
         SegInference("whole", model="shunted_t_fpn", max_memory=budget).logits(tiny_fpn, image, 3, "x.png")
 
 
-RSS = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
+def _rss_wrapper() -> str:
+    """The peak-RSS wrapper of benchmarks/seg_memory.py (forks the command, reports its ru_maxrss)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "seg_memory.py"
+    spec = importlib.util.spec_from_file_location("seg_memory_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WRAPPER
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_seg_predict_of_a_4000x3000_photo_stays_under_4_gb_with_the_defaults(tmp
            str(tmp_path / "photo.jpg"), "--output-dir", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
     rss = tmp_path / "rss"
     done = subprocess.run(
-        [sys.executable, "-c", RSS, str(rss), *cmd], capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", _rss_wrapper(), str(rss), *cmd], capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "segmenting it by sliding window 512×512" in done.stderr

@@ -5,10 +5,9 @@ seg-train of ``shunted_t_fpn`` on six 64×48 frames with labels 0..3 (train.txt:
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from .harness import Case, Context, child_env, data_setup, seq, train_args
+from .harness import Case, Context, data_setup, run_shunted, seq, train_args
 from .run import fingerprint
 
 ST = ["seg-train", "--model", "shunted_t_fpn", "--data", "D", "--list", "D/train.txt", "--num-classes", "4"]
@@ -51,15 +50,7 @@ def first_run(argv: list[str]):
     """Run the command once (this checkout's) before the case: a run that is already complete."""
 
     def setup(d: Path, ctx: Context) -> None:
-        subprocess.run(
-            [ctx.python, "-m", "shunted", *argv],
-            cwd=d,
-            env=child_env(ctx),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
+        run_shunted(d, ctx, argv)
         (d / "before.json").write_text(json.dumps(fingerprint(d / "run")))
 
     return setup

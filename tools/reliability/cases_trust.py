@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .harness import Case, Context, child_env, data_setup, eval_args, predict_args, seq, train_args
+from .harness import Case, Context, data_setup, eval_args, predict_args, run_shunted, seq, train_args
 
 NOT_REGULAR = "not a regular file"
 
@@ -138,16 +138,7 @@ def first_run(*inputs: str, output: str = "p.jsonl", keep_lines: int = 2):
     """Run predict once (this checkout's), then keep only ``keep_lines`` lines: a run killed part-way."""
 
     def setup(d: Path, ctx: Context) -> None:
-        argv = predict_args(*inputs, extra=("--output", output))(d, ctx)
-        subprocess.run(
-            [ctx.python, "-m", "shunted", *argv],
-            cwd=d,
-            env=child_env(ctx),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
+        run_shunted(d, ctx, predict_args(*inputs, extra=("--output", output))(d, ctx))
         lines = (d / output).read_text().splitlines(keepends=True)
         (d / output).write_text("".join(lines[:keep_lines]))
 
@@ -319,13 +310,13 @@ def cases() -> list[Case]:
     # ---- 9. memory and threads bounded by the work ----
     add(
         Case(
-            "seg-predict a 2400×1800 photo with the defaults: slides, under 4 GB (20#4)",
+            "seg-predict a 1280×960 photo (4.2 GB whole) under ulimit -v 4 GB, defaults: slides (20#4)",
             9,
             lambda d, ctx: (
                 ["seg-predict", "--model", "shunted_t_fpn", "--weights", str(ctx.seg), "photo.jpg"]
                 + ["--output-dir", "out", "--no-progress"]
             ),
-            photo("photo.jpg", 2400, 1800),
+            photo("photo.jpg", 1280, 960),
             exit=(0,),
             check=lambda d, ctx, r: None if (d / "out" / "photo.png").is_file() else "no mask written",
             max_rss_mb=4096,

@@ -211,6 +211,19 @@ class Result:
 # -- small builders ----------------------------------------------------------------------------------------------
 
 
+def run_shunted(d: Path, ctx: Context, argv: list[str]) -> None:
+    """``shunted ARGV`` of the checkout under test, in the case folder, before the case (a setup step)."""
+    subprocess.run(
+        [ctx.python, "-m", "shunted", *argv],
+        cwd=d,
+        env=child_env(ctx),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+
+
 def touch(path: Path, text: str = "user data\n") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
