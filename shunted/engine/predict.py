@@ -51,7 +51,14 @@ from typing import TextIO
 
 import numpy as np
 
-from ..data.datasets import is_image_file
+from ..data.inputs import (  # noqa: F401 (iter_folder, iter_list, expand_inputs: part of this module's API)
+    check_inputs,
+    count_inputs,
+    expand_inputs,
+    iter_folder,
+    iter_inputs,
+    iter_list,
+)
 from ..errors import DataError, ShuntedError
 from ..fileio import atomic_path, finite_json, write_json_atomic
 
@@ -63,113 +70,7 @@ SHOWN_ERRORS = (
 
 
 # --------------------------------------------------------------------------------------------------- inputs
-def iter_folder(root: str | os.PathLike) -> Iterator[tuple[str, str | None]]:
-    """``(path, None)`` per image file under ``root`` in sorted relative-path order, lazily; a sub-folder that
-    cannot be listed is one ``(folder, error)`` item (recorded like an unreadable image)."""
-    base = Path(root)
-    try:
-        st = base.stat()
-    except OSError as exc:
-        raise DataError(f"{base}: cannot list this folder ({exc.strerror})") from None
-    yield from _walk(str(base), {(st.st_dev, st.st_ino)})
-
-
-def _walk(folder: str, ancestors: set[tuple[int, int]]) -> Iterator[tuple[str, str | None]]:
-    entries: list[tuple[str, str, bool]] = []
-    try:
-        with os.scandir(folder) as it:
-            for e in it:
-                try:
-                    is_dir = e.is_dir()  # follows symbolic links
-                except OSError:
-                    is_dir = False
-                # a folder sorts as "name/": its images then sit where their relative paths sort
-                entries.append((e.name + "/" if is_dir else e.name, e.name, is_dir))
-    except OSError as exc:
-        yield folder, f"{folder}: cannot list this folder ({exc.strerror or exc})"
-        return
-    entries.sort()
-    for _, name, is_dir in entries:
-        path = os.path.join(folder, name)
-        if is_dir:
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                yield path, f"{path}: cannot list this folder ({exc.strerror or exc})"
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in ancestors:  # a link back up the tree (loop -> ..)
-                continue
-            ancestors.add(key)
-            yield from _walk(path, ancestors)
-            ancestors.discard(key)
-        elif is_image_file(Path(name)):
-            yield path, None
-
-
-def iter_list(list_file: str | os.PathLike) -> Iterator[tuple[str, str | None]]:
-    """``(path, None)`` per non-blank line of ``list_file`` (relative to its folder, or absolute), lazily."""
-    list_file = Path(list_file)
-    base = list_file.parent
-    try:
-        fh = open(list_file, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
-    except OSError as exc:
-        raise DataError(f"--list {list_file}: cannot read ({exc.strerror or exc})") from None
-    with fh:
-        for line in fh:
-            name = line.strip()
-            if name:
-                yield (name if os.path.isabs(name) else str(base / name)), None
-
-
-def check_inputs(inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str | os.PathLike] = ()) -> None:
-    """Fail now, in one line, on a missing input, a folder without images or an unreadable list."""
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            if next((path for path, err in iter_folder(p) if err is None), None) is None:
-                raise DataError(f"{p}: no image files in this folder")
-        elif not p.is_file():
-            raise DataError(f"{p}: no such file or folder")
-    for lst in lists:
-        if not Path(lst).is_file():
-            raise DataError(f"--list {lst}: no such file")
-        try:
-            with open(lst, "rb") as fh:
-                fh.read(1)
-        except OSError as exc:
-            raise DataError(f"--list {lst}: cannot read ({exc.strerror or exc})") from None
-
-
-def iter_inputs(
-    inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str | os.PathLike] = ()
-) -> Iterator[tuple[str, str | None]]:
-    """The image stream: ``(path, error)`` items, positional inputs first, then each list (module docstring)."""
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            yield from iter_folder(p)
-        else:
-            yield str(p), None
-    for lst in lists:
-        yield from iter_list(lst)
-
-
-def count_inputs(
-    inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str | os.PathLike] = ()
-) -> int | None:
-    """How many items the stream has, when that is cheap (files and lists; None when a folder is given)."""
-    inputs = list(inputs)
-    if any(Path(p).is_dir() for p in inputs):
-        return None
-    return len(inputs) + sum(1 for lst in lists for _ in iter_list(lst))
-
-
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders as their image files (recursive, sorted relative paths); nothing found is an
-    error. The whole list in memory: for small inputs (``iter_inputs`` streams)."""
-    check_inputs(inputs)
-    return [Path(p) for p, _ in iter_inputs(inputs)]
+# the walker is shunted/data/inputs.py, one for every command (iter_inputs, check_inputs, count_inputs, ...)
 
 
 def shard(
