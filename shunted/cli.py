@@ -31,6 +31,7 @@ COMMANDS = (
     "seg-eval",
     "seg-predict",
     "det-eval",
+    "det-predict",
 )
 
 

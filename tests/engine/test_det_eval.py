@@ -153,3 +153,44 @@ def test_an_unreadable_image_stops_with_its_name(tmp_path):
     dataset = DetDataset(list_det_samples(root, "train.txt"), DetTransform(img_scale=SCALE))
     with pytest.raises(DataError, match=r"b\.jpg: cannot read image"):
         evaluate_det_checkpoint(_cfg(root), opened=_opened(_oracle(dataset)))
+
+
+# -- det-predict -----------------------------------------------------------------------------------------------------
+def test_det_predict_draws_the_boxes_in_class_colours_and_lists_them(tmp_path):
+    from PIL import Image
+
+    from shunted.engine.det.predict import DetPredictConfig, class_colours, detect_images
+    from shunted.errors import ShuntedError
+
+    root = _voc(tmp_path / "voc")
+    samples = list_det_samples(root, "train.txt")
+    dataset = DetDataset(samples, DetTransform(img_scale=SCALE))
+    out = tmp_path / "pred"
+    Image.open(root / "JPEGImages" / "a.jpg").save(
+        tmp_path / "a.png"
+    )  # a lossless picture for the pixel check
+    cfg = DetPredictConfig([tmp_path / "a.png"], out, "shunted_t_retinanet", None, root / "label_list.txt",
+                           img_scale=SCALE, progress=False)  # fmt: skip
+    manifest = detect_images(cfg, opened=_opened(_oracle(dataset)))
+    record = manifest["images"][0]
+    assert record["picture"] == "a_det.png" and [d["class"] for d in record["detections"]] == [
+        "cat",
+        "dog",
+        "bird",
+    ]
+    np.testing.assert_allclose([d["box"] for d in record["detections"]], samples.boxes[0], atol=0.02)
+    pic = np.asarray(Image.open(out / "a_det.png"))
+    assert pic.shape[0] > 150 and pic.shape[1] == 200  # the image, then the legend strip below it
+    colours = class_colours(3)
+    for d in record["detections"]:  # the box's bottom edge (away from the name tag) is in its class's colour
+        x1, _, x2, y2 = (int(round(v)) for v in d["box"])
+        edge = pic[y2, x1 + 3 : x2 - 3].astype(int)
+        assert np.abs(edge - colours[d["class_id"]]).max() == 0
+    assert json.loads((out / "det_outputs.json").read_text())["written_by"] == "shunted det-predict"
+    detect_images(cfg, opened=_opened(_oracle(dataset)))  # our own earlier output: replaced
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(
+        ShuntedError, match=r"holds files that shunted det-predict did not write \(notes\.txt\)"
+    ):
+        detect_images(cfg, opened=_opened(_oracle(dataset)))
+    assert (out / "notes.txt").read_text() == "mine"

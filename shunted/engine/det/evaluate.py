@@ -77,11 +77,13 @@ class DetAccumulator:
 
     def __init__(self, dataset, image_ids=None, category_ids=None):
         self.dataset = dataset
-        samples = dataset.samples
-        self.image_ids = image_ids if image_ids is not None else samples.image_ids
-        self.category_ids = category_ids if category_ids is not None else samples.category_ids
+        self.image_ids = image_ids if image_ids is not None else dataset.samples.image_ids
+        self.category_ids = category_ids if category_ids is not None else dataset.samples.category_ids
         self.results: list[dict] = []
-        self.images = 0
+        self.count = 0
+
+    def image_path(self, index: int):
+        return self.dataset.samples.images[index]
 
     def add(self, batch, run) -> int:
         from ...models.retinanet import postprocess_outputs
@@ -89,14 +91,14 @@ class DetAccumulator:
         images, infos, failed = batch
         if len(failed):
             i = int(failed[0])
-            raise failure_of(self.dataset.samples.images[i], partial(self.dataset.__getitem__, i))
+            raise failure_of(self.image_path(i), partial(self.dataset.__getitem__, i))
         images = np.asarray(numpy(images), np.float32)
         out = run(images)
         cls, reg = (np.asarray(o, np.float32) for o in out)
         shapes = [tuple(info["image_shape"]) for info in infos]
         for det, info in zip(postprocess_outputs(cls, reg, images.shape[2:], shapes), infos, strict=True):
             self.take(int(info["index"]), det, info)
-        self.images += len(infos)
+        self.count += len(infos)
         return len(infos)
 
     def take(self, index: int, det: dict, info: dict) -> None:
@@ -109,7 +111,7 @@ class DetAccumulator:
         return {"dets": str(len(self.results))}
 
     def state(self) -> dict:
-        return {"results": self.results, "images": self.images}
+        return {"results": self.results, "images": self.count}
 
 
 def detect_dataset(opened, dataset, batch_size: int, workers: int, world, progress: bool = True):
