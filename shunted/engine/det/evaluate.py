@@ -114,14 +114,14 @@ class DetAccumulator:
         return {"results": self.results, "images": self.count}
 
 
-def detect_dataset(opened, dataset, batch_size: int, workers: int, world, progress: bool = True):
-    """Run the pass over ``dataset`` (a ``DetDataset``) on every rank; rank 0 gets (results in sample order,
-    images, timing dict), the others None."""
+def detect_dataset(predictor, dataset, batch_size: int, workers: int, world, progress: bool = True):
+    """Run ``predictor`` (a float32 NCHW batch → [cls, box deltas]) over ``dataset`` (a ``DetDataset``) on every
+    rank; rank 0 gets (results in sample order, images, timing dict), the others None."""
     from ..infer import Source, gather_parts, per_rank, run_inference
 
     indices = world.shard(len(dataset), batch_size)
     source = Source(dataset, unreadable, collate, indices, batch_size=batch_size, workers=workers)
-    part = run_inference(source, DetAccumulator(dataset), opened.predictor, progress)
+    part = run_inference(source, DetAccumulator(dataset), predictor, progress)
     parts = gather_parts(part, world)
     if parts is None:
         return None
@@ -146,6 +146,8 @@ def open_det_model(model: str, weights, backend: str = "dygraph", threads: int |
         raise ShuntedError(
             f"--model {model!r}: not a detection model; choose one of {', '.join(list_det_models())}"
         )
+    if backend == "auto":  # the default of the evaluation commands: for the detectors, dygraph
+        backend = "dygraph"
     if backend != "dygraph":
         raise ShuntedError(
             f"--backend {backend}: detection models run on dygraph only (their export is not written yet)"
@@ -249,7 +251,9 @@ def evaluate_det_checkpoint(cfg: DetEvalConfig, opened=None, world=None) -> dict
             )
         pre = opened.pretrained_cfg
         dataset = DetDataset(samples, DetTransform(img_scale=cfg.img_scale, mean=pre.mean, std=pre.std))
-        out = detect_dataset(opened, dataset, cfg.batch_size, cfg.workers, world, cfg.progress and world.main)
+        out = detect_dataset(
+            opened.predictor, dataset, cfg.batch_size, cfg.workers, world, cfg.progress and world.main
+        )
         if out is None:
             return None
         results, images, timing = out
