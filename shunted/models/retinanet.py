@@ -27,6 +27,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from . import det_boxes
+from .fpn import scaled_size
 from .registry import det_backbone_name, get_det_pretrained_cfg, get_variant
 from .shunted import TOTAL_STRIDE, ShuntedTransformer
 
@@ -69,9 +70,11 @@ class RetinaFPN(nn.Layer):
 
     def forward(self, maps: Sequence[paddle.Tensor]) -> list[paddle.Tensor]:
         laterals = [conv(maps[i]) for i, conv in enumerate(self.lateral_convs)]
-        for i in range(len(laterals) - 1, 0, -1):
-            size = laterals[i - 1].shape[2:]
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=size, mode="nearest")
+        for i in range(
+            len(laterals) - 1, 0, -1
+        ):  # the maps are exactly ×2 apart (inputs are multiples of 32)
+            up = F.interpolate(laterals[i], size=scaled_size(laterals[i], 2), mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + up
         outs = [self.fpn_convs[i](laterals[i]) for i in range(len(laterals))]
         outs.append(self.fpn_convs[len(laterals)](maps[-1]))
         for i in range(len(laterals) + 1, len(self.fpn_convs)):

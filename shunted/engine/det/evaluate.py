@@ -136,8 +136,9 @@ def detect_dataset(predictor, dataset, batch_size: int, workers: int, world, pro
 
 
 def open_det_model(model: str, weights, backend: str = "dygraph", threads: int | None = None):
-    """A detection checkpoint on ``backend`` (shunted/engine/session.py ``Opened``); the predictor returns the raw
-    outputs [cls (B, N, K), box deltas (B, N, 4)]. Dygraph only: the export of the detectors is not written yet."""
+    """A detection checkpoint on ``backend`` (shunted/engine/session.py ``Opened``): the predictor returns the raw
+    outputs [cls (B, N, K), box deltas (B, N, 4)] of the dygraph model or of its export (dynamic H × W), which
+    ``DetAccumulator`` post-processes with the same numpy code."""
     from ...fileio import sha256_file
     from ...models.registry import is_det_model, list_det_models
     from ..session import open_model
@@ -146,12 +147,8 @@ def open_det_model(model: str, weights, backend: str = "dygraph", threads: int |
         raise ShuntedError(
             f"--model {model!r}: not a detection model; choose one of {', '.join(list_det_models())}"
         )
-    if backend == "auto":  # the default of the evaluation commands: for the detectors, dygraph
+    if backend == "auto":  # the evaluation commands' default: for the detectors, dygraph
         backend = "dygraph"
-    if backend != "dygraph":
-        raise ShuntedError(
-            f"--backend {backend}: detection models run on dygraph only (their export is not written yet)"
-        )
     opened = open_model(model, weights, backend, threads=threads)
     if opened.weights_sha256 is None and weights is not None:
         opened.weights_sha256 = sha256_file(weights)
