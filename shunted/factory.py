@@ -66,9 +66,8 @@ def create_model(
         return create_det_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
     if "backbone_pretrained" in kwargs:
         raise ValueError(
-            f"backbone_pretrained is for the segmentation and detection models "
-            f"({', '.join(list_seg_models() + list_det_models())}); "
-            f"{name} takes its checkpoint as pretrained"
+            f"backbone_pretrained is for the segmentation models ({', '.join(list_seg_models())}) and the "
+            f"detection models ({', '.join(list_det_models())}); {name} takes its checkpoint as pretrained"
         )
     try:
         variant = get_variant(name)
@@ -143,32 +142,51 @@ def create_seg_model(
             num_classes = file_classes
     if num_classes is None:
         raise ValueError(f"{name}: give num_classes (the number of segmentation classes)")
-    weights = None
-    if backbone_pretrained is not None:  # read and checked before the model is built: errors come quickly
-        weights = read_weights(backbone_pretrained)
-        if weights.variant != backbone_name:
-            raise WeightsError(
-                f"{backbone_pretrained}: holds {weights.variant} weights, not {backbone_name} (the backbone of {name})"
-            )
+    weights = _read_backbone(
+        backbone_pretrained, backbone_name, name
+    )  # before the model: errors come quickly
     model = ShuntedFPN(name, num_classes, channels=channels or FPN_HEAD_CHANNELS, **kwargs)
+    whole = (seg, pretrained, file_classes) if seg is not None else None
+    return _load_dense(model, (weights, backbone_pretrained), whole, SEG_CLASSIFIER)
+
+
+def _read_backbone(path, backbone_name: str, name: str):
+    """The classification checkpoint ``path`` (None: None) of the backbone of dense model ``name``, checked."""
+    if path is None:
+        return None
+    weights = read_weights(path)
+    if weights.variant != backbone_name:
+        raise WeightsError(
+            f"{path}: holds {weights.variant} weights, not {backbone_name} (the backbone of {name})"
+        )
+    return weights
+
+
+def _load_dense(model, backbone: tuple, whole: tuple | None, classifier: str):
+    """Load a dense model's weights: ``backbone`` = (classification weights or None, their path) strictly into
+    ``model.backbone`` without the classifier; then ``whole`` = (the model's own weights, path, their class count)
+    strictly, the ``classifier`` keys left fresh when the class count differs. Records the files' sha256."""
+    weights, backbone_path = backbone
     model.pretrained_sha256 = None
     model.backbone_sha256 = None
     if weights is not None:
         state = {k: v for k, v in weights.state.items() if not k.startswith("head.")}
-        apply_state_dict(model.backbone, state, source=str(backbone_pretrained))
+        apply_state_dict(model.backbone, state, source=str(backbone_path))
         model.backbone_sha256 = weights.sha256
-    if seg is not None:
+    if whole is not None:
+        read, path, file_classes = whole
         ignore = set()
-        if file_classes != num_classes:
-            ignore = {k for k in (*seg.state, *model.state_dict()) if k.startswith(SEG_CLASSIFIER)}
+        if file_classes != model.num_classes:
+            ignore = {k for k in (*read.state, *model.state_dict()) if k.startswith(classifier)}
             log.warning(
-                "%s: has %d classes, model has %d: decode_head.conv_seg is newly initialised",
-                pretrained,
+                "%s: has %d classes, model has %d: %s is newly initialised",
+                path,
                 file_classes,
-                num_classes,
+                model.num_classes,
+                classifier.rstrip("."),
             )
-        apply_state_dict(model, seg.state, source=str(pretrained), ignore=ignore)
-        model.pretrained_sha256 = seg.sha256
+        apply_state_dict(model, read.state, source=str(path), ignore=ignore)
+        model.pretrained_sha256 = read.sha256
     return model
 
 
@@ -235,33 +253,10 @@ def create_det_model(
             num_classes = file_classes
     if num_classes is None:
         raise ValueError(f"{name}: give num_classes (the number of object classes)")
-    weights = None
-    if backbone_pretrained is not None:
-        weights = read_weights(backbone_pretrained)
-        if weights.variant != backbone_name:
-            raise WeightsError(
-                f"{backbone_pretrained}: holds {weights.variant} weights, not {backbone_name} (the backbone of {name})"
-            )
+    weights = _read_backbone(backbone_pretrained, backbone_name, name)
     model = ShuntedRetinaNet(name, num_classes, **kwargs)
-    model.pretrained_sha256 = None
-    model.backbone_sha256 = None
-    if weights is not None:
-        state = {k: v for k, v in weights.state.items() if not k.startswith("head.")}
-        apply_state_dict(model.backbone, state, source=str(backbone_pretrained))
-        model.backbone_sha256 = weights.sha256
-    if det is not None:
-        ignore = set()
-        if file_classes != num_classes:
-            ignore = {k for k in (*det.state, *model.state_dict()) if k.startswith(DET_CLASSIFIER)}
-            log.warning(
-                "%s: has %d classes, model has %d: bbox_head.retina_cls is newly initialised",
-                pretrained,
-                file_classes,
-                num_classes,
-            )
-        apply_state_dict(model, det.state, source=str(pretrained), ignore=ignore)
-        model.pretrained_sha256 = det.sha256
-    return model
+    whole = (det, pretrained, file_classes) if det is not None else None
+    return _load_dense(model, (weights, backbone_pretrained), whole, DET_CLASSIFIER)
 
 
 def _describe_det_state(state, source) -> tuple[str, int]:

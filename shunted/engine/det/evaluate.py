@@ -40,18 +40,29 @@ def unreadable(index: int) -> tuple:
     )
 
 
-def collate(batch: list):
+def collate(batch: list, targets: bool = False):
     """``collate_detection``'s padded images and infos, with unreadable samples apart (they have no size to pad
-    to) as a list of indices. Paddle's loader (3.3) ends the iteration silently at a batch holding no array and
-    fails on an empty array from a worker process: the image array is never empty and nothing else is an array."""
+    to) as a list of indices: ``(images, infos, failed)``; with ``targets`` (training) ``(images, boxes, labels,
+    pad shapes, failed)``, boxes and labels as Python lists. Paddle's loader (3.3) ends the iteration silently at a
+    batch holding no array and fails on an empty array from a worker process (an image without boxes): the image
+    array is never empty and nothing else is an array."""
     from ...data.det_transforms import collate_detection
 
     good = [b for b in batch if b[0].size]
     failed = [int(b[3]["index"]) for b in batch if not b[0].size]
     if not good:
-        return np.zeros((1, 3, 32, 32), np.float32), [], failed
-    images, _, _, infos = collate_detection(good)
-    return images, infos, failed
+        empty = np.zeros((1, 3, 32, 32), np.float32)
+        return (empty, [], [], [], failed) if targets else (empty, [], failed)
+    images, boxes, labels, infos = collate_detection(good)
+    if not targets:
+        return images, infos, failed
+    return (
+        images,
+        [np.asarray(b, np.float32).reshape(-1, 4).tolist() for b in boxes],
+        [np.asarray(lab, np.int64).tolist() for lab in labels],
+        [list(info["pad_shape"]) for info in infos],
+        failed,
+    )
 
 
 def to_results(det: dict, info: dict, image_id: int, category_ids) -> list[dict]:

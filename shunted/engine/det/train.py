@@ -24,7 +24,7 @@ from paddle.optimizer.lr import LRScheduler
 
 from ...config import get
 from ...data.det_datasets import DetDataset, list_det_samples
-from ...data.det_transforms import DetTransform, collate_detection
+from ...data.det_transforms import DetTransform
 from ...data.loader_guard import MarkFailures, failure_of
 from ...errors import DataError, ShuntedError
 from ...factory import create_model
@@ -33,6 +33,7 @@ from ..train.loop import train
 from ..train.optim import optimizer_from_section
 from ..train.task import LoopSettings, Task, capped_steps
 from ..world import World
+from .evaluate import collate, unreadable
 
 TASK = "detection"
 log = logging.getLogger(__name__)
@@ -99,32 +100,6 @@ def enable_recompute(backbone) -> None:
             blk.forward = checkpointed
 
 
-def _unreadable(index: int) -> tuple:
-    return (
-        np.zeros((3, 0, 0), np.float32),
-        np.zeros((0, 4), np.float32),
-        np.zeros(0, np.int64),
-        {"index": index},
-    )
-
-
-def train_collate(batch: list):
-    """(images padded to the batch's largest size, boxes, labels, pad shapes, unreadable indices); everything but
-    the images as Python lists (Paddle's worker processes cannot pass empty arrays, an image without boxes)."""
-    good = [b for b in batch if b[0].size]
-    failed = [int(b[3]["index"]) for b in batch if not b[0].size]
-    if not good:
-        return np.zeros((1, 3, 32, 32), np.float32), [], [], [], failed
-    images, boxes, labels, infos = collate_detection(good)
-    return (
-        images,
-        [np.asarray(b, np.float32).reshape(-1, 4).tolist() for b in boxes],
-        [np.asarray(lab, np.int64).tolist() for lab in labels],
-        [list(info["pad_shape"]) for info in infos],
-        failed,
-    )
-
-
 class DetectionTask(Task):
     name = TASK
     best = ("val_ap", "best_ap")
@@ -178,8 +153,8 @@ class DetectionTask(Task):
             )
         self.workers = int(get(self.cfg, "DataLoader.Train.loader.num_workers"))
         self.loader = paddle.io.DataLoader(
-            MarkFailures(self.train_set, _unreadable), batch_sampler=self.sampler, num_workers=self.workers,
-            collate_fn=train_collate,
+            MarkFailures(self.train_set, unreadable), batch_sampler=self.sampler, num_workers=self.workers,
+            collate_fn=partial(collate, targets=True),
         )  # fmt: skip
         self.steps_per_epoch = capped_steps(len(self.sampler), self.settings.max_steps)
         self.val_set = None
