@@ -13,8 +13,8 @@ import pytest
 import shunted
 from shunted.cli import main
 from shunted.convert.writer import write_pdparams
-from shunted.runtime.layout import read_info
 from shunted.models.weights import state_dict_numpy
+from shunted.runtime.layout import read_info
 from tests.data.test_det_data import _voc
 
 
