@@ -111,6 +111,11 @@ def crop_pct(text: str) -> float:
     return value
 
 
+def flag_values(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    """Config key → the value of its flag (``flags``: argparse attribute → config key; None when not given)."""
+    return {key: getattr(args, attr, None) for attr, key in flags.items()}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
     """``-c config.yaml`` and repeatable ``-o Section.key=value`` overrides (PaddleClas's convention)."""
     parser.add_argument("-c", "--config", default=None, help=config_help)

@@ -68,11 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "YAML config over the recipe (configs/<model>_train.yaml lists every key)")
 
 
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The resolved, checked training config of the command line (shunted/engine/train/config.py)."""
+    from ..engine.train.config import FLAGS, train_config
+    from .common import flag_values
+
+    return train_config(args.config, args.override, flag_values(args, FLAGS))
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..engine.train import train
-    from ..engine.train.config import resolve_config
+    from ..engine.train.classification import ClassificationTask
     from ..engine.train.state import OUTPUTS
     from ..fileio import check_output_dir, check_outputs
 
@@ -84,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
         [("--pretrained", args.pretrained), ("--labels", args.labels), ("--val-labels", args.val_labels)],
         [("--data", args.data), ("--val-data", args.val_data)],
     )
-    train(resolve_config(args))
+    train(resolve_config(args), ClassificationTask)
     return 0

@@ -144,8 +144,9 @@ def test_train_single_class_and_unknown_val_folder_are_errors(tmp_path, capsys):
 
 def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     """Validation on dog/ only: label 1 (dog's index in training), not 0 (its position among val folders)."""
+    from shunted.commands.train import resolve_config
     from shunted.engine.train import Trainer
-    from shunted.engine.train.config import resolve_config
+    from shunted.engine.train.classification import ClassificationTask
 
     train = tmp_path / "train"
     for cls, base in (("cat", 0), ("dog", 10)):
@@ -155,7 +156,7 @@ def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     _image(val / "dog" / "0.png", 30)
     _image(val / "dog" / "1.png", 31)
     args = shunted_args(_train_argv(train, tmp_path / "run", "--val-data", str(val)))
-    trainer = Trainer(resolve_config(args))
+    trainer = Trainer(resolve_config(args), ClassificationTask)
     samples = trainer.task.val_set.samples
     assert samples.labels == [1, 1] and samples.class_index == {"dog": 1}
 

@@ -64,8 +64,8 @@ class BoxTask(Task):
         return {"val_score": -float(((self.model(x) - target) ** 2).mean())}
 
 
-def cfg(out: Path, epochs: int = 3, resume: bool = False) -> dict:
-    return {"Global": {"output_dir": str(out), "seed": 0, "epochs": epochs, "resume": resume}}
+def cfg(out: Path, epochs: int = 3, resume: bool = False, **global_keys) -> dict:
+    return {"Global": {"output_dir": str(out), "seed": 0, "epochs": epochs, "resume": resume, **global_keys}}
 
 
 def test_a_third_task_trains_and_resumes_bit_identically(tmp_path, monkeypatch):
@@ -91,6 +91,18 @@ def test_a_third_task_trains_and_resumes_bit_identically(tmp_path, monkeypatch):
     resumed.fit()
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_ema_and_the_evaluation_interval_are_the_loops(tmp_path):
+    """Any task gets EMA (ema.pdparams, an average) and Global.eval_interval (validation every N epochs and at the
+    last), with nothing of its own."""
+    c = {**cfg(tmp_path, epochs=3, eval_interval=2), "EMA": {"enabled": True, "decay": 0.5}}
+    trainer = train_loop.Trainer(c, BoxTask)
+    rows = trainer.fit()["rows"]
+    assert ["val_score" in r for r in rows] == [False, True, True]
+    ema = ts.load_checkpoint(tmp_path / ts.CHECKPOINT)["ema"]
+    assert (tmp_path / "ema.pdparams").is_file()
+    assert not np.array_equal(ema["weight"], trainer.model.weight.numpy())
 
 
 def test_resume_refuses_another_tasks_checkpoint(tmp_path):

@@ -8,7 +8,7 @@ last epoch and every 10th, when matplotlib is importable), ``config.yaml`` and `
 sha256). Every file is written atomically; nothing non-finite is ever written; a folder holding a run is refused
 without ``--resume``.
 
-Recipe (shunted/engine/seg/config.py): AdamW, poly schedule stepped every iteration,
+Recipe (shunted/config_schema.py, the segmentation keys): AdamW, poly schedule stepped every iteration,
 lr(it) = (lr − end_lr)(1 − it / total)^power + end_lr with total = epochs × steps per epoch, optionally
 mmcv's linear warm-up (the poly rate × (1 − (1 − it / warmup_iters)(1 − warmup_ratio))); no weight decay on
 1-D parameters. Loss: pixel cross-entropy averaged over the non-ignored pixels of the batch (``ignore_index``).
@@ -36,15 +36,17 @@ from ...config import get
 from ...data.datasets import BAD_LABEL
 from ...data.loader_guard import MarkFailures, failure_of
 from ...data.seg_datasets import SegDataset, list_seg_samples
+from ...data.seg_labels import check_crop_size, check_label_values, read_cache, scan_labels
 from ...data.seg_transforms import SegEvalTransform, SegTrainTransform
-from ...errors import DataError, ShuntedError
+from ...errors import DataError
 from ...factory import create_model
 from ..train.loop import train
 from ..train.optim import optimizer_from_section
-from ..train.task import LoopSettings, Task, capped_steps
+from ..train.task import LoopSettings, Task, capped_steps, shuffled_batches
 from ..world import World
 
 TASK = "segmentation"
+LABEL_CACHE = "label_counts.json"  # every label's size, mtime and value counts (shunted/data/seg_labels.py)
 
 
 def poly_lr(
@@ -97,13 +99,15 @@ class SegmentationTask(Task):
 
     def __init__(self, cfg: dict, world: World, settings: LoopSettings) -> None:
         super().__init__(cfg, world, settings)
-        self.num_classes = int(get(cfg, "Arch.num_classes"))
+        self.num_classes = int(get(cfg, "Arch.class_num"))
         self.ignore_index = int(get(cfg, "Arch.ignore_index"))
         self.class_names = get(cfg, "Arch.class_names")
-        self.root = get(cfg, "DataLoader.Train.dataset.data_root")
+        self.root = get(cfg, "DataLoader.Train.dataset.image_root")
         self.train_samples = list_seg_samples(self.root, get(cfg, "DataLoader.Train.dataset.list"))
         val_list = get(cfg, "DataLoader.Eval.dataset.list")
-        self.val_samples = list_seg_samples(self.root, val_list) if val_list else None
+        val_root = get(cfg, "DataLoader.Eval.dataset.image_root") or self.root
+        self.val_samples = list_seg_samples(val_root, val_list) if val_list else None
+        self._check_labels()  # before the model is built and long before epoch 1
         self.model = create_model(
             get(cfg, "Arch.name"),
             num_classes=self.num_classes,
@@ -114,6 +118,38 @@ class SegmentationTask(Task):
         self._build_optim()
 
     # -- setup ----------------------------------------------------------------------------------------------
+    def _check_labels(self) -> None:
+        """Every training and validation label's values (one bincount each, cached in the run folder by size and
+        mtime) and the crop size against the training images: a bad label or crop stops here, before training."""
+        cfg, cache_path = self.cfg, self.settings.output_dir / LABEL_CACHE
+        cache = read_cache(cache_path)
+        reduce = bool(get(cfg, "DataLoader.Train.dataset.reduce_zero_label"))
+        val_reduce = get(cfg, "DataLoader.Eval.dataset.reduce_zero_label")
+        splits = [(self.train_samples, reduce, "--list")]
+        if self.val_samples is not None:
+            splits.append(
+                (self.val_samples, reduce if val_reduce is None else bool(val_reduce), "--val-list")
+            )
+        self.label_stats: dict[str, dict] = {}
+        for samples, reduce_zero, flag in splits:
+            stats = scan_labels((p for p in samples.labels if p is not None), cache)
+            check_label_values(
+                stats, self.num_classes, self.ignore_index, reduce_zero, f"{flag} {samples.source}"
+            )
+            self.label_stats.update(stats)
+            if flag == "--list":
+                t = get(cfg, "DataLoader.Train.transform")
+                base = t.get("base_size")
+                check_crop_size(
+                    tuple(t["crop_size"]),
+                    [tuple(e["shape"]) for e in stats.values()],
+                    float(t["scale_range"][1]),
+                    tuple(base) if base else None,
+                )
+
+    def run_files(self) -> dict:
+        return {LABEL_CACHE: {"labels": self.label_stats}}
+
     def _build_data(self) -> None:
         t = get(self.cfg, "DataLoader.Train.transform")
         pcfg = self.model.pretrained_cfg
@@ -124,7 +160,7 @@ class SegmentationTask(Task):
             base_size=tuple(base) if base else None,
             cat_max_ratio=float(t["cat_max_ratio"]),
             ignore_index=self.ignore_index,
-            flip_prob=float(t["flip_prob"]),
+            flip_prob=float(t["hflip"]),
             photometric=bool(t["photometric"]),
             mean=tuple(pcfg.mean),
             std=tuple(pcfg.std),
@@ -134,19 +170,8 @@ class SegmentationTask(Task):
             self.train_samples, self.transform, seed=self.settings.seed, train=True, reduce_zero_label=reduce
         )
         self.batch_size = int(get(self.cfg, "DataLoader.Train.sampler.batch_size"))
-        self.sampler = paddle.io.DistributedBatchSampler(
-            self.train_set,
-            batch_size=self.batch_size,
-            num_replicas=self.world.size,
-            rank=self.world.rank,
-            shuffle=True,
-            drop_last=True,
-        )
-        if len(self.sampler) == 0:
-            raise DataError(
-                f"--list {self.train_samples.source}: {len(self.train_samples)} images give no full step of "
-                f"{self.batch_size} x {self.world.size} processes (lower --batch-size)"
-            )
+        what = f"--list {self.train_samples.source}"
+        self.sampler = shuffled_batches(self.train_set, self.batch_size, self.world, what)
         self.workers = int(get(self.cfg, "DataLoader.Train.loader.num_workers"))
         h, w = self.train_set.transform.crop_size  # a crop the loader could not make: all BAD_LABEL
         unreadable = lambda i: (np.zeros((3, h, w), np.float32), np.full((h, w), BAD_LABEL, np.int64), i)  # noqa: E731
@@ -160,18 +185,19 @@ class SegmentationTask(Task):
         self.val_set = None
         if self.val_samples is not None:
             scale = get(self.cfg, "DataLoader.Eval.transform.scale")
+            val_reduce = get(self.cfg, "DataLoader.Eval.dataset.reduce_zero_label")
             transform = SegEvalTransform(mean=tuple(pcfg.mean), std=tuple(pcfg.std), scale=scale)
             self.val_set = SegDataset(
                 self.val_samples,
                 transform,
                 ignore_index=self.ignore_index,
-                reduce_zero_label=self.train_set.reduce_zero_label,
+                reduce_zero_label=reduce if val_reduce is None else bool(val_reduce),
             )
 
     def _build_optim(self) -> None:
         opt = get(self.cfg, "Optimizer")
         lr = opt["lr"]
-        self.peak_lr = float(opt["learning_rate"])
+        self.peak_lr = float(lr["learning_rate"])
         self.total_iters = self.settings.epochs * self.steps_per_epoch
         self.scheduler = PolyLR(
             self.peak_lr,
@@ -245,12 +271,6 @@ class SegmentationTask(Task):
         if row.get("val_miou") is None:
             return None
         return f"val mIoU {row['val_miou']:.2f} % pixel acc {row['val_pixel_acc']:.2f} %"
-
-    def check_resume(self, path, state: dict) -> None:
-        if state.get("num_classes") != self.num_classes:
-            raise ShuntedError(
-                f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes} (--num-classes)"
-            )
 
     def state(self) -> dict:
         return {

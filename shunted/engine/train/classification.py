@@ -20,13 +20,13 @@ from ...data.loader_guard import MarkFailures, failure_of
 from ...data.mixup import Mixup, soft_target_cross_entropy
 from ...data.train_transforms import SeededImageDataset, TrainTransform
 from ...data.transforms import EvalTransform
-from ...errors import DataError, ShuntedError
+from ...errors import DataError
 from ...factory import create_model
 from ..evaluate import topk_correct
 from .config import section
 from .optim import WarmupCosineLR, optimizer_from_section, scaled_lr, schedule_t
 from .sampler import RepeatedAugBatchSampler
-from .task import Task, capped_steps
+from .task import Task, capped_steps, check_steps, shuffled_batches
 
 
 def freeze_stages(model: paddle.nn.Layer, n: int) -> list[paddle.nn.Layer]:
@@ -121,20 +121,9 @@ class ClassificationTask(Task):
             self.sampler = RepeatedAugBatchSampler(
                 len(self.train_set), self.batch_size, repeats, world.size, world.rank, seed
             )
+            check_steps(self.sampler, len(self.train_set), self.batch_size, world, "--data")
         else:
-            self.sampler = paddle.io.DistributedBatchSampler(
-                self.train_set,
-                batch_size=self.batch_size,
-                num_replicas=world.size,
-                rank=world.rank,
-                shuffle=True,
-                drop_last=True,
-            )
-        if len(self.sampler) == 0:
-            raise DataError(
-                f"--data: {len(self.train_samples)} images give no full step of {self.batch_size} x "
-                f"{world.size} processes (lower --batch-size)"
-            )
+            self.sampler = shuffled_batches(self.train_set, self.batch_size, world, "--data")
         self.workers = int(train["loader"]["num_workers"])
         self.loader = paddle.io.DataLoader(  # a bad image stops the run in one line (check_batch)
             MarkFailures(self.train_set, marked_sample(self.train_set)),
@@ -263,12 +252,6 @@ class ClassificationTask(Task):
         if row.get("val_top1") is None:
             return None
         return f"val top-1 {row['val_top1']:.2f} % top-5 {row['val_top5']:.2f} %"
-
-    def check_resume(self, path, state: dict) -> None:
-        if state.get("num_classes") != self.num_classes:
-            raise ShuntedError(
-                f"{path}: trained {state.get('num_classes')} classes, this run has {self.num_classes}"
-            )
 
     def state(self) -> dict:
         return {"num_classes": self.num_classes, "classes": list(self.train_samples.classes)}

@@ -55,11 +55,10 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 
 class Trainer:
-    """The loop: ``Trainer(cfg, world, task=ClassificationTask).fit()``."""
+    """The loop: ``Trainer(cfg, ClassificationTask, world).fit()``. It imports no task (a contract in
+    pyproject.toml): the task is what the caller passes."""
 
-    def __init__(self, cfg: dict, world: World | None = None, task: type[Task] | None = None) -> None:
-        if task is None:
-            from .classification import ClassificationTask as task
+    def __init__(self, cfg: dict, task: type[Task], world: World | None = None) -> None:
         self.cfg = cfg
         self.world = world or World()
         self.settings = s = LoopSettings.from_config(cfg)
@@ -121,6 +120,8 @@ class Trainer:
         if self.world.main:
             for orphan in ts.open_run_dir(self.run_dir, self.cfg):  # left by a process killed mid-write
                 log.info("removed %s, a partial write of an interrupted run", orphan)
+            for name, value in self.task.run_files().items():
+                write_json_atomic(self.run_dir / name, value)
             if self.settings.resume:
                 self._repair_records(state)
         writer = self._visualdl()
@@ -365,7 +366,6 @@ def config_changes(saved: dict | None, cfg: dict) -> list[str]:
     return sorted(_diff(saved or {}, cfg, ignore={"Global.resume", "Global.output_dir"}))
 
 
-def train(cfg: dict, task: type[Task] | None = None) -> dict:
-    """Run (or resume) the training a resolved config describes, for ``task`` (default: classification);
-    returns the per-epoch metrics."""
-    return Trainer(cfg, init_world(), task).fit()
+def train(cfg: dict, task: type[Task]) -> dict:
+    """Run (or resume) the training a resolved config describes, for ``task``; returns the per-epoch metrics."""
+    return Trainer(cfg, task, init_world()).fit()

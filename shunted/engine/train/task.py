@@ -11,7 +11,11 @@ a subclass of :class:`Task` built from the resolved config and the ``World``; it
   (global norm), applied by the optimiser that ``optim.optimizer_from_section`` builds;
 - the loss of one step (``loss(net, batch, rng)``) and the checks of a batch (``check_batch``);
 - the validation metric (``validate()`` → row entries, summed over the processes) and which of them is "best"
-  (``best = (row key, checkpoint/summary key)``, maximised).
+  (``best = (row key, checkpoint/summary key)``, maximised);
+- its records: ``state()`` / ``summary(rows)`` entries, ``run_files()`` (JSON files for the run folder) and
+  ``check_resume`` (default: the same ``num_classes``).
+
+docs/architecture.md "Adding a task" has the table.
 
 Pure Python: importing this module does not import Paddle.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...config import get
+from ...errors import DataError, ShuntedError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,7 +121,17 @@ class Task:
         return None
 
     def check_resume(self, path: Path, state: dict) -> None:
-        """ShuntedError if checkpoint ``path`` (its ``state``) cannot continue this task's run."""
+        """ShuntedError if checkpoint ``path`` (its ``state``) cannot continue this task's run (by default: a
+        different ``num_classes``)."""
+        n = getattr(self, "num_classes", None)
+        if n is not None and state.get("num_classes") != n:
+            raise ShuntedError(
+                f"{path}: trained {state.get('num_classes')} classes, this run has {n} (--num-classes)"
+            )
+
+    def run_files(self) -> dict:
+        """File name → JSON value the loop writes (atomically) into the run folder once it is opened."""
+        return {}
 
     def state(self) -> dict:
         """Task entries of ``last.pdckpt`` (number of classes, class names, ...)."""
@@ -125,6 +140,25 @@ class Task:
     def summary(self, rows: list[dict]) -> dict:
         """Task entries of ``summary.json`` (``rows``: the metrics rows so far)."""
         return {}
+
+
+def shuffled_batches(dataset: Any, batch_size: int, world: World, what: str) -> Any:
+    """Paddle's DistributedBatchSampler (shuffled, full batches, this process's share); a DataError naming
+    ``what`` (the data's flag and source) when the data gives no full step."""
+    import paddle
+
+    sampler = paddle.io.DistributedBatchSampler(
+        dataset, batch_size=batch_size, num_replicas=world.size, rank=world.rank, shuffle=True, drop_last=True
+    )
+    check_steps(sampler, len(dataset), batch_size, world, what)
+    return sampler
+
+
+def check_steps(sampler: Any, n: int, batch_size: int, world: World, what: str) -> None:
+    if len(sampler) == 0:
+        raise DataError(
+            f"{what}: {n} images give no full step of {batch_size} x {world.size} processes (lower --batch-size)"
+        )
 
 
 def capped_steps(steps: int, max_steps: int | None) -> int:
