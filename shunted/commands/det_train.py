@@ -5,8 +5,8 @@
 
 Defaults (mmdet retinanet_r50_fpn_1x as PVT v2 trains it): AdamW lr 1e-4, weight decay 1e-4, gradient clipping 35,
 linear warm-up over 500 iterations, x0.1 after epochs 8 and 11 of 12 (scaled to --epochs), batch 2, resize to fit
-1333 x 800 and flip 0.5. Every knob is a key of shunted/engine/det/config.py: -c FILE and -o Section.key=value
-override the defaults (an unknown key is an error) and the flags override both.
+1333 x 800 and flip 0.5. Every knob is a key of the one schema (shunted/config_schema.py, the detection keys):
+-c FILE and -o Section.key=value override the defaults (an unknown key is an error) and the flags override both.
 
 Data: Pascal VOC (Annotations/*.xml, JPEGImages/, an id list, label_list.txt for the class order) or a COCO JSON
 file; boxes of zero area or outside their image are dropped and counted (said once, and in summary.json).
@@ -63,19 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
     )
-    add_config_arguments(parser, "YAML config of det-train keys (shunted/engine/det/config.py)")
+    add_config_arguments(parser, "YAML config (the detection keys of shunted/config_schema.py)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..config import get
-    from ..engine.det.config import resolve_det_config
+    from ..engine.det.config import FLAGS, det_train_config
     from ..engine.det.train import det_train
     from ..engine.train.state import OUTPUTS
     from ..fileio import check_output_dir, check_outputs
+    from .common import flag_values
 
-    cfg = resolve_det_config(args)  # flags and config checked before any work
+    cfg = det_train_config(
+        getattr(args, "config", None), getattr(args, "override", None), flag_values(args, FLAGS)
+    )
     out = get(cfg, "Global.output_dir")
     check_output_dir(out)
     check_outputs(
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             ("--list", get(cfg, "DataLoader.Train.dataset.list")),
             ("--val-list", get(cfg, "DataLoader.Eval.dataset.list")),
         ],
-        [("--data", get(cfg, "DataLoader.Train.dataset.data_root"))],
+        [("--data", get(cfg, "DataLoader.Train.dataset.image_root"))],
     )
     det_train(cfg)
     return 0

@@ -31,7 +31,7 @@ from ...factory import create_model
 from ...models.retinanet import retina_loss
 from ..train.loop import train
 from ..train.optim import optimizer_from_section
-from ..train.task import LoopSettings, Task, capped_steps
+from ..train.task import LoopSettings, Task, capped_steps, shuffled_batches
 from ..world import World
 from .evaluate import collate, unreadable
 
@@ -107,12 +107,19 @@ class DetectionTask(Task):
 
     def __init__(self, cfg: dict, world: World, settings: LoopSettings) -> None:
         super().__init__(cfg, world, settings)
-        root = get(cfg, "DataLoader.Train.dataset.data_root")
+        root = get(cfg, "DataLoader.Train.dataset.image_root")
         label_list = get(cfg, "DataLoader.Train.dataset.label_list")
         self.train_samples = list_det_samples(root, get(cfg, "DataLoader.Train.dataset.list"), label_list)
         val_list = get(cfg, "DataLoader.Eval.dataset.list")
-        self.val_samples = list_det_samples(root, val_list, label_list) if val_list else None
+        val_root = get(cfg, "DataLoader.Eval.dataset.image_root") or root
+        self.val_samples = list_det_samples(val_root, val_list, label_list) if val_list else None
         self.class_names = list(self.train_samples.class_names)
+        self.num_classes = len(self.class_names)
+        given = get(cfg, "Arch.class_num")
+        if given is not None and given != self.num_classes:
+            raise DataError(
+                f"Arch.class_num {given}: the data has {self.num_classes} classes ({', '.join(self.class_names)})"
+            )
         if self.val_samples is not None and self.val_samples.class_names != self.class_names:
             raise DataError(
                 f"{val_list}: classes {self.val_samples.class_names} differ from the training list's {self.class_names}"
@@ -139,18 +146,12 @@ class DetectionTask(Task):
         pcfg = self.model.pretrained_cfg
         t = get(self.cfg, "DataLoader.Train.transform")
         self.img_scale = tuple(int(v) for v in t["img_scale"])
-        transform = DetTransform(self.img_scale, float(t["flip_prob"]), tuple(pcfg.mean), tuple(pcfg.std))
+        transform = DetTransform(self.img_scale, float(t["hflip"]), tuple(pcfg.mean), tuple(pcfg.std))
         self.train_set = DetDataset(self.train_samples, transform, seed=self.settings.seed)
         self.batch_size = int(get(self.cfg, "DataLoader.Train.sampler.batch_size"))
-        self.sampler = paddle.io.DistributedBatchSampler(
-            self.train_set, batch_size=self.batch_size, num_replicas=self.world.size, rank=self.world.rank,
-            shuffle=True, drop_last=True,
-        )  # fmt: skip
-        if len(self.sampler) == 0:
-            raise DataError(
-                f"--list {self.train_samples.source}: {len(self.train_samples)} images give no full step of "
-                f"{self.batch_size} x {self.world.size} processes (lower --batch-size)"
-            )
+        self.sampler = shuffled_batches(
+            self.train_set, self.batch_size, self.world, f"--list {self.train_samples.source}"
+        )
         self.workers = int(get(self.cfg, "DataLoader.Train.loader.num_workers"))
         self.loader = paddle.io.DataLoader(
             MarkFailures(self.train_set, unreadable), batch_sampler=self.sampler, num_workers=self.workers,
@@ -165,7 +166,7 @@ class DetectionTask(Task):
     def _build_optim(self) -> None:
         opt = get(self.cfg, "Optimizer")
         lr = opt["lr"]
-        self.peak_lr = float(opt["learning_rate"])
+        self.peak_lr = float(lr["learning_rate"])
         self.steps = scaled_steps(lr["step_epochs"], int(lr["base_epochs"]), self.settings.epochs)
         self.scheduler = StepWarmupLR(
             self.peak_lr, self.steps_per_epoch, self.steps, float(lr["gamma"]), int(lr["warmup_iters"]),
@@ -246,6 +247,7 @@ class DetectionTask(Task):
         return f"val AP {row['val_ap']:.2f} % AP50 {row['val_ap50']:.2f} %"
 
     def check_resume(self, path, state: dict) -> None:
+        super().check_resume(path, state)
         if state.get("class_names") != self.class_names:
             raise ShuntedError(
                 f"{path}: trained classes {state.get('class_names')}, this data has {self.class_names}"
