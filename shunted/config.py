@@ -31,6 +31,7 @@ import yaml
 
 from . import config_schema as schema
 from .errors import ShuntedError
+from .fileio import read_input_text
 
 _MISSING = object()
 
@@ -103,7 +104,7 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
     file (as given) if it is not valid YAML, nested too deeply or not a mapping at the top level.
     ``load_config`` and ``layered_config`` check it against the schema."""
     try:
-        loaded = parse_yaml(Path(path).read_text(encoding="utf-8"))
+        loaded = parse_yaml(read_input_text(path, "config"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     except ConfigError as exc:

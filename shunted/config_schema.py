@@ -400,7 +400,12 @@ SCHEMA: dict[str, Any] = {
     },
     # how seg-eval / seg-predict run the model on an image (PaddleSeg's test_config)
     "Infer": {
-        "mode": _seg("whole", "str", "whole image at once, or a sliding window", choices=("whole", "slide")),
+        "mode": _seg(
+            "auto",
+            "str",
+            "auto: the whole image when its estimated memory fits the budget, else a sliding window; whole; slide",
+            choices=("auto", "whole", "slide"),
+        ),
         "crop_size": _seg(None, "size2", "[height, width] of the sliding window (mode slide)"),
         "stride": _seg(None, "size2", "[height, width] of its step; null: 2/3 of the window"),
     },

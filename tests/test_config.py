@@ -205,7 +205,9 @@ def test_one_schema_for_both_tasks():
     cfg = seg_eval_config(overrides=["Infer.mode=slide", "Infer.crop_size=[64,96]", "Arch.ignore_index=11"])
     assert cfg["Infer"] == {"mode": "slide", "crop_size": [64, 96], "stride": None}
     assert cfg["DataLoader"]["Eval"]["transform"]["scale"] is None
-    with pytest.raises(ConfigError, match=r"Infer.mode: 'tiles' is not implemented; choose whole, slide"):
+    with pytest.raises(
+        ConfigError, match=r"Infer.mode: 'tiles' is not implemented; choose auto, whole, slide"
+    ):
         seg_eval_config(overrides=["Infer.mode=tiles"])
     with pytest.raises(ConfigError, match=r"Arch.num_classes: this key moved to Arch.class_num"):
         seg_eval_config(overrides=["Arch.num_classes=11"])

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import get
     from ..engine.seg.train import seg_train
     from ..engine.train.state import OUTPUTS
-    from ..fileio import check_output_dir, check_outputs
+    from ..fileio import check_output_dir, check_outputs, lock_output
 
     cfg = resolve_config(args)  # flags and config checked before any work
     out = get(cfg, "Global.output_dir")
@@ -108,5 +108,6 @@ def run(args: argparse.Namespace) -> int:
         ],
         [("--data", root)],
     )
+    lock_output(out, "--output")  # one writer per run folder (cli.py releases it)
     seg_train(cfg)
     return 0

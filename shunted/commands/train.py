@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.train import train
     from ..engine.train.classification import ClassificationTask
     from ..engine.train.state import OUTPUTS
-    from ..fileio import check_output_dir, check_outputs
+    from ..fileio import check_output_dir, check_outputs, lock_output
 
     check_output_dir(args.output)  # before the data is listed and the model built
     # the run's files must not replace an input (--pretrained runs/x/last.pdparams) nor go into the data
@@ -92,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
         [("--pretrained", args.pretrained), ("--labels", args.labels), ("--val-labels", args.val_labels)],
         [("--data", args.data), ("--val-data", args.val_data)],
     )
+    lock_output(args.output, "--output")  # one writer per run folder (cli.py releases it)
     train(resolve_config(args), ClassificationTask)
     return 0

@@ -3,11 +3,10 @@
 ``shunted predict`` (``shunted/commands/predict.py``) calls ``stream_predictions``. Nothing grows with the
 number of images:
 
-- **Inputs** (``iter_inputs``): the positional files and folders in the order given, then each ``--list`` file.
-  A folder is walked lazily in the order of its images' sorted relative paths (``a/10.png`` < ``a/2.png`` <
-  ``b/1.jpg``, as ``sorted(rglob)`` would give) holding one sorted directory listing per level of the walk;
-  symbolic links to folders are followed unless they lead back to a folder being walked. A list file is read
-  line by line: one path per line, relative to the list's folder or absolute; blank lines are skipped.
+- **Inputs** (``iter_inputs``, shunted/data/inputs.py: the one walker): the positional files and folders in the
+  order given, then each ``--list`` file. Folders are walked lazily in sorted relative-path order, linked folders
+  followed once; lists are read line by line (a UTF-8 BOM removed); only regular files are opened (a FIFO named
+  like an image is an unreadable item, never a hang).
 - **Decoding** runs in ``workers`` threads (Pillow releases the GIL while decoding and resizing) at most
   two batches ahead of the model.
 - **Results** go out per batch: ``F.jsonl`` gets one JSON object per image (``path`` and the top-k ``index``,
@@ -31,8 +30,10 @@ error. Without ``resume`` an existing non-empty output is an error.
 ``F.rank{r}.jsonl`` (and its meta file), each resumable on its own; at the end rank 0 writes ``F.index.json``
 listing the shards with their counts. The union of the shards' lines is the one-process output;
 ``merged_lines(F.index.json)`` yields them in input order (``batch_size`` lines from each shard in turn).
-Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; a resume needs the
-same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
+Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; the ranks compare their
+listings (count and SHA-256 of the paths, ``Listing``) before any work and again at the end, so a folder that changes
+during the run ends in a one-line error without ``F.index.json`` rather than in shards of two listings. A resume
+needs the same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
 writes its shard on its own machine's file system at the path given; rank 0's index names them all.
 """
 
@@ -60,7 +61,7 @@ from ..data.inputs import (  # noqa: F401 (iter_folder, iter_list, expand_inputs
     iter_list,
 )
 from ..errors import DataError, ShuntedError
-from ..fileio import atomic_path, finite_json, write_json_atomic
+from ..fileio import atomic_path, finite_json, open_input, read_input_text, write_json_atomic
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 FORMAT = "shunted-predict-jsonl/1"
@@ -304,7 +305,7 @@ class JsonlWriter:
                         f"--output {self.shown}: holds {number} or more images but the inputs have only "
                         f"{number - 1} for it: the inputs changed; choose another file"
                     )
-                if item[0] != written:
+                if item[0] != written and os.path.realpath(item[0]) != os.path.realpath(written):
                     raise ShuntedError(
                         f"--output {self.shown}: line {number} is {written!r} but image {number} of the inputs is "
                         f"{item[0]!r}: the inputs changed since it was written; choose another file"
@@ -354,12 +355,46 @@ def check_fresh(path: str | os.PathLike, resume: bool, shown: str | None = None)
         raise ShuntedError(f"--output {shown or path}: is not a regular file")
     if not path.is_file() or path.stat().st_size == 0:
         return False
+    if not _ours(path):
+        raise ShuntedError(
+            f"--output {shown or path}: is not a prediction stream of shunted ({meta_path(path).name} beside it "
+            "is missing or not ours); nothing was changed: choose another file"
+        )
     if not resume:
         raise ShuntedError(
             f"--output {shown or path}: already holds predictions; pass --resume to continue it, "
             "or remove it / choose another file"
         )
     return True
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a ``.jsonl`` of ours: its meta file beside it names our format (written first)."""
+    try:
+        meta = json.loads(read_input_text(meta_path(path), "record"))
+    except (OSError, ShuntedError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+JSON_HEAD = b'{\n  "model": '  # how JsonWriter starts F.json (its header's first key)
+
+
+def check_replaceable(path: str | os.PathLike, shown: str | None = None) -> None:
+    """An existing ``F.json`` is replaced only when it is an earlier output of ours (a user's notes.json is not)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open_input(path) as fh:
+            head = fh.read(1 << 16)
+    except (OSError, ShuntedError):
+        head = b""
+    if not (head.startswith(JSON_HEAD) and b'"predictions": [' in head):
+        raise ShuntedError(
+            f"--output {shown or path}: exists and is not an earlier prediction output of shunted; nothing was "
+            "changed: choose another file"
+        )
 
 
 def _short(value) -> str:
@@ -453,19 +488,27 @@ class Summary:
         return (self.images - self.unreadable) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class Streaming:
+    """How ``stream_predictions`` runs: top-k, class names, images per batch, decoding threads, the progress bar
+    (``total``: the image count when known)."""
+
+    topk: int = 5
+    class_names: list[str] | None = None
+    batch_size: int = 32
+    workers: int = 0
+    progress: bool = True
+    total: int | None = None
+
+
 def stream_predictions(
     items: Iterator[tuple[str, str | None]],
     transform,
     predict_batch: PredictBatch,
+    how: Streaming | None = None,
     *,
-    topk: int = 5,
-    class_names: list[str] | None = None,
-    batch_size: int = 32,
-    workers: int = 0,
     writer: JsonlWriter | JsonWriter | None = None,
     show: Callable[[list[dict]], None] | None = None,
-    progress: bool = True,
-    total: int | None = None,
     errors_to: TextIO | None = None,
 ) -> Summary:
     """Predict the images of ``items`` (``iter_inputs``, already ``shard``-ed) batch by batch into ``writer``
@@ -479,14 +522,16 @@ def stream_predictions(
         summary.resumed = writer.done
     if writer is not None:
         writer.open()
+    how = how or Streaming()
+    class_names = how.class_names
     bar = tqdm(
-        total=total, initial=summary.resumed, unit="img", disable=None if progress else True,
+        total=how.total, initial=summary.resumed, unit="img", disable=None if how.progress else True,
         dynamic_ncols=True, leave=False, file=sys.stderr,
     )  # fmt: skip
     start = time.perf_counter()
     complete = False
     try:
-        for rows in predict_batches(items, transform, predict_batch, topk, batch_size, workers):
+        for rows in predict_batches(items, transform, predict_batch, how.topk, how.batch_size, how.workers):
             if writer is not None:
                 writer.write(rows, class_names)
             if show is not None:
@@ -567,3 +612,236 @@ def merged_lines(index: str | os.PathLike) -> Iterator[str]:
     finally:
         for fh in files:
             fh.close()
+
+
+# ---------------------------------------------------------------------------------------------- the command
+@dataclass
+class PredictConfig:
+    """What ``shunted predict`` runs (``commands/predict.py`` builds it from the flags)."""
+
+    model: str
+    weights: str | os.PathLike
+    inputs: list[str] = field(default_factory=list)
+    lists: list[str] = field(default_factory=list)
+    labels: str | None = None
+    topk: int = 5
+    img_size: int | None = None
+    crop_pct: float | None = None
+    resize_short: int | None = None
+    interpolation: str | None = None
+    batch_size: int = 32
+    workers: int = 2
+    output: str | None = None
+    resume: bool = False
+    backend: str = "dygraph"
+    threads: int | None = None
+
+    @property
+    def suffix(self) -> str | None:
+        return os.path.splitext(self.output)[1].lower() if self.output else None
+
+
+def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
+    """Before the model is built: the flags, the inputs, the outputs (one line each). Returns this rank's
+    results file."""
+    from ..fileio import check_output_file, check_outputs, lock_output
+
+    if cfg.topk < 1:
+        raise ShuntedError(f"--topk {cfg.topk}: must be at least 1")
+    if not cfg.inputs and not cfg.lists:
+        raise ShuntedError("give image files or folders, or --list FILE")
+    suffix = cfg.suffix
+    if cfg.output and suffix not in (".jsonl", ".json"):
+        raise ShuntedError(
+            f"--output {cfg.output}: give a .jsonl file (streamed, resumable) or a .json file (one document)"
+        )
+    if cfg.resume and suffix != ".jsonl":
+        raise ShuntedError("--resume: continues an --output F.jsonl; give one")
+    if world.size > 1 and suffix != ".jsonl":
+        raise ShuntedError(
+            f"{world.size} processes: give --output F.jsonl (each process writes its own shard)"
+        )
+    results = shard_path(cfg.output, world.rank, world.size) if suffix == ".jsonl" else cfg.output
+    lock_output(results, "--output")  # one writer per output (cli.py releases it)
+    outputs = [("--output", cfg.output)]
+    if suffix == ".jsonl":
+        outputs = [("--output", results), (None, meta_path(results))]
+        if world.size > 1 and world.main:
+            outputs.append((None, index_path(cfg.output)))
+    for _, path in outputs:
+        if path is not None:
+            check_output_file(path)
+    check_inputs(cfg.inputs, cfg.lists)
+    # an output that is an input image (or the weights, the labels, a list) or an image in an input folder
+    check_outputs(
+        outputs,
+        [("--weights", cfg.weights), ("--labels", cfg.labels), *(("--list", p) for p in cfg.lists),
+         *((None, p) for p in cfg.inputs)],
+        data=[(None, p) for p in cfg.inputs if os.path.isdir(p)],
+    )  # fmt: skip
+    # an output that needs --resume fails before the model is built (several processes: later, together)
+    if suffix == ".jsonl" and world.size == 1:
+        check_fresh(results, cfg.resume)
+    elif suffix == ".json":
+        check_replaceable(cfg.output)  # a user's notes.json is never replaced
+    return results
+
+
+def _class_names(cfg: PredictConfig, opened) -> tuple[list[str] | None, str | None]:
+    """(class names or None, where they came from): --labels, else what is recorded beside the weights."""
+    from ..data.classnames import known_class_names, resolve_class_names
+
+    names = resolve_class_names(cfg.labels, opened.num_classes)
+    known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
+    if names is None:
+        known = known_class_names(cfg.weights, opened.num_classes, sha256=opened.weights_sha256)
+        names = list(known.names) if known and len(known.names) == opened.num_classes else None
+    return names, cfg.labels or (known.source if known and names else "imagenet" if names else None)
+
+
+def _writer(cfg: PredictConfig, results, opened, transform, names, labels, world):
+    """The output writer (None without --output); for F.jsonl every rank checks its shard and all stop if one
+    cannot go on (none waits for the others later)."""
+    import hashlib
+
+    if cfg.suffix == ".json":
+        header = {
+            "model": cfg.model,
+            "weights": {"path": str(cfg.weights), "sha256": opened.weights_sha256},
+            "num_classes": opened.num_classes,
+            "labels": labels,
+            "preprocessing": transform.describe(),
+        }
+        return JsonWriter(cfg.output, header)
+    if cfg.suffix != ".jsonl":
+        return None
+    meta = {
+        "format": FORMAT,
+        "model": cfg.model,
+        "weights": str(cfg.weights),
+        "weights_sha256": opened.weights_sha256,
+        "num_classes": opened.num_classes,
+        "labels": labels,
+        "class_names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest() if names else None,
+        "preprocessing": transform.describe(),
+        "topk": cfg.topk,
+        "batch_size": cfg.batch_size,
+        "world_size": world.size,
+        "rank": world.rank,
+        "backend": opened.backend,
+        "inputs": [str(p) for p in cfg.inputs],
+        "lists": [str(p) for p in cfg.lists],
+    }
+    failure = None
+    try:
+        writer = JsonlWriter(results, meta, cfg.resume)
+    except ShuntedError as exc:
+        failure = exc
+    if world.sum([float(failure is not None)])[0] and failure is None:
+        raise ShuntedError("another process cannot continue its shard (its log names the problem)")
+    if failure is not None:
+        raise failure
+    return writer
+
+
+class Listing:
+    """The input stream with a digest of every path that passed (count and SHA-256 of the paths in order):
+    what processes compare to know they walked the same listing."""
+
+    def __init__(self, items: Iterable[tuple[str, str | None]]):
+        import hashlib
+
+        self.items = iter(items)
+        self.count = 0
+        self._hash = hashlib.sha256()
+
+    def __iter__(self):
+        for item in self.items:
+            self.count += 1
+            self._hash.update(item[0].encode("utf-8", "surrogateescape") + b"\0")
+            yield item
+
+    def words(self) -> list[int]:
+        return [self.count, int.from_bytes(self._hash.digest()[:7], "big")]
+
+
+def agree_on_listing(listed: list[list[int]], when: str) -> None:
+    """Every process must have walked the same listing (``Listing.words`` per rank): else one line."""
+    from .world import first_different
+
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
+            f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
+            "it was read (or is not the same on every node): run again on a folder that does not change"
+        )
+
+
+def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) -> dict:
+    """``shunted predict`` as a function (module docstring); ``show`` gets the lines to print. Returns the
+    counts over every process (``images``, ``predicted``, ``unreadable``).
+
+    Several processes: every rank walks the listing first and they compare it (count and digest) before any
+    work; every rank compares again at the end what it walked during the run, so shards from listings that
+    differ (a folder that grew during the run) end in a one-line error and no ``F.index.json``."""
+    from ..data.transforms import EvalTransform
+    from ..models import get_pretrained_cfg
+    from .evaluate import runtime_line
+    from .session import open_model
+    from .world import threads_per_process
+
+    try:
+        pre = get_pretrained_cfg(cfg.model)
+    except ValueError as exc:
+        raise ShuntedError(f"--model: {exc}") from None
+    results = _check_predict(cfg, world)
+    transform = EvalTransform.from_config(
+        pre, img_size=cfg.img_size, crop_pct=cfg.crop_pct, resize_short=cfg.resize_short,
+        interpolation=cfg.interpolation,
+    )  # fmt: skip
+    threads = cfg.threads if cfg.threads is not None else threads_per_process(world)
+    opened = open_model(cfg.model, cfg.weights, cfg.backend, threads, img_size=transform.img_size)
+    names, labels = _class_names(cfg, opened)
+    writer = _writer(cfg, results, opened, transform, names, labels, world)
+    if world.size > 1:
+        before = Listing(iter_inputs(cfg.inputs, cfg.lists))
+        for _ in before:
+            pass
+        agree_on_listing(world.gather_ints(before.words()), "before the run")
+    if world.main:
+        show(runtime_line(cfg.backend, threads, world.size))
+    listing = Listing(iter_inputs(cfg.inputs, cfg.lists))
+    human = cfg.suffix != ".jsonl"
+    how = Streaming(
+        cfg.topk, names, cfg.batch_size, cfg.workers, progress=world.main,
+        total=count_inputs(cfg.inputs, cfg.lists) if world.size == 1 else None,
+    )  # fmt: skip
+    summary = stream_predictions(
+        shard(listing, world.rank, world.size, cfg.batch_size), transform, opened.predictor, how, writer=writer,
+        show=(lambda recs: show(format_predictions(recs))) if human else None,
+        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
+    )  # fmt: skip
+    totals = summary.totals
+    if world.size > 1:
+        for _ in listing:  # the rest of the listing past this rank's last batch
+            pass
+        agree_on_listing(world.gather_ints(listing.words()), "during the run")
+        per_rank = world.gather_ints([totals["images"], totals["unreadable"]])
+        if world.main:
+            write_index(cfg.output, writer.meta, per_rank)
+        totals = {"images": sum(c[0] for c in per_rank), "unreadable": sum(c[1] for c in per_rank)}
+        totals["predicted"] = totals["images"] - totals["unreadable"]
+    if world.main and (totals["predicted"] or not totals["unreadable"]):
+        where = f" -> {index_path(cfg.output) if world.size > 1 else cfg.output}" if cfg.output else ""
+        resumed = f", {summary.resumed:,} already in the output" if summary.resumed else ""
+        show(
+            f"predicted {totals['predicted']:,} images, {totals['unreadable']:,} unreadable{resumed}; "
+            f"this run {summary.images:,} in {summary.seconds:.1f} s ({summary.img_s:.1f} img/s"
+            f"{' on rank 0' if world.size > 1 else ''}){where}"
+        )
+    if totals["predicted"] == 0 and totals["unreadable"]:
+        first = f"; {summary.first_error}" if summary.first_error else ""
+        raise DataError(f"no image could be read ({totals['unreadable']:,} unreadable{first})")
+    return totals

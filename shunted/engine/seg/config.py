@@ -88,15 +88,24 @@ def seg_train_config(
     for key, message in required:
         if get(cfg, key, None) in (None, ""):
             raise ConfigError(message)
-    k, ignore = get(cfg, "Arch.class_num"), get(cfg, "Arch.ignore_index")
-    if ignore < k:
-        raise ConfigError(
-            f"--ignore-index {ignore}: is one of the {k} classes (0..{k - 1}); use a value >= {k}, e.g. 255"
-        )
+    k = get(cfg, "Arch.class_num")
+    check_ignore_index(get(cfg, "Arch.ignore_index"), k)
     names = get(cfg, "Arch.class_names")
     if names is not None and len(names) != k:
         raise ConfigError(f"Arch.class_names: {len(names)} names for {k} classes (--num-classes)")
     return cfg
+
+
+def check_ignore_index(ignore: int, num_classes: int | None) -> None:
+    """An ignored label value must not be one of the classes (that class's pixels would vanish from the loss and
+    the scores): the one rule of seg-train and seg-eval (``num_classes`` None: not known yet, checked later)."""
+    if ignore < 0:
+        raise ConfigError(f"--ignore-index {ignore}: must be 0 or more")
+    if num_classes is not None and ignore < num_classes:
+        raise ConfigError(
+            f"--ignore-index {ignore}: is one of the {num_classes} classes (0..{num_classes - 1}); "
+            f"use a value >= {num_classes}, e.g. 255"
+        )
 
 
 def seg_eval_config(
@@ -108,9 +117,5 @@ def seg_eval_config(
     defaults ← ``-c`` file ← ``-o`` ← ``flags`` (config key → value), checked as ``seg_train_config`` checks them
     (a class count without a checkpoint's comes later)."""
     cfg = layered_config(SEG, seg_train_defaults, path, overrides, flags)
-    k, ignore = get(cfg, "Arch.class_num"), get(cfg, "Arch.ignore_index")
-    if k is not None and ignore < k:
-        raise ConfigError(
-            f"--ignore-index {ignore}: is one of the {k} classes (0..{k - 1}); use a value >= {k}, e.g. 255"
-        )
+    check_ignore_index(get(cfg, "Arch.ignore_index"), get(cfg, "Arch.class_num"))
     return cfg

@@ -244,17 +244,16 @@ class SegmentationTask(Task):
         the confusion matrices are summed; metrics at the label's size."""
         if self.val_set is None:
             return {}
-        from .evaluate import evaluate_segmentation
+        from .evaluate import SegInference, evaluate_segmentation
 
         self.model.eval()
         start = time.perf_counter()
         workers = get(self.cfg, "DataLoader.Eval.loader.num_workers")
-        result = evaluate_segmentation(
+        result = evaluate_segmentation(  # val_set's ignore_index pixels are not counted
             lambda batch: self.model(paddle.to_tensor(batch)).numpy(),
             self.val_set,
             self.num_classes,
-            self.ignore_index,
-            batch_size=int(get(self.cfg, "DataLoader.Eval.sampler.batch_size")),
+            SegInference(batch_size=int(get(self.cfg, "DataLoader.Eval.sampler.batch_size"))),
             workers=self.workers if workers is None else int(workers),
             progress=self.world.main,
             world=self.world,
