@@ -28,11 +28,12 @@ INTERPOLATIONS = ("bicubic", "bilinear")
 STRIDE = 32
 MAX_IMAGE_SIZE = 1024
 MAX_RESIZE_SHORT = 4 * MAX_IMAGE_SIZE
-LR_SCHEDULES = ("WarmupCosine", "Poly")
+LR_SCHEDULES = ("WarmupCosine", "Poly")  # detection adds "Step" in its own view (per_task)
 OPTIMIZERS = ("AdamW",)
-CLS, SEG = "classification", "segmentation"
-# pure data: kept in step with shunted/models/registry.py list_seg_models (a test checks)
+CLS, SEG, DET = "classification", "segmentation", "detection"
+# pure data: kept in step with shunted/models/registry.py list_seg_models / list_det_models (a test checks)
 SEG_MODELS = ("shunted_t_fpn", "shunted_s_fpn", "shunted_b_fpn")
+DET_MODELS = ("shunted_t_retinanet", "shunted_s_retinanet", "shunted_b_retinanet")
 MAX_CROP = 2048
 
 
@@ -40,8 +41,8 @@ MAX_CROP = 2048
 class Key:
     """One leaf: its default, kind (int, float, bool, str, path, pair, ops, names, size2) and what it means.
 
-    ``task``: the one task that reads it (None: every task). ``per_task``: task → the fields that differ for
-    that task (default, doc, choices, bounds)."""
+    ``task``: the task that reads it, or a tuple of the tasks that do (None: every task). ``per_task``: task →
+    the fields that differ for that task (default, doc, choices, bounds)."""
 
     default: Any
     kind: str
@@ -51,8 +52,11 @@ class Key:
     high: float | None = None
     nullable: bool | None = None  # default: the default is None
     multiple: int | None = None  # an int key: must be a multiple of this
-    task: str | None = None
+    task: str | tuple[str, ...] | None = None
     per_task: Any = None  # {task: {field: value}}
+
+    def read_by(self, task: str) -> bool:
+        return self.task is None or task == self.task or (isinstance(self.task, tuple) and task in self.task)
 
     @property
     def accepts_none(self) -> bool:
@@ -76,10 +80,21 @@ def _seg(*args, **kw) -> Key:
     return Key(*args, task=SEG, **kw)
 
 
+def _det(*args, **kw) -> Key:
+    return Key(*args, task=DET, **kw)
+
+
 SCHEMA: dict[str, Any] = {
     "Global": {
         "epochs": Key(
-            300, "int", "", low=1, per_task={SEG: {"default": 40, "doc": "passes over the training list"}}
+            300,
+            "int",
+            "",
+            low=1,
+            per_task={
+                SEG: {"default": 40, "doc": "passes over the training list"},
+                DET: {"default": 12, "doc": "passes over the training list (the 1x schedule: 12)"},
+            },
         ),
         "seed": Key(0, "int"),
         "output_dir": Key(None, "path", "run folder (--output)"),
@@ -88,7 +103,8 @@ SCHEMA: dict[str, Any] = {
             "path",
             "weights: official .pth, .pdparams or .safetensors (train: the initial weights)",
             per_task={
-                SEG: {"doc": "backbone weights: a classification .pth/.pdparams/.safetensors; null: scratch"}
+                SEG: {"doc": "backbone weights: a classification .pth/.pdparams/.safetensors; null: scratch"},
+                DET: {"doc": "backbone weights: a classification .pth/.pdparams/.safetensors; null: scratch"},
             },
         ),
         "amp": Key(None, "str", "bf16 | fp16 (mixed precision, GPU)", choices=(None, "bf16", "fp16")),
@@ -102,7 +118,10 @@ SCHEMA: dict[str, Any] = {
             None,
             "str",
             "shunted_t | shunted_s | shunted_b",
-            per_task={SEG: {"doc": " | ".join(SEG_MODELS), "choices": SEG_MODELS, "nullable": True}},
+            per_task={
+                SEG: {"doc": " | ".join(SEG_MODELS), "choices": SEG_MODELS, "nullable": True},
+                DET: {"doc": " | ".join(DET_MODELS), "choices": DET_MODELS, "nullable": True},
+            },
         ),
         "class_num": Key(
             None,
@@ -121,10 +140,16 @@ SCHEMA: dict[str, Any] = {
             "from shunted/models/registry.py",
             low=0.0,
             high=1.0,
-            per_task={SEG: {"default": 0.1, "doc": "stochastic depth of the backbone (PVT's FPN setting)"}},
+            per_task={
+                SEG: {"default": 0.1, "doc": "stochastic depth of the backbone (PVT's FPN setting)"},
+                DET: {"default": 0.1, "doc": "stochastic depth of the backbone (PVT v2's detection setting)"},
+            },
         ),
         "drop_rate": _cls(0.0, "float", "", low=0.0, high=1.0),
-        "freeze_stages": _cls(0, "int", "freeze the first N stages (--freeze)", low=0, high=4),
+        "freeze_stages": Key(
+            0, "int", "freeze the first N stages (--freeze)", low=0, high=4, task=(CLS, DET)
+        ),
+        "recompute": _det(False, "bool", "gradient checkpointing of the backbone blocks (--recompute)"),
         "finetune_eval_mode": _cls(
             True, "bool", "official: with pretrained weights the model trains in eval mode (no drop path)"
         ),
@@ -136,14 +161,21 @@ SCHEMA: dict[str, Any] = {
         "beta2": Key(0.999, "float", "", low=0.0, high=0.999999),
         "epsilon": Key(1.0e-8, "float", "", low=0.0),
         "weight_decay": Key(
-            0.05, "float", "not applied to norms and biases", low=0.0, per_task={SEG: {"default": 1.0e-4}}
+            0.05,
+            "float",
+            "not applied to norms and biases",
+            low=0.0,
+            per_task={SEG: {"default": 1.0e-4}, DET: {"default": 1.0e-4}},
         ),
         "grad_clip": Key(
             None,
             "float",
             "global norm; from shunted/models/registry.py",
             low=0.0,
-            per_task={SEG: {"doc": "global norm; null: none"}},
+            per_task={
+                SEG: {"doc": "global norm; null: none"},
+                DET: {"default": 35.0, "doc": "global norm; null: none"},
+            },
         ),
         "lr": {
             "name": Key(
@@ -158,6 +190,11 @@ SCHEMA: dict[str, Any] = {
                         "choices": ("Poly",),
                         "doc": "per iteration: (lr - end_lr)(1 - it/total)^power + end_lr",
                     },
+                    DET: {
+                        "default": "Step",
+                        "choices": ("Step",),
+                        "doc": "x gamma after step_epochs of base_epochs (scaled to Global.epochs)",
+                    },
                 },
             ),
             "base_lr": _cls(5.0e-4, "float", "at a total batch of base_batch; scaled linearly", low=0.0),
@@ -168,7 +205,16 @@ SCHEMA: dict[str, Any] = {
                 "an absolute peak rate instead of the scaled base_lr",
                 low=0.0,
                 per_task={
-                    SEG: {"default": 1.0e-4, "doc": "peak rate, whatever the batch (--lr)", "nullable": False}
+                    SEG: {
+                        "default": 1.0e-4,
+                        "doc": "peak rate, whatever the batch (--lr)",
+                        "nullable": False,
+                    },
+                    DET: {
+                        "default": 1.0e-4,
+                        "doc": "peak rate, whatever the batch (--lr)",
+                        "nullable": False,
+                    },
                 },
             ),
             "warmup_epoch": _cls(5, "float", "", low=0.0),
@@ -177,10 +223,26 @@ SCHEMA: dict[str, Any] = {
             "by_epoch": _cls(True, "bool", "timm/DeiT: the rate changes once per epoch"),
             "power": _seg(1.0, "float", "", low=0.0),
             "end_lr": _seg(0.0, "float", "", low=0.0),
-            "warmup_iters": _seg(0, "int", "linear warm-up (mmcv's), iterations; 0: none", low=0),
-            "warmup_ratio": _seg(
-                1.0e-6, "float", "warm-up starts at this fraction of the poly rate", low=0.0, high=1.0
+            "warmup_iters": Key(
+                0,
+                "int",
+                "linear warm-up (mmcv's), iterations; 0: none",
+                low=0,
+                task=(SEG, DET),
+                per_task={DET: {"default": 500}},
             ),
+            "warmup_ratio": Key(
+                1.0e-6,
+                "float",
+                "warm-up starts at this fraction of the poly rate",
+                low=0.0,
+                high=1.0,
+                task=(SEG, DET),
+                per_task={DET: {"default": 0.001, "doc": "warm-up starts at this fraction of the rate"}},
+            ),
+            "step_epochs": _det([8, 11], "pair", "x gamma after these epochs of base_epochs"),
+            "base_epochs": _det(12, "int", "the schedule's length; the steps scale to Global.epochs", low=1),
+            "gamma": _det(0.1, "float", "", low=0.0, high=1.0),
         },
     },
     "EMA": {"enabled": Key(False, "bool"), "decay": Key(0.99996, "float", "", low=0.0, high=1.0)},
@@ -194,8 +256,17 @@ SCHEMA: dict[str, Any] = {
                     per_task={SEG: {"doc": "folder the list's paths are relative to (--data)"}},
                 ),
                 "cls_label_path": _cls(None, "path", "'relative/path label' lines (--labels)"),
-                "list": _seg(
-                    None, "path", "'image label' lines (PaddleSeg); as given, else under image_root (--list)"
+                "list": Key(
+                    None,
+                    "path",
+                    "'image label' lines (PaddleSeg); as given, else under image_root (--list)",
+                    task=(SEG, DET),
+                    per_task={
+                        DET: {"doc": "VOC image ids (or 'image xml' lines), or a COCO JSON file (--list)"}
+                    },
+                ),
+                "label_list": _det(
+                    None, "path", "VOC class names in order; null: label_list.txt (--label-list)"
                 ),
                 "reduce_zero_label": _seg(
                     False,
@@ -209,12 +280,24 @@ SCHEMA: dict[str, Any] = {
                     "int",
                     "per process; official: 128 x 8 GPUs",
                     low=1,
-                    per_task={SEG: {"default": 8, "doc": "per process (--batch-size)"}},
+                    per_task={
+                        SEG: {"default": 8, "doc": "per process (--batch-size)"},
+                        DET: {"default": 2, "doc": "per process (--batch-size)"},
+                    },
                 ),
                 "repeated_aug": _cls(3, "int", "DeiT's RASampler; 1 = a plain shuffled epoch", low=1),
             },
             "loader": {
-                "num_workers": Key(8, "int", "", low=0, per_task={SEG: {"default": 2, "doc": "(--workers)"}})
+                "num_workers": Key(
+                    8,
+                    "int",
+                    "",
+                    low=0,
+                    per_task={
+                        SEG: {"default": 2, "doc": "(--workers)"},
+                        DET: {"default": 2, "doc": "(--workers)"},
+                    },
+                )
             },
             "transform": {
                 "img_size": _cls(224, "int", "", low=STRIDE, high=MAX_IMAGE_SIZE, multiple=STRIDE),
@@ -234,6 +317,9 @@ SCHEMA: dict[str, Any] = {
                     0.75, "float", "crop rejected if one class covers this much; >= 1: off", low=0.0
                 ),
                 "hflip": _prob(0.5),
+                "img_scale": _det(
+                    [1333, 800], "size2", "[width, height] bound of the keep-ratio resize (--img-scale)"
+                ),
                 "photometric": _seg(True, "bool", "mmseg's PhotoMetricDistortion"),
                 "auto_augment": _cls("rand-m9-mstd0.5-inc1", "str", "RandAugment; null = off", nullable=True),
                 "color_jitter": _cls(
@@ -269,7 +355,13 @@ SCHEMA: dict[str, Any] = {
                     "ops",
                     "PaddleClas ops (shunted/config.py); train default: the training img_size",
                 ),
-                "list": _seg(None, "path", "validation 'image label' lines under image_root (--val-list)"),
+                "list": Key(
+                    None,
+                    "path",
+                    "validation 'image label' lines under image_root (--val-list)",
+                    task=(SEG, DET),
+                    per_task={DET: {"doc": "validation list or COCO JSON (--val-list): COCO AP per epoch"}},
+                ),
                 "reduce_zero_label": _seg(
                     None, "bool", "as DataLoader.Train.dataset.reduce_zero_label; null: the same"
                 ),
@@ -280,7 +372,10 @@ SCHEMA: dict[str, Any] = {
                     "int",
                     "eval default 64; train: the training batch",
                     low=1,
-                    per_task={SEG: {"default": 1, "doc": "images per forward (same-size images only)"}},
+                    per_task={
+                        SEG: {"default": 1, "doc": "images per forward (same-size images only)"},
+                        DET: {"default": 1, "doc": "images per forward"},
+                    },
                 )
             },
             "loader": {
@@ -460,8 +555,9 @@ def check_tree(value: Any, key: str = "", task: str | None = None) -> None:
     else:
         leaf_key, spec = "", SCHEMA
     if isinstance(spec, Key):
-        if task and spec.task not in (None, task):
-            raise SchemaError(f"{leaf_key}: a {spec.task} key; {task} training does not read it")
+        if task and not spec.read_by(task):
+            owner = " / ".join(spec.task) if isinstance(spec.task, tuple) else spec.task
+            raise SchemaError(f"{leaf_key}: a {owner} key; {task} training does not read it")
         check_value(leaf_key, spec.of(task), value)
         return
     if value is None:
@@ -476,7 +572,7 @@ def check_tree(value: Any, key: str = "", task: str | None = None) -> None:
 
 def task_keys(task: str) -> dict[str, Key]:
     """Dotted key → Key (as ``task`` sees it) of every leaf ``task`` reads."""
-    return {k: v.of(task) for k, v in ALL_KEYS.items() if isinstance(v, Key) and v.task in (None, task)}
+    return {k: v.of(task) for k, v in ALL_KEYS.items() if isinstance(v, Key) and v.read_by(task)}
 
 
 def defaults(task: str, node: dict | None = None) -> dict:
@@ -487,7 +583,7 @@ def defaults(task: str, node: dict | None = None) -> dict:
             sub = defaults(task, value)
             if sub:
                 out[name] = sub
-        elif value.task in (None, task):
+        elif value.read_by(task):
             out[name] = copy.deepcopy(value.of(task).default)
     return out
 
@@ -508,6 +604,15 @@ def seg_train_defaults(name: str | None = None) -> dict:
     """The Semantic FPN setting (PVT's, which the Shunted paper follows) for model ``name``: AdamW, lr 1e-4,
     weight decay 1e-4, poly by iteration with power 1.0, no warm-up."""
     cfg = defaults(SEG)
+    cfg["Arch"]["name"] = name
+    return cfg
+
+
+def det_train_defaults(name: str | None = None) -> dict:
+    """mmdet's ``retinanet_r50_fpn_1x`` as PVT v2 trains it (the Shunted paper's detection setting) for model
+    ``name``: AdamW lr 1e-4, weight decay 1e-4, clip 35, warm-up 500 iterations from 0.001, x0.1 after epochs 8
+    and 11 of 12, batch 2, resize to fit 1333 x 800, flip 0.5."""
+    cfg = defaults(DET)
     cfg["Arch"]["name"] = name
     return cfg
 

@@ -43,3 +43,44 @@ def test_seg_memory_quick_prints_the_readme_table(repo_root):
     done = _run(repo_root, "benchmarks/seg_memory.py", "--quick")
     assert "| image | t whole (est.) | t slide |" in done.stdout
     assert "| 320×240 |" in done.stdout and "fails" not in done.stdout
+
+
+@pytest.mark.slow  # integration (two training subprocesses): the marked stage, make test-slow
+def test_det_bccd_and_det_memory_run_end_to_end(repo_root, shared_dir, tmp_path):
+    if not (shared_dir / "data" / "bccd").is_dir():
+        pytest.skip("../shared/data/bccd (the real BCCD data) is not present")
+    out = tmp_path / "out"
+    argv = [
+        "--work",
+        str(tmp_path / "work"),
+        "--output",
+        str(out),
+        "--img-scale",
+        "128",
+        "96",
+        "--epochs",
+        "1",
+    ]
+    argv += [
+        "--steps",
+        "1",
+        "--val-images",
+        "2",
+        "--speed-images",
+        "1",
+        "--eval-interval",
+        "1",
+        "--warmup",
+        "1",
+    ]
+    done = _run(repo_root, "benchmarks/det_bccd.py", *argv)
+    result = json.loads((out / "det_bccd.json").read_text())
+    assert set(result["runs"]) == {"pretrained", "scratch"} and result["speed"]["max_rel_diff_outputs"] < 1e-4
+    assert (out / "predictions.png").is_file() and "| CIFAR-10 pretrained |" in done.stdout
+    done = _run(
+        repo_root, "benchmarks/det_memory.py", "--sizes", "128x96", "--json", str(tmp_path / "m.json")
+    )
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert [r["recompute"] for r in rows] == [False, True] and all(
+        r["peak_mb"] > r["before_mb"] for r in rows
+    )

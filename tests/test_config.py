@@ -117,9 +117,10 @@ def test_schema_choices_match_the_code():
     from shunted.data.transforms import INTERPOLATIONS
 
     assert set(config_schema.INTERPOLATIONS) == set(INTERPOLATIONS)
-    from shunted.models.registry import list_seg_models
+    from shunted.models.registry import list_det_models, list_seg_models
 
     assert config_schema.SEG_MODELS == tuple(list_seg_models())
+    assert config_schema.DET_MODELS == tuple(list_det_models())
 
 
 def test_unknown_keys_in_a_file_are_errors_naming_the_key(tmp_path):
