@@ -398,7 +398,7 @@ SCHEMA: dict[str, Any] = {
             },
         },
     },
-    # how seg-eval / seg-predict run the model on an image (PaddleSeg's test_config)
+    # how seg-eval / seg-predict (and det-predict) run the model on an image (PaddleSeg's test_config)
     "Infer": {
         "mode": _seg(
             "auto",
@@ -408,6 +408,9 @@ SCHEMA: dict[str, Any] = {
         ),
         "crop_size": _seg(None, "size2", "[height, width] of the sliding window (mode slide)"),
         "stride": _seg(None, "size2", "[height, width] of its step; null: 2/3 of the window"),
+        "score_threshold": _det(
+            0.3, "float", "det-predict draws and lists detections scoring at least this", low=0.0, high=1.0
+        ),
     },
 }
 

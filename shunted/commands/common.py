@@ -268,31 +268,45 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def seg_settings(args: argparse.Namespace, flags: dict[str, str], required: tuple[str, ...]) -> dict:
+def seg_settings(
+    args: argparse.Namespace, flags: dict[str, str], required: tuple[str, ...], task: str = "segmentation"
+) -> dict:
     """Each ``flags`` attribute's value: the flag when given, else the ``-c`` file / ``-o`` override of its
-    config key (``flags``: attribute → key of shunted/config_schema.py, segmentation), else the schema's
-    default; the config checked against the schema. ``required``: attributes that must end up set."""
-    from ..config import ConfigError, get, layered_config
-    from ..config_schema import SEG, seg_train_defaults
+    config key (``flags``: attribute → key of shunted/config_schema.py as ``task`` sees it: segmentation, or
+    detection for det-eval / det-predict), else the schema's default; the config checked against the schema.
+    ``required``: attributes that must end up set."""
+    from ..config import get, layered_config
+    from ..config_schema import DET, det_train_defaults, seg_train_defaults
 
     given = {}
     for attr, key in flags.items():
         value = getattr(args, attr, None)
         given[key] = list(value) if isinstance(value, tuple) else value  # (h, w) flags: [h, w] keys
+    defaults = det_train_defaults if task == DET else seg_train_defaults
     cfg = layered_config(
-        SEG, seg_train_defaults, getattr(args, "config", None), getattr(args, "override", None), given,
-        {key: "--" + attr.replace("_", "-") for attr, key in flags.items()},
+        task, defaults, getattr(args, "config", None), getattr(args, "override", None), given,
+        {key: flag_name(attr) for attr, key in flags.items()},
     )  # fmt: skip
     values = {attr: get(cfg, key) for attr, key in flags.items()}
-    for attr in ("crop_size", "stride"):
+    for attr in ("crop_size", "stride", "img_scale"):
         if isinstance(values.get(attr), list):
             values[attr] = tuple(values[attr])
+    require(values, flags, required)
+    return values
+
+
+def require(values: dict, flags: dict[str, str], required: tuple[str, ...]) -> None:
+    """A ConfigError naming the first of ``required`` that ``values`` lacks, its flag and its config key."""
+    from ..config import ConfigError
+
     for attr in required:
         if values.get(attr) is None:
-            raise ConfigError(
-                f"--{attr.replace('_', '-')} is required (or set {flags[attr]} in the -c config)"
-            )
-    return values
+            raise ConfigError(f"{flag_name(attr)} is required (or set {flags[attr]} in the -c config)")
+
+
+def flag_name(attr: str) -> str:
+    """The command-line flag of argparse attribute ``attr`` (``list_file`` is ``--list``)."""
+    return "--list" if attr == "list_file" else "--" + attr.replace("_", "-")
 
 
 # seg-eval / seg-predict flag → key of the one config schema (PaddleClas's sections)
@@ -333,3 +347,13 @@ def memory_size(text: str) -> int:
     if value < 64 * UNITS["M"]:
         raise argparse.ArgumentTypeError(f"{text}: at least 64M (Paddle and the model alone need more)")
     return int(value)
+
+
+# det-eval / det-predict flag → key of the one config schema (the detection keys det-train writes to config.yaml:
+# a run's config gives the classes and the resize its validation used)
+DET_INFER_KEYS = {
+    "model": "Arch.name",
+    "weights": "Global.pretrained_model",
+    "label_list": "DataLoader.Train.dataset.label_list",
+    "img_scale": "DataLoader.Train.transform.img_scale",
+}

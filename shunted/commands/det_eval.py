@@ -13,6 +13,10 @@ small / medium / large, AR@100 and AP per class. --output writes them as JSON (a
 ap_medium, ap_large, ar100, class_ap, images, ...); --save-detections writes the detections in the COCO results
 format (image_id, category_id, bbox [x, y, w, h] in the original image's pixels, score); for VOC data image_id is
 the image's 0-based position in the list and category_id its class's 1-based position in label_list.txt.
+-c FILE / -o Section.key=value: the one schema's detection keys (det-train's config.yaml gives the model, its
+classes, its resize and its validation list: Global.pretrained_model is --weights, DataLoader.Eval.dataset.list
+--list, DataLoader.Eval.dataset.image_root --data, else DataLoader.Train.dataset.image_root); flags win.
+Two processes never write one output: the second stops at once naming the first's pid.
 Several processes: each runs its contiguous share of whole batches, process 0 scores all of them (the one-process
 result) and writes; "world_size" records how many.
 """
@@ -24,31 +28,30 @@ import argparse
 HELP = "evaluate an object detector: COCO AP, AP50, AP75, per-class AP"
 
 
-def add_det_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --list, --label-list, --img-scale (det-eval and det-train)."""
+def add_img_scale_argument(parser: argparse.ArgumentParser) -> None:
     from .common import positive_int
 
-    parser.add_argument("--data", required=True, help="dataset folder (the list's paths are relative to it)")
     parser.add_argument(
-        "--list", dest="list_file", required=True, metavar="FILE", help="VOC id list or COCO JSON file"
-    )
-    parser.add_argument(
-        "--label-list", metavar="FILE", help="VOC class names in order (default label_list.txt)"
-    )
-    parser.add_argument(
-        "--img-scale", type=positive_int, nargs=2, default=(1333, 800), metavar=("W", "H"),
+        "--img-scale", type=positive_int, nargs=2, metavar=("W", "H"),
         help="resize keeping the ratio to fit W x H (default 1333 800)",
     )  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_backend_arguments, nonnegative_int, positive_int
+    from .common import add_backend_arguments, add_config_arguments, nonnegative_int, positive_int
 
+    add_config_arguments(parser, "YAML in the one schema's detection sections (det-train's config.yaml: its "
+                         "classes, resize and validation list; Arch, Global.pretrained_model, DataLoader)")  # fmt: skip
     parser.add_argument("--model", help="shunted_t_retinanet, shunted_s_retinanet or shunted_b_retinanet")
     parser.add_argument(
         "--weights", help="detection weights (.pdparams or .safetensors), as det-train writes"
     )
-    add_det_data_arguments(parser)
+    parser.add_argument("--data", help="dataset folder (the list's paths are relative to it)")
+    parser.add_argument("--list", dest="list_file", metavar="FILE", help="VOC id list or COCO JSON file")
+    parser.add_argument(
+        "--label-list", metavar="FILE", help="VOC class names in order (default label_list.txt)"
+    )
+    add_img_scale_argument(parser)
     parser.add_argument("--output", metavar="F.json", help="write the result as JSON")
     parser.add_argument(
         "--save-detections", metavar="F.json", help="write the detections (COCO results format)"
@@ -56,38 +59,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detections", metavar="F.json", help="score this COCO results file (no model is run)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="images per batch (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per batch (default 1)")
     parser.add_argument(
-        "--workers",
-        type=nonnegative_int,
-        default=2,
-        help="decoding worker processes (default 2; 0 in-process)",
+        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 in-process)"
     )
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_arguments(parser)
 
 
+FLAGS = {
+    "data": "DataLoader.Eval.dataset.image_root",
+    "train_data": "DataLoader.Train.dataset.image_root",  # no flag: a run's config.yaml, when --data is absent
+    "list_file": "DataLoader.Eval.dataset.list",
+    "batch_size": "DataLoader.Eval.sampler.batch_size",
+    "workers": "DataLoader.Eval.loader.num_workers",
+}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.det.evaluate import DetEvalConfig, evaluate_det_checkpoint, format_table
     from ..engine.world import init_world, threads_per_process
     from ..errors import ShuntedError
+    from ..fileio import lock_output
+    from .common import DET_INFER_KEYS, require, seg_settings
 
-    if args.detections is None and (args.model is None or args.weights is None):
+    values = seg_settings(args, {**DET_INFER_KEYS, **FLAGS}, required=(), task="detection")
+    values["data"] = values["data"] or values["train_data"]
+    require(values, FLAGS, ("data", "list_file"))
+    if args.detections is None and (values["model"] is None or values["weights"] is None):
         raise ShuntedError(
             "det-eval: give --model and --weights (or --detections FILE to score saved detections)"
         )
     world = init_world()
+    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
+    lock_output(args.save_detections, "--save-detections")
     cfg = DetEvalConfig(
-        model=args.model,
-        weights=args.weights,
-        data=args.data,
-        list_file=args.list_file,
-        label_list=args.label_list,
-        img_scale=tuple(args.img_scale),
+        model=values["model"],
+        weights=values["weights"],
+        data=values["data"],
+        list_file=values["list_file"],
+        label_list=values["label_list"],
+        img_scale=values["img_scale"],
         limit=args.limit,
-        batch_size=args.batch_size,
-        workers=args.workers,
+        batch_size=values["batch_size"],
+        workers=2 if values["workers"] is None else values["workers"],
         backend=args.backend,
         threads=args.threads if args.threads is not None else threads_per_process(world),
         output=args.output,

@@ -9,6 +9,9 @@ legend of the classes found and their counts; and det_outputs.json: what was run
 (class, score, box [x1, y1, x2, y2] in the image's pixels). Two inputs with one name would overwrite each other:
 refused. The folder must be new, empty, or a previous det-predict output: nothing else in it is ever replaced or
 deleted. --class-names: one name per line in class order (a VOC label_list.txt); default "class 0", "class 1"...
+-c FILE / -o Section.key=value: the one schema's detection keys (det-train's config.yaml; --class-names is
+DataLoader.Train.dataset.label_list, --score-threshold Infer.score_threshold); flags win. A second process writing
+the same folder stops at once naming the first's pid.
 Under paddle.distributed.launch each process draws its contiguous share of the images; process 0 writes the JSON.
 """
 
@@ -20,46 +23,53 @@ HELP = "detect objects in images: boxes drawn with names and scores, a JSON of t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_backend_arguments, fraction, positive_int
+    from .common import add_backend_arguments, add_config_arguments, fraction
+    from .det_eval import add_img_scale_argument
 
     parser.add_argument(
         "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images"
     )
-    parser.add_argument(
-        "--model", required=True, help="shunted_t_retinanet, shunted_s_retinanet or shunted_b_retinanet"
-    )
-    parser.add_argument("--weights", required=True, help="detection weights (.pdparams or .safetensors)")
+    add_config_arguments(parser, "YAML in the one schema's detection sections (det-train's config.yaml; "
+                         "Arch, Global.pretrained_model, Infer.score_threshold)")  # fmt: skip
+    parser.add_argument("--model", help="shunted_t_retinanet, shunted_s_retinanet or shunted_b_retinanet")
+    parser.add_argument("--weights", help="detection weights (.pdparams or .safetensors)")
     parser.add_argument(
         "--output-dir", required=True, metavar="DIR", help="folder for the pictures and the JSON"
     )
     parser.add_argument("--class-names", metavar="FILE", help="class names, one per line in class order")
     parser.add_argument(
-        "--score-threshold",
-        type=fraction,
-        default=0.3,
-        help="draw and list detections scoring at least this (0.3)",
+        "--score-threshold", type=fraction, help="draw and list detections scoring at least this (0.3)"
     )
-    parser.add_argument(
-        "--img-scale", type=positive_int, nargs=2, default=(1333, 800), metavar=("W", "H"),
-        help="resize keeping the ratio to fit W x H (default 1333 800)",
-    )  # fmt: skip
+    add_img_scale_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_arguments(parser)
+
+
+FLAGS = {
+    "class_names": "DataLoader.Train.dataset.label_list",  # a VOC label_list.txt is a class-name list
+    "score_threshold": "Infer.score_threshold",
+}
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.det.predict import DetPredictConfig, detect_images, format_summary
     from ..engine.world import init_world, threads_per_process
+    from ..fileio import lock_output
+    from .common import DET_INFER_KEYS, seg_settings
 
+    keys = {**DET_INFER_KEYS, **FLAGS}
+    del keys["label_list"]
+    values = seg_settings(args, keys, required=("model", "weights"), task="detection")
     world = init_world()
+    lock_output(args.output_dir, "--output-dir")  # one writer per output (cli.py releases it)
     cfg = DetPredictConfig(
         inputs=args.inputs,
         output_dir=args.output_dir,
-        model=args.model,
-        weights=args.weights,
-        class_names=args.class_names,
-        score_threshold=args.score_threshold,
-        img_scale=tuple(args.img_scale),
+        model=values["model"],
+        weights=values["weights"],
+        class_names=values["class_names"],
+        score_threshold=values["score_threshold"],
+        img_scale=values["img_scale"],
         backend=args.backend,
         threads=args.threads if args.threads is not None else threads_per_process(world),
         progress=not args.no_progress,

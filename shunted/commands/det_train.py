@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.det.config import FLAGS, det_train_config
     from ..engine.det.train import det_train
     from ..engine.train.state import OUTPUTS
-    from ..fileio import check_output_dir, check_outputs
+    from ..fileio import check_output_dir, check_outputs, lock_output
     from .common import flag_values
 
     cfg = det_train_config(
@@ -90,5 +90,6 @@ def run(args: argparse.Namespace) -> int:
         ],
         [("--data", get(cfg, "DataLoader.Train.dataset.image_root"))],
     )
+    lock_output(out, "--output")  # one writer per run folder (cli.py releases it)
     det_train(cfg)
     return 0

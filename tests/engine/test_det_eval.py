@@ -194,3 +194,127 @@ def test_det_predict_draws_the_boxes_in_class_colours_and_lists_them(tmp_path):
     ):
         detect_images(cfg, opened=_opened(_oracle(dataset)))
     assert (out / "notes.txt").read_text() == "mine"
+
+
+# -- the commands: one writer per output, -c / -o through the one schema ---------------------------------------------
+def _captured(monkeypatch, module, name):
+    """Replace the engine entry ``module.name`` by a spy keeping the config it is given (no model is run)."""
+    seen = []
+    monkeypatch.setattr(module, name, lambda cfg, **kw: seen.append(cfg))
+    return seen
+
+
+@pytest.mark.parametrize(
+    "argv, output, flag",
+    [
+        (["det-eval", "--model", "shunted_t_retinanet", "--weights", "w.pdparams", "--data", "{voc}",
+          "--list", "train.txt", "--output", "{out}"], "r.json", "--output"),
+        (["det-eval", "--data", "{voc}", "--list", "train.txt", "--detections", "d.json", "--output", "x.json",
+          "--save-detections", "{out}"], "d2.json", "--save-detections"),
+        (["det-predict", "--model", "shunted_t_retinanet", "--weights", "w.pdparams", "a.jpg",
+          "--output-dir", "{out}"], "pred", "--output-dir"),
+        (["det-train", "--model", "shunted_t_retinanet", "--data", "{voc}", "--list", "train.txt",
+          "--output", "{out}"], "run", "--output"),
+    ],
+)  # fmt: skip
+def test_a_second_writer_of_a_det_output_stops_naming_the_holder(
+    tmp_path, capsys, monkeypatch, argv, output, flag
+):
+    """The mutation: without the ``lock_output`` call in commands/det_*.py the command goes on to its work (the
+    spies below record it) instead of exit 2."""
+    from shunted import fileio
+    from shunted.cli import main
+    from shunted.engine.det import predict as det_predict
+    from shunted.engine.det import train as det_train
+    from tests.test_one_writer import holder
+
+    monkeypatch.chdir(tmp_path)
+    voc = _voc(tmp_path / "voc")
+    ran = []
+    monkeypatch.setattr(det_eval, "evaluate_det_checkpoint", lambda cfg, **kw: ran.append(cfg))
+    monkeypatch.setattr(det_predict, "detect_images", lambda cfg, **kw: ran.append(cfg))
+    monkeypatch.setattr(det_train, "det_train", lambda cfg, **kw: ran.append(cfg))
+    out = tmp_path / output
+    proc = holder(out)
+    try:
+        code = main([a.format(voc=voc, out=output) for a in argv])
+    finally:
+        proc.kill()
+        proc.wait()
+        fileio.release_outputs()
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not ran, err
+    assert err.endswith(f"error: {flag} {output}: another shunted process (pid {proc.pid}) is writing it; "
+                        "wait for it to end or choose another output")  # fmt: skip
+
+
+def test_det_eval_and_det_predict_take_the_one_schema_and_flags_win(tmp_path, capsys, monkeypatch):
+    """det-train's config.yaml names the classes, the resize and the validation list det-eval then uses; -o
+    overrides it, a flag overrides both; a key of another task or an unknown one is a one-line error."""
+    import yaml
+
+    from shunted.cli import main
+    from shunted.config_schema import det_train_defaults
+    from shunted.engine.det import predict as det_predict
+
+    voc = _voc(tmp_path / "voc")
+    cfg = det_train_defaults("shunted_t_retinanet")
+    cfg["Global"]["pretrained_model"] = "w.pdparams"
+    cfg["DataLoader"]["Train"]["dataset"].update(
+        image_root=str(voc), list="train.txt", label_list="names.txt"
+    )
+    cfg["DataLoader"]["Train"]["transform"]["img_scale"] = [320, 240]
+    cfg["DataLoader"]["Eval"]["dataset"]["list"] = "val.txt"
+    cfg["Infer"]["score_threshold"] = 0.5
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    evals = _captured(monkeypatch, det_eval, "evaluate_det_checkpoint")
+    preds = _captured(monkeypatch, det_predict, "detect_images")
+
+    assert main(["det-eval", "-c", str(path), "-o", "DataLoader.Eval.sampler.batch_size=2"]) == 0
+    (e,) = evals
+    assert (e.model, e.weights, e.data, e.list_file) == (
+        "shunted_t_retinanet",
+        "w.pdparams",
+        str(voc),
+        "val.txt",
+    )
+    assert (e.label_list, e.img_scale, e.batch_size, e.workers) == ("names.txt", (320, 240), 2, 2)
+    assert main(["det-eval", "-c", str(path), "--list", "train.txt", "--img-scale", "64", "48", "--workers", "0",
+                 "-o", "DataLoader.Train.transform.img_scale=[100,75]", "--data", "d2"]) == 0  # fmt: skip
+    assert (evals[1].list_file, evals[1].img_scale, evals[1].workers, evals[1].data) == (
+        "train.txt",
+        (64, 48),
+        0,
+        "d2",
+    )
+    assert main(["det-eval", "-o", "DataLoader.Train.transform.img_scale=[100,75]", "--data", "d", "--list", "l",
+                 "--detections", "d.json"]) == 0  # fmt: skip
+    assert (evals[2].img_scale, evals[2].model) == ((100, 75), None)
+
+    assert main(["det-predict", "-c", str(path), "a.jpg", "--output-dir", str(tmp_path / "p")]) == 0
+    (p,) = preds
+    assert (p.model, p.weights, p.class_names, p.score_threshold, p.img_scale) == (
+        "shunted_t_retinanet", "w.pdparams", "names.txt", 0.5, (320, 240))  # fmt: skip
+    assert main(["det-predict", "-c", str(path), "--score-threshold", "0.1", "--class-names", "c.txt",
+                 "-o", "Arch.name=shunted_s_retinanet", "a.jpg", "--output-dir", str(tmp_path / "p")]) == 0  # fmt: skip
+    assert (preds[1].score_threshold, preds[1].class_names, preds[1].model) == (
+        0.1,
+        "c.txt",
+        "shunted_s_retinanet",
+    )
+    capsys.readouterr()
+
+    for argv, message in (
+        (["det-eval", "-o", "Infer.mode=slide", "--data", "d", "--list", "l", "--detections", "d.json"],
+         "Infer.mode: a segmentation key; detection training does not read it"),
+        (["det-predict", "-o", "Infer.score_threshold=2", "--model", "shunted_t_retinanet", "--weights", "w",
+          "a.jpg", "--output-dir", "p"], "Infer.score_threshold: 2 out of range 0.0..1.0"),
+        (["det-eval", "--detections", "d.json", "--list", "l"], "--data is required (or set"),
+        (["det-eval", "--detections", "d.json", "--data", "d"], "--list is required (or set DataLoader.Eval.dataset.list"),
+        (["det-predict", "--weights", "w", "a.jpg", "--output-dir", "p"], "--model is required (or set Arch.name"),
+    ):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert len(evals) == 3 and len(preds) == 2
