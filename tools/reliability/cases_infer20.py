@@ -1,7 +1,8 @@
-"""Issue 20, the inference findings (#1, #14, #17; fixed on branch ``infer``, listed in docs/new_cases_infer.md):
-one walker that never opens a FIFO named like an image, output folders that keep the user's edits, lists with a
-byte-order mark. (#13, a folder growing during a 2-process run, and #15, Ctrl-C during a re-run, need timing the
-table cannot give: tests/engine/test_infer_inputs.py covers them.)"""
+"""Issue 20, the inference findings (#1, #13, #14, #15, #17; fixed on branch ``infer``): one walker that never
+opens a FIFO named like an image, output folders that keep the user's edits and survive a Ctrl-C, lists with a
+byte-order mark, processes that compare their listings. The timing of #13 (a folder growing between the ranks'
+walks) and #15 (Ctrl-C after the first image) is made exact in a ``python -c`` wrapper around the command, as
+tests/engine/test_infer_inputs.py does."""
 
 from __future__ import annotations
 
@@ -65,6 +66,65 @@ def edited_mask(d: Path, ctx: Context) -> None:
     run_shunted(d, ctx, seg("seg-predict", "x.jpg", "--output-dir", "outq")(d, ctx))
     with open(d / "outq" / "x.png", "ab") as fh:
         fh.write(b"the user's edit")
+
+
+# seg-predict a.jpg b.jpg into o, then a re-run on c, b, a interrupted (KeyboardInterrupt, what Ctrl-C raises)
+# once c's three files are written; prints whether o is the first run's, byte for byte.
+CTRL_C_RERUN = """
+import os, sys
+from PIL import Image
+from shunted import cli
+
+base = ["seg-predict", "--model", "shunted_t_fpn", "--weights", sys.argv[1], "--no-progress", "--output-dir", "o"]
+assert cli.main([*base, "a.jpg", "b.jpg"]) == 0
+files = lambda: {n: open(os.path.join("o", n), "rb").read() for n in sorted(os.listdir("o"))}
+before, save, calls = files(), Image.Image.save, []
+
+def save_then_interrupt(self, *args, **kw):
+    calls.append(1)
+    if len(calls) > 3:
+        raise KeyboardInterrupt
+    return save(self, *args, **kw)
+
+Image.Image.save = save_then_interrupt
+code = cli.main([*base, "c.jpg", "b.jpg", "a.jpg"])
+Image.Image.save = save
+after = files()
+print("o is the first run's, byte for byte" if after == before else f"o changed: {sorted(after)} vs {sorted(before)}")
+sys.exit(code)
+"""
+
+# 2-process predict of a folder that gains an image (sorting in the middle) between the ranks' walks: rank 1 runs
+# first in this process, its collectives leaving their values for rank 0's (tests/engine/test_infer_inputs.py).
+GROWING_FOLDER = """
+import shutil, sys
+from shunted.cli import main
+from shunted.engine import predict
+
+class SequentialWorld:
+    def __init__(self, rank, mailbox):
+        self.rank, self.size, self.local_size, self.mailbox, self.calls = rank, 2, 2, mailbox, 0
+    main = property(lambda self: self.rank == 0)
+    def _exchange(self, value):
+        self.calls += 1
+        if self.rank == 1:
+            self.mailbox[self.calls] = value
+            return [value, value]
+        return [value, self.mailbox[self.calls]]
+    def sum(self, values):
+        return [a + b for a, b in zip(*self._exchange(values))]
+    def gather_ints(self, values):
+        return self._exchange(values)
+
+mailbox, run = {}, predict.run_predict
+predict.run_predict = lambda cfg, world, **kw: run(cfg, SequentialWorld(1, mailbox), **kw)
+argv = ["predict", "--model", "shunted_t", "--weights", sys.argv[1], "--img-size", "32", "--resize-short", "32",
+        "--workers", "0", "--output", "p.jsonl", "in"]
+main(argv)
+shutil.copy("in/0.jpg", "in/1.jpg")  # sorts between 0.jpg and 2.jpg
+predict.run_predict = lambda cfg, world, **kw: run(cfg, SequentialWorld(0, mailbox), **kw)
+sys.exit(main(argv))
+"""
 
 
 def cases() -> list[Case]:
@@ -198,4 +258,40 @@ def cases() -> list[Case]:
             needs=("weights",),
         )
     )
+    add(
+        Case(
+            "seg-predict re-run interrupted after its first image: the folder is the first run's (20#15)",
+            13,
+            lambda d, ctx: ["-c", CTRL_C_RERUN, str(ctx.seg)],
+            jpg("a.jpg", "b.jpg", "c.jpg"),
+            exit=(130,),
+            check=lambda d, ctx, r: (
+                stdout_says("o is the first run's, byte for byte")(d, ctx, r)
+                or check_stderr_has("shunted seg-predict: interrupted", "no 'interrupted' line")(d, ctx, r)
+            ),
+            absent=("o/.shunted-partial",),
+            needs=("seg",),
+            timeout=60,
+        )
+    )
+    add(
+        Case(
+            "2-process predict of a folder that grows between the ranks' walks (20#13)",
+            13,
+            lambda d, ctx: ["-c", GROWING_FOLDER, str(ctx.good)],
+            jpg("in/0.jpg", "in/2.jpg", "in/4.jpg"),
+            mentions=("the inputs differ between processes", "process 1 lists 3 images, process 0 4"),
+            absent=("p.index.json",),
+            error_command="predict",
+            needs=("weights",),
+            timeout=60,
+        )
+    )
     return cases
+
+
+def stdout_says(text: str):
+    def check(d: Path, ctx: Context, r) -> str | None:
+        return None if text in r.stdout else f"stdout does not say {text!r}: {r.stdout.strip()[-200:]!r}"
+
+    return check

@@ -1,5 +1,5 @@
-"""Issue 20, the training findings (#5, #8, #9, #10, #18; fixed on branch ``train``, listed in
-docs/new_cases_train.md): what a run will need is checked before it starts, resumes say what they do. ``ST`` is
+"""Issue 20, the training findings (#5, #8, #9, #10, #18; fixed on branch ``train``): what a run will need is
+checked before it starts, resumes say what they do, a full disk leaves records of the epochs saved. ``ST`` is
 seg-train of ``shunted_t_fpn`` on six 64×48 frames with labels 0..3 (train.txt: four, val.txt: two)."""
 
 from __future__ import annotations
@@ -66,6 +66,35 @@ def stdout_has(text: str):
         return None if text in r.stdout else f"stdout does not say {text!r}"
 
     return check
+
+
+# seg-train of 2 epochs whose epoch-2 last.pdckpt meets a full disk (ENOSPC from the checkpoint writer: a 1 MB
+# tmpfs would have to fill at exactly that write).
+DISK_FULL_AT_EPOCH_2 = """
+import errno, sys
+from shunted import cli
+from shunted.engine.train import state as ts
+
+original = ts.save_checkpoint
+
+def full_disk(path, state):
+    if state["epoch"] == 2:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return original(path, state)
+
+ts.save_checkpoint = full_disk
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def summary_of_epoch_1(d: Path, ctx: Context, r) -> str | None:
+    try:
+        done = json.loads((d / "run" / "summary.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError) as exc:
+        return f"run/summary.json: {exc}"
+    if done != 1:
+        return f"run/summary.json says epochs_done {done}, but only epoch 1's checkpoint was written"
+    return None if (d / "run" / "last.pdckpt").is_file() else "run/last.pdckpt (epoch 1) is gone"
 
 
 def cases() -> list[Case]:
@@ -143,6 +172,20 @@ def cases() -> list[Case]:
             ),
             timeout=60,
             mem_limit_mb=6144,
+        )
+    )
+    two = list(ST)
+    two[two.index("--epochs") + 1] = "2"
+    add(
+        Case(
+            "seg-train: disk full writing epoch 2's checkpoint; the summary stays at epoch 1 (20#18)",
+            12,
+            ["-c", DISK_FULL_AT_EPOCH_2, *two],
+            frames(),
+            mentions=("run/last.pdckpt", "No space left on device"),
+            check=summary_of_epoch_1,
+            error_command="seg-train",
+            timeout=60,
         )
     )
     return cases

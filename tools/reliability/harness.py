@@ -66,30 +66,20 @@ class Context:
         self.good_error = ""
         self.seg = self.prep / "seg_t_11.pdparams"  # shunted_t_fpn, 11 classes, random weights (seed 0)
         self.seg_error = ""
+        self.det = self.prep / "det_t_3.pdparams"  # shunted_t_retinanet, 3 classes, random weights (seed 0)
+        self.det_error = ""
         self.unshare_ok = False
         self._state: dict | None = None
         shutil.copyfile(DEMO_PTH, self.demo_pth)
         self.images = {c: sorted((CIFAR / c).glob("*.jpg")) for c in CLASSES}
 
-    def prepare(self, need_weights: bool, need_unshare: bool, need_seg: bool = False) -> None:
+    def prepare(
+        self, need_weights: bool, need_unshare: bool, need_seg: bool = False, need_det: bool = False
+    ) -> None:
         if need_seg:
-            code = (
-                "import paddle, shunted, sys; paddle.seed(0); "
-                "m = shunted.create_model('shunted_t_fpn', num_classes=11); paddle.save(m.state_dict(), sys.argv[1])"
-            )
-            proc = subprocess.run(
-                [self.python, "-c", code, str(self.seg)],
-                cwd=self.prep,
-                env=child_env(self),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=180,
-            )
-            if proc.returncode != 0 or not self.seg.is_file():
-                err = proc.stderr.decode(errors="replace").strip().splitlines()
-                self.seg_error = (
-                    f"making the segmentation weights failed: {err[-1] if err else proc.returncode}"
-                )
+            self.seg_error = self._random_weights("shunted_t_fpn", 11, self.seg, "segmentation")
+        if need_det:
+            self.det_error = self._random_weights("shunted_t_retinanet", 3, self.det, "detection")
         if need_weights:
             proc = subprocess.run(
                 [self.python, "-m", "shunted", "convert", str(self.demo_pth), str(self.good)],
@@ -111,6 +101,25 @@ class Context:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 ok = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=20)
                 self.unshare_ok = ok.returncode == 0
+
+    def _random_weights(self, model: str, classes: int, path: Path, task: str) -> str:
+        """Write ``model``'s random weights (seed 0) to ``path``; the error line, or "" when done."""
+        code = (
+            "import paddle, shunted, sys; paddle.seed(0); "
+            f"m = shunted.create_model({model!r}, num_classes={classes}); paddle.save(m.state_dict(), sys.argv[1])"
+        )
+        proc = subprocess.run(
+            [self.python, "-c", code, str(path)],
+            cwd=self.prep,
+            env=child_env(self),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=180,
+        )
+        if proc.returncode == 0 and path.is_file():
+            return ""
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        return f"making the {task} weights failed: {err[-1] if err else proc.returncode}"
 
     @property
     def state(self) -> dict:
@@ -174,7 +183,7 @@ class Case:
     max_rss_mb: float | None = None
     timeout: float = 30.0
     mem_limit_mb: int = 4096  # RLIMIT_AS of the command
-    needs: tuple[str, ...] = ()  # "weights", "seg", "shared", "unshare", "alt_pillow"
+    needs: tuple[str, ...] = ()  # "weights", "seg", "det", "shared", "unshare", "alt_pillow"
     mounts: tuple[tuple[str, str], ...] = ()  # ("ro"|"full", relative folder): private mount namespace
     stdin: bytes | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)

@@ -190,6 +190,7 @@ def _available(need: str, ctx: Context) -> bool:
     return {
         "weights": not ctx.good_error and ctx.good.is_file(),
         "seg": not ctx.seg_error and ctx.seg.is_file(),
+        "det": not ctx.det_error and ctx.det.is_file(),
         "shared": ctx.shared is not None,
         "unshare": ctx.unshare_ok,
         "alt_pillow": ctx.alt_pillow is not None,
@@ -200,6 +201,7 @@ def _skip_reason(need: str, ctx: Context) -> str:
     return {
         "weights": ctx.good_error or "the good weights were not prepared",
         "seg": ctx.seg_error or "the segmentation weights were not prepared",
+        "det": ctx.det_error or "the detection weights were not prepared",
         "shared": "needs --shared (../shared not found)",
         "unshare": "needs `unshare -m` with mount rights (read-only / full file systems)",
         "alt_pillow": "needs --alt-pillow DIR (pip install --target DIR 'pillow==13.*')",
@@ -277,12 +279,14 @@ ABBREVIATIONS = (
     ("--epochs 1 --max-steps 1 --batch-size 4 --img-size 32 --workers 0", "T1"),
     ("--model shunted_t W --img-size 64 --resize-short 73", "P64"),
     ("--model shunted_t W --format paddle --img-size 32", "X32"),
+    ("--model shunted_t_retinanet --weights $PREP/det_t_3.pdparams", "RD"),
 )
 
 
 def abbreviate(shown: str) -> str:
     """Shorten the arguments every case of a command repeats (the legend is in the report's header)."""
-    shown = shown.replace("'$PREP/good.pdparams'", "$PREP/good.pdparams")
+    for name in ("good.pdparams", "det_t_3.pdparams"):
+        shown = shown.replace(f"'$PREP/{name}'", f"$PREP/{name}")
     for long, short in ABBREVIATIONS:
         shown = shown.replace(long, short)
     return shown
