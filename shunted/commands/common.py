@@ -168,6 +168,16 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_eval_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workers, --limit, --no-progress and the backend flags (seg-eval and det-eval)."""
+    parser.add_argument(
+        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 in-process)"
+    )
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend_arguments(parser)
+
+
 def cores() -> int:
     """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

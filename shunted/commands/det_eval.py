@@ -38,7 +38,7 @@ def add_img_scale_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_backend_arguments, add_config_arguments, nonnegative_int, positive_int
+    from .common import add_config_arguments, add_eval_run_arguments, positive_int
 
     add_config_arguments(parser, "YAML in the one schema's detection sections (det-train's config.yaml: its "
                          "classes, resize and validation list; Arch, Global.pretrained_model, DataLoader)")  # fmt: skip
@@ -60,12 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detections", metavar="F.json", help="score this COCO results file (no model is run)"
     )
     parser.add_argument("--batch-size", type=positive_int, help="images per batch (default 1)")
-    parser.add_argument(
-        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 in-process)"
-    )
-    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_backend_arguments(parser)
+    add_eval_run_arguments(parser)
 
 
 FLAGS = {

@@ -30,10 +30,9 @@ HELP = "evaluate a segmentation model: mIoU, per-class IoU, pixel accuracy, conf
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .common import (
-        add_backend_arguments,
         add_config_arguments,
+        add_eval_run_arguments,
         add_inference_arguments,
-        nonnegative_int,
         num_classes,
         positive_int,
     )
@@ -58,12 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_inference_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, help="images (or windows) per batch (default 1)")
-    parser.add_argument(
-        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 in-process)"
-    )
-    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_backend_arguments(parser)
+    add_eval_run_arguments(parser)
 
 
 FLAGS = {

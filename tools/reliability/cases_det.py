@@ -1,4 +1,4 @@
-"""Issue 23, detection (branch ``det``, listed in docs/new_cases_det.md; the locks and ``-c`` / ``-o`` of det-eval
+"""Issue 23, detection (branch ``det``; the locks and ``-c`` / ``-o`` of det-eval
 and det-predict from branch ``detfollow``): bad VOC / COCO data is one line naming the file, dropped boxes are
 counted, a second writer stops, the one schema's keys. ``VOC`` is three 200×150 images a/b/c with classes cat, dog,
 bird: b.xml has a zero-area box, one crossing the border and one outside the image, c.xml none. The detector is
