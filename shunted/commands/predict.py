@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         interpolation=args.interpolation,
     )
     threads = args.threads if args.threads is not None else threads_per_process(world)
-    opened = open_model(args.model, args.weights, args.backend, threads, img_size=transform.img_size)
+    opened = open_model(
+        args.model, args.weights, args.backend, threads, img_size=transform.img_size, cache=not args.no_cache
+    )
     names = resolve_class_names(args.labels, opened.num_classes)
     known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
     if names is None:
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         writer = engine.JsonWriter(args.output, header)
 
     if world.main:
-        print(runtime_line(args.backend, threads, world.size), flush=True)
+        print(runtime_line(opened.backend, threads, world.size), flush=True)
     items = engine.shard(engine.iter_inputs(args.inputs, args.lists), world.rank, world.size, args.batch_size)
     human = suffix != ".jsonl"
     summary = engine.stream_predictions(

@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         save_masks=args.save_masks,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=args.threads,
         batch_size=args.batch_size,
         workers=args.workers,

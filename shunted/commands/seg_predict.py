@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         palette=args.palette,
         alpha=args.alpha,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=args.threads,
         scale=args.scale,
         mode=args.mode,

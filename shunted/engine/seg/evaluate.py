@@ -296,6 +296,7 @@ def open_seg_model(
     backend: str = "dygraph",
     threads: int | None = None,
     expect_num_classes: int | None = None,
+    cache: bool = True,
 ):
     """A segmentation checkpoint on ``backend`` (shunted/engine/session.py ``Opened``): the one function
     ``seg-eval`` and ``seg-predict`` open a model with. The model's class count is the checkpoint's;
@@ -308,7 +309,9 @@ def open_seg_model(
         raise ShuntedError(
             f"--model {model!r}: not a segmentation model; choose one of {', '.join(list_seg_models())}"
         )
-    opened = open_model(model, weights, backend, threads=threads, expect_num_classes=expect_num_classes)
+    opened = open_model(
+        model, weights, backend, threads=threads, expect_num_classes=expect_num_classes, cache=cache
+    )
     if opened.weights_sha256 is None and weights is not None:
         opened.weights_sha256 = sha256_file(weights)
     return opened
@@ -341,6 +344,7 @@ def evaluate_seg_checkpoint(
     progress: bool = True,
     class_names: str | os.PathLike | None = None,
     opened=None,
+    cache: bool = True,
 ) -> dict:
     """``shunted seg-eval`` as a function (module docstring); returns the result it writes to ``output``.
 
@@ -400,7 +404,7 @@ def evaluate_seg_checkpoint(
                 )
         names = [n[0] for n in output_names(samples.images, lambda p: [p.stem + MASK_SUFFIX], "--save-masks")]
     if opened is None:
-        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes)
+        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes, cache=cache)
     elif num_classes is not None and num_classes != opened.num_classes:
         raise ShuntedError(f"--num-classes {num_classes}: the model has {opened.num_classes} classes")
     num_classes = opened.num_classes

@@ -110,6 +110,7 @@ def segment_images(
     batch_size: int = 1,
     progress: bool = True,
     opened=None,
+    cache: bool = True,
 ) -> dict:
     """``shunted seg-predict`` as a function (module docstring); returns the manifest it writes."""
     from tqdm import tqdm
@@ -142,7 +143,7 @@ def segment_images(
     folder.check()
     names = output_names(paths, names_of, "--output-dir")
     if opened is None:
-        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes)
+        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes, cache=cache)
     elif num_classes is not None and num_classes != opened.num_classes:
         raise ShuntedError(f"--num-classes {num_classes}: the model has {opened.num_classes} classes")
     k = opened.num_classes
