@@ -172,8 +172,8 @@ def save_onnx(model, out_dir: str | os.PathLike, img_size: int, opset: int = ONN
     exporter = onnx_exporter()
     if exporter is None:
         raise ExportError(
-            "--format onnx needs an ONNX exporter: pip install 'shunted-paddle[onnx]' (paddle2onnx, or p2o where "
-            "paddle2onnx has no wheel)"
+            "--format onnx needs an ONNX exporter, a dependency of shunted-paddle: pip install paddle2onnx (or "
+            "p2o where paddle2onnx has no wheel, Python 3.13)"
         )
     with tempfile.TemporaryDirectory(prefix="shunted-p2o-") as scratch:
         json_path = save_paddle(model, scratch, img_size)

@@ -77,9 +77,9 @@ def missing_for(backend: str) -> str | None:
     """Why ``backend`` cannot run here (a package is missing), or None when it can."""
     if backend in ONNX_BACKENDS:
         package = ONNX_BACKENDS[backend]
-        extra = "openvino" if package == "openvino" else "onnx"
         if importlib.util.find_spec(package) is None:
-            return f"{package} is not installed (pip install 'shunted-paddle[{extra}]')"
+            hint = "pip install openvino" if package == "openvino" else "pip install 'shunted-paddle[onnx]'"
+            return f"{package} is not installed ({hint})"
         if onnx_exporter() is None:
             return (
                 "no ONNX exporter: neither paddle2onnx nor p2o is installed (pip install paddle2onnx or p2o)"

@@ -8,7 +8,7 @@ One module per runtime:
   fp32 or bfloat16.
 - ``onnxruntime`` (``onnxruntime.py``): ONNX Runtime on an ONNX export (optional extra ``shunted-paddle[onnx]``).
 - ``openvino`` / ``openvino_bf16`` (``openvino.py``): OpenVINO's CPU plugin on the same ONNX export
-  (optional extra ``shunted-paddle[openvino]``).
+  (a dependency of the package).
 
 The ``*_bf16`` backends recompute near-tie rows in fp32 (``recheck.py``, margin ``recheck_margin``). The static
 runtimes read the export folder layout of ``layout.py``; a segmentation export (``export.json`` ``pad_to``) takes

@@ -11,7 +11,7 @@ disk (``CACHE_DIR``), so a second process loads them instead of compiling.
 The bf16 one recomputes near-ties in fp32 (``recheck.py``) and runs a graph in which every depthwise residual
 ``x + dwconv(x)`` of the feed-forward is folded into the depthwise kernel (centre tap + 1: the same function, one
 op and one pass over the tensor fewer), done here on the model OpenVINO read, so the export and its parity check
-are untouched; the fp32 model is never folded (optional extra ``shunted-paddle[openvino]``).
+are untouched; the fp32 model is never folded (OpenVINO is a dependency of the package).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def openvino_predictor(
         import openvino  # noqa: F401
     except ImportError as exc:
         raise ShuntedError(
-            "--backend openvino needs the optional packages: pip install 'shunted-paddle[openvino]'"
+            "--backend openvino needs OpenVINO, a dependency of shunted-paddle: pip install openvino"
         ) from exc
     path = onnx_file(export_dir)
     run, n_outputs = _openvino_runner(path, threads, "bf16" if bf16 else "f32", compile_cache, fold=bf16)

@@ -54,7 +54,7 @@ def test_auto_passes_over_missing_and_failing_runtimes_with_one_line(stand_ins):
     """openvino not installed, the ONNX Runtime export fails its parity check: Paddle Inference, and one line
     naming both reasons. Mutation: an auto that stops at the first installed runtime raises the parity error."""
     opened, fail, missing = stand_ins
-    missing["openvino"] = "openvino is not installed (pip install 'shunted-paddle[openvino]')"
+    missing["openvino"] = "openvino is not installed (pip install openvino)"
     fail["onnxruntime"] = ExportError("onnxruntime export: output 0 differs from dygraph by rel err 3.1e-02")
     used, predict, lines = _open()
     assert used == "inference" and predict(None) == "inference"
