@@ -3,8 +3,8 @@
 Every batch runs on a model compiled for its exact shape (static shapes run ~10 % faster than the export's
 dynamic batch, and are what OpenVINO can cache): a batch of at least ``threads`` images is split into ``threads``
 parts that run at the same time, one single-threaded stream each; a smaller batch (one image: a lone request)
-runs on one stream with every thread. A batch smaller than one already compiled for, by at most half, is padded
-to it and the padded rows dropped (the last partial batch of a run reuses the full batch's model instead of
+runs on one stream with every thread. A batch (of at least ``threads`` images) smaller than one already compiled
+for, by at most half, is padded to it and the padded rows dropped (the last partial batch of a run reuses the full batch's model instead of
 compiling another). With ``compile_cache`` (``shunted/runtime/cache.py``) OpenVINO keeps the compiled models on
 disk (``CACHE_DIR``), so a second process loads them instead of compiling.
 
@@ -166,8 +166,9 @@ def _openvino_runner(
     def predict(x: np.ndarray):
         x = np.ascontiguousarray(x, dtype=np.float32)
         n = len(x)
-        if n not in totals:
-            # a compiled batch at most twice as large: pad to it (cheaper than compiling another shape)
+        if n not in totals and n >= threads:
+            # a compiled batch at most twice as large: pad to it (cheaper than compiling another shape); not a
+            # batch smaller than the thread count (a lone image): it has its own latency model
             larger = [m for m in totals if n < m <= 2 * n]
             if larger:
                 m = min(larger)
