@@ -184,3 +184,65 @@ def ignore_index(text: str) -> int:
 
 
 REDUCE_ZERO_LABEL_HELP = "labels 0 = 'other' -> 255, k -> k-1 (ADE20K, as mmseg); use with --ignore-index 255"
+
+
+# segmentation inference (seg-eval, seg-predict)
+MAX_CROP = 2048
+
+
+def pair(text: str) -> tuple[int, int]:
+    """``S`` or ``HxW``: a window size in pixels (32 .. MAX_CROP)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: give S or HxW, e.g. 512 or 512x1024")
+    values = tuple(_int(p) for p in parts)
+    for v in values:
+        if not 32 <= v <= MAX_CROP:
+            raise argparse.ArgumentTypeError(f"{text!r}: each side must be between 32 and {MAX_CROP} pixels")
+    return (values[0], values[-1])
+
+
+def stride_pair(text: str) -> tuple[int, int]:
+    """``S`` or ``HxW``: a window step in pixels (>= 1)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: give S or HxW, e.g. 341 or 341x682")
+    values = tuple(_int(p) for p in parts)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1 pixel")
+    return (values[0], values[-1])
+
+
+def scale(text: str) -> float:
+    """A resize factor in (0, 4]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 4:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text} must be a factor in (0, 4], e.g. 0.5")
+    return value
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """--scale, --mode, --crop-size, --stride (seg-eval and seg-predict)."""
+    parser.add_argument(
+        "--scale", type=scale, help="resize the image by this factor for the model (default 1)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("whole", "slide"),
+        default="whole",
+        help="whole image at once (default), or a sliding window (--crop-size, --stride)",
+    )
+    parser.add_argument("--crop-size", type=pair, metavar="S|HxW", help="sliding window size (--mode slide)")
+    parser.add_argument(
+        "--stride", type=stride_pair, metavar="S|HxW", help="sliding window step (default 2/3 of the crop)"
+    )
+
+
+def seg_inference(args: argparse.Namespace):
+    """The ``SegInference`` of --mode / --crop-size / --stride / --batch-size (their rules: one-line errors)."""
+    from ..engine.seg.evaluate import SegInference
+
+    return SegInference(args.mode, args.crop_size, args.stride, args.batch_size)

@@ -11,6 +11,8 @@ previous output of seg-predict / seg-eval --save-masks: nothing else in it is ev
 
 Palettes: voc (default, the Pascal VOC colour map PaddleSeg and mmseg use) or camvid (SegNet's CamVid colours;
 with 11 classes also CamVid's class names). --class-names FILE: one name per line in class-index order.
+Under paddle.distributed.launch each process segments its contiguous share of the images into the folder; process
+0 writes the manifest.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ HELP = "segment images: index mask, colour mask with legend, overlay"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_backend_arguments, fraction, num_classes, positive_int
-    from .seg_eval import add_inference_arguments
+    from .common import add_backend_arguments, add_inference_arguments, fraction, num_classes, positive_int
 
     parser.add_argument(
         "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images"
@@ -48,28 +49,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.seg.predict import format_summary, segment_images
-    from .seg_eval import check_inference_arguments
+    from ..engine.seg.predict import SegPredictConfig, format_summary, segment_images
+    from ..engine.world import init_world, threads_per_process
+    from .common import seg_inference
 
-    check_inference_arguments(args)
-    manifest = segment_images(
-        args.inputs,
-        args.output_dir,
-        args.model,
-        args.weights,
+    inference = seg_inference(args)
+    world = init_world()
+    cfg = SegPredictConfig(
+        inputs=args.inputs,
+        output_dir=args.output_dir,
+        model=args.model,
+        weights=args.weights,
         num_classes=args.num_classes,
         class_names=args.class_names,
         palette=args.palette,
         alpha=args.alpha,
+        scale=args.scale,
+        inference=inference,
         backend=args.backend,
         cache=not args.no_cache,
-        threads=args.threads,
-        scale=args.scale,
-        mode=args.mode,
-        crop_size=args.crop_size,
-        stride=args.stride,
-        batch_size=args.batch_size,
+        threads=args.threads if args.threads is not None else threads_per_process(world),
         progress=not args.no_progress,
     )
-    print(format_summary(manifest, args.output_dir))
+    manifest = segment_images(cfg, world=world)
+    if manifest is not None:  # rank 0 prints
+        print(format_summary(manifest, args.output_dir))
     return 0

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import IMAGE_EXTENSIONS
+from .inputs import is_image_file  # noqa: F401 (part of this module's API)
 from .transforms import load_rgb
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,6 @@ class Samples:
             "class_index": dict(self.class_index),
             "links_skipped": list(self.links_skipped),
         }
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
 def list_samples(

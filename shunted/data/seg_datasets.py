@@ -192,8 +192,10 @@ def _from_folders(root: Path) -> SegSamples:
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """uint8 H×W class indices of a single-channel label image; a DataError naming the file otherwise."""
+    from .transforms import open_regular
+
     try:
-        with Image.open(path) as img:
+        with open_regular(path, "label") as fh, Image.open(fh) as img:
             img.load()
             mode, bands = img.mode, len(img.getbands())
             if mode in ("L", "P"):

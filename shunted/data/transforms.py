@@ -41,10 +41,36 @@ def pillow_version() -> str:
     return PIL.__version__
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """``Image.open(path).convert('RGB')``, fully decoded; any failure is a DataError naming the file."""
+def open_regular(path: str | os.PathLike, what: str = "image"):
+    """``path`` opened for binary reading, only if it is a regular file: a FIFO, device or socket named like an
+    image is never read (opening a FIFO blocks until a writer comes; a device never ends). Checked on the opened
+    descriptor (no race with a file swapped in between); a DataError naming the file otherwise."""
+    import stat
+
     try:
-        with Image.open(path) as img:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+        raise DataError(f"{path}: cannot read {what} (not a regular file: {kind})")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """``Image.open(path).convert('RGB')``, fully decoded; any failure is a DataError naming the file (a file that
+    is not a regular one is never opened: ``open_regular``)."""
+    with open_regular(path) as fh:
+        return _decode_rgb(path, fh)
+
+
+def _decode_rgb(path, fh) -> Image.Image:
+    try:
+        with Image.open(fh) as img:
             return img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(

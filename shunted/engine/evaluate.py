@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import BAD_LABEL, ImageDataset, marked_sample
-from ..data.loader_guard import LoaderOnlyFailure, MarkFailures, failure_of
+from ..data.loader_guard import LoaderOnlyFailure, failure_of
 from ..errors import DataError
 from ..fileio import atomic_path, check_output_file, check_outputs, write_json_atomic
 from ..runtime import DEFAULT_MARGIN
+from .infer import Source, numpy, run_inference
 from .session import open_model
 from .world import World
 
@@ -88,8 +89,47 @@ def _collate(batch):
     return images, labels, index
 
 
-def _numpy(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+class TopkAccumulator:
+    """Classification's accumulator for the inference loop (``shunted/engine/infer.py``): top-1 / top-k counts,
+    the skipped files and, with ``keep_logits``, the logits rows of the shard in sample order."""
+
+    def __init__(
+        self, dataset: ImageDataset, num_classes: int, indices: range, skip_bad: bool, keep_logits: bool
+    ):
+        self.dataset, self.num_classes, self.indices, self.skip_bad = dataset, num_classes, indices, skip_bad
+        self.out = EvalOutcome(first=indices.start, samples=len(indices), k5=min(5, num_classes))
+        if keep_logits:
+            self.out.logits = np.full((len(indices), num_classes), np.nan, np.float32)
+
+    def add(self, batch, run) -> int:
+        images, labels, index = (numpy(x) for x in batch)
+        out = self.out
+        ok = labels != BAD_LABEL
+        if not ok.all():
+            for i in index[~ok]:
+                out.skipped.append(_bad_entry(self.dataset, int(i), self.skip_bad))
+            images, labels, index = images[ok], labels[ok], index[ok]
+        if len(index):
+            logits = np.asarray(run(images), dtype=np.float32)
+            if logits.shape != (len(index), self.num_classes):
+                raise ValueError(
+                    f"backend returned logits {logits.shape}, expected {(len(index), self.num_classes)}"
+                )
+            out.n += len(index)
+            out.correct1 += int(topk_correct(logits, labels, 1).sum())
+            out.correct5 += int(topk_correct(logits, labels, out.k5).sum())
+            if out.logits is not None:
+                out.logits[index - self.indices.start] = logits
+        return int(ok.size)
+
+    def flush(self, run) -> int:
+        return 0
+
+    def figures(self) -> dict[str, str]:
+        return {"top1": f"{self.out.top1:.2f}"}
+
+    def state(self) -> EvalOutcome:
+        return self.out
 
 
 def evaluate(
@@ -107,62 +147,20 @@ def evaluate(
 
     indices: a contiguous shard of the samples (``World.shard``) to evaluate instead of all of them.
     """
-    import paddle
-    from tqdm import tqdm
-
     if dataset.on_error != "mark":
         raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
     indices = range(len(dataset)) if indices is None else indices
     if indices.step != 1 or not (0 <= indices.start <= indices.stop <= len(dataset)):
         raise ValueError(f"indices {indices} is not a contiguous part of the {len(dataset)} samples")
-    out = EvalOutcome(first=indices.start, samples=len(indices), k5=min(5, num_classes))
-    if keep_logits:
-        out.logits = np.full((len(indices), num_classes), np.nan, np.float32)
-    if not len(indices):  # a shard can be empty (fewer samples than processes)
-        return out
-    loader = paddle.io.DataLoader(
-        MarkFailures(dataset, marked_sample(dataset), indices),
-        batch_size=batch_size,
-        shuffle=False,
-        drop_last=False,
-        num_workers=workers,
-        collate_fn=_collate,
+    acc = TopkAccumulator(dataset, num_classes, indices, skip_bad, keep_logits)
+    source = Source(dataset, marked_sample(dataset), _collate, indices, batch_size, workers)
+    part = run_inference(source, acc, predict_batch, progress)
+    out = acc.out
+    out.wall_s, out.model_s, out.data_wait_s = (
+        part.timing.wall_s,
+        part.timing.model_s,
+        part.timing.data_wait_s,
     )
-    bar = tqdm(
-        total=len(indices), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
-    )
-    start = time.perf_counter()
-    wait_from = start
-    try:
-        for images, labels, index in loader:
-            got = time.perf_counter()
-            out.data_wait_s += got - wait_from
-            images, labels, index = _numpy(images), _numpy(labels), _numpy(index)
-            ok = labels != BAD_LABEL
-            if not ok.all():
-                for i in index[~ok]:
-                    out.skipped.append(_bad_entry(dataset, int(i), skip_bad))
-                images, labels, index = images[ok], labels[ok], index[ok]
-            if len(index):
-                t0 = time.perf_counter()
-                logits = np.asarray(predict_batch(images), dtype=np.float32)
-                out.model_s += time.perf_counter() - t0
-                if logits.shape != (len(index), num_classes):
-                    raise ValueError(
-                        f"backend returned logits {logits.shape}, expected {(len(index), num_classes)}"
-                    )
-                out.n += len(index)
-                out.correct1 += int(topk_correct(logits, labels, 1).sum())
-                out.correct5 += int(topk_correct(logits, labels, out.k5).sum())
-                if out.logits is not None:
-                    out.logits[index - indices.start] = logits
-            bar.update(int(ok.size))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(top1=f"{out.top1:.2f}", img_s=f"{out.n / elapsed:.0f}", refresh=False)
-            wait_from = time.perf_counter()
-    finally:
-        bar.close()
-    out.wall_s = time.perf_counter() - start
     return out
 
 

@@ -8,6 +8,7 @@ Collectives (every process of the run must call them, in the same order):
 - ``gather_ints(values)``: every rank's list of ints, on every rank.
 - ``gather(obj)``: every rank's picklable ``obj`` (numpy arrays of any shape and size, dicts, lists), in rank
   order, on rank 0; ``None`` on the other ranks. Sizes may differ between ranks.
+- ``broadcast(obj)``: rank 0's picklable ``obj`` on every rank.
 - ``barrier()``: wait until every rank is here.
 - ``broadcast_buffers(model)``: rank 0's BatchNorm statistics to every rank.
 
@@ -110,6 +111,19 @@ class World:
         if not self.main:
             return None
         return [pickle.loads(np.concatenate(p)[:n].tobytes()) for p, n in zip(parts, lengths, strict=True)]
+
+    def broadcast(self, obj):
+        """Rank 0's picklable ``obj`` on every rank (the others pass anything, e.g. None)."""
+        if self.size == 1:
+            return obj
+        data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+        length = paddle.to_tensor(np.asarray([data.size if self.main else 0], np.int64))
+        with _peer_errors("broadcast"):
+            dist.broadcast(length, src=0)
+            n = int(length.numpy()[0])
+            buf = paddle.to_tensor(data if self.main else np.zeros(n, np.uint8))
+            dist.broadcast(buf, src=0)
+        return obj if self.main else pickle.loads(buf.numpy().tobytes())
 
     def barrier(self) -> None:
         if self.size > 1:

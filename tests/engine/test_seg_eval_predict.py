@@ -25,7 +25,7 @@ from shunted.engine.seg.evaluate import (
 from shunted.engine.seg.metrics import ConfusionMatrix
 from shunted.engine.seg.outputs import MANIFEST
 from shunted.engine.seg.palette import CAMVID_CLASSES, CAMVID_COLORS, voc_palette
-from shunted.engine.seg.predict import segment_images
+from shunted.engine.seg.predict import SegPredictConfig, segment_images
 
 K, IGNORE, ABSENT = 11, 11, 10  # CamVid: 11 classes, 11 = unlabelled; class 10 (Bicyclist) made absent below
 SIZE = (120, 90)  # (w, h) of the subset: a quarter of CamVid's 480×360, not a multiple of 32
@@ -82,7 +82,7 @@ def reuse_model(monkeypatch, opened):
     """The commands get the module's opened model instead of building it again (3 s per command here)."""
     import shunted.engine.seg.evaluate as ev
 
-    def reuse(model, weights, backend="dygraph", threads=None, expect_num_classes=None):
+    def reuse(model, weights, backend="dygraph", threads=None, expect_num_classes=None, cache=True):
         assert (model, Path(weights), backend) == ("shunted_t_fpn", Path(opened.weights), "dygraph")
         assert expect_num_classes in (None, opened.num_classes)
         return opened
@@ -302,16 +302,20 @@ def test_seg_predict_files_have_the_input_size(
     assert "Bicyclist" not in json.dumps([r["classes"] for r in manifest["images"]])  # never predicted
 
 
+def _segment(inputs, out, model, weights, opened):
+    return segment_images(SegPredictConfig(inputs, out, model, weights, progress=False), opened=opened)
+
+
 def test_seg_predict_output_folder_rules(opened, seg_weights, shared_dir, tmp_path):
     from shunted.errors import ShuntedError
 
     inputs = make_inputs(shared_dir, tmp_path / "in")
     out = tmp_path / "pred"
-    kwargs = dict(model="shunted_t_fpn", weights=seg_weights, opened=opened, progress=False)
-    segment_images(inputs, out, **kwargs)
+    kwargs = dict(model="shunted_t_fpn", weights=seg_weights, opened=opened)
+    _segment(inputs, out, **kwargs)
     assert len(list(out.iterdir())) == 7
     # a previous output of ours is replaced; files of the previous run not written again are removed by name
-    segment_images(inputs[:1], out, **kwargs)
+    _segment(inputs[:1], out, **kwargs)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [MANIFEST, "odd.png", "odd_color.png", "odd_overlay.png"]
     )
@@ -319,20 +323,20 @@ def test_seg_predict_output_folder_rules(opened, seg_weights, shared_dir, tmp_pa
     (out / "notes.txt").write_text("mine")
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     with pytest.raises(ShuntedError, match=r"notes\.txt.*nothing was changed"):
-        segment_images(inputs, out, **kwargs)
+        _segment(inputs, out, **kwargs)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     # two inputs writing one name
     (tmp_path / "b").mkdir()
     shutil.copy(inputs[0], tmp_path / "b" / "odd.jpg")
     with pytest.raises(ShuntedError, match=r"would both write odd\.png"):
-        segment_images([inputs[0], tmp_path / "b" / "odd.jpg"], tmp_path / "new", **kwargs)
+        _segment([inputs[0], tmp_path / "b" / "odd.jpg"], tmp_path / "new", **kwargs)
     shutil.copy(inputs[0], tmp_path / "b" / "odd_color.png")  # odd.png's colour mask is odd_color.png's mask
     with pytest.raises(ShuntedError, match=r"would both write odd_color\.png"):
-        segment_images([inputs[0], tmp_path / "b" / "odd_color.png"], tmp_path / "new", **kwargs)
+        _segment([inputs[0], tmp_path / "b" / "odd_color.png"], tmp_path / "new", **kwargs)
     assert not (tmp_path / "new").exists()
     # the output folder inside an input folder (its files would be read as images next time)
     with pytest.raises(ShuntedError, match="inside the input folder"):
-        segment_images([tmp_path / "in"], tmp_path / "in" / "pred", **kwargs)
+        _segment([tmp_path / "in"], tmp_path / "in" / "pred", **kwargs)
 
 
 def test_voc_palette_is_the_pascal_colour_map():

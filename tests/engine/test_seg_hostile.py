@@ -17,9 +17,9 @@ from PIL import Image
 
 from shunted.cli import main
 from shunted.data.seg_datasets import list_seg_samples
-from shunted.engine.seg.evaluate import evaluate_seg_checkpoint
+from shunted.engine.seg.evaluate import SegEvalConfig, evaluate_seg_checkpoint
 from shunted.engine.seg.outputs import MANIFEST
-from shunted.engine.seg.predict import segment_images
+from shunted.engine.seg.predict import SegPredictConfig, segment_images
 from shunted.errors import DataError, ShuntedError
 
 K = 4
@@ -106,9 +106,8 @@ def test_output_naming_the_list_under_data_is_refused(dataset, tmp_path, monkeyp
 
 
 def _predict(inputs, out, opened, weights):
-    return segment_images(
-        [str(p) for p in inputs], out, "shunted_t_fpn", weights, opened=opened, progress=False
-    )
+    cfg = SegPredictConfig([str(p) for p in inputs], out, "shunted_t_fpn", weights, progress=False)
+    return segment_images(cfg, opened=opened)
 
 
 @pytest.fixture
@@ -161,8 +160,9 @@ def test_seg_eval_bad_label_leaves_no_masks(dataset, tmp_path):
     masks = tmp_path / "masks"
     with pytest.raises(DataError, match="f2.png"):
         evaluate_seg_checkpoint(
-            "shunted_t_fpn", tmp_path / "w.pdparams", dataset, "val.txt", save_masks=masks,
-            output=tmp_path / "r.json", workers=0, progress=False, opened=fake_opened(),
+            SegEvalConfig("shunted_t_fpn", tmp_path / "w.pdparams", dataset, "val.txt", save_masks=masks,
+                          output=tmp_path / "r.json", workers=0, progress=False),
+            opened=fake_opened(),
         )  # fmt: skip
     assert not masks.exists() and not (tmp_path / "r.json").exists()
 
@@ -245,7 +245,8 @@ def test_out_of_memory_names_the_image_and_what_to_do(dataset, tmp_path, weights
     assert not (tmp_path / "seg").exists()
     with pytest.raises(ShuntedError, match=r"f0.jpg: out of memory .*--mode whole"):
         evaluate_seg_checkpoint(
-            "shunted_t_fpn", weights, dataset, "val.txt", save_masks=tmp_path / "masks", workers=0,
-            progress=False, opened=opened,
+            SegEvalConfig("shunted_t_fpn", weights, dataset, "val.txt", save_masks=tmp_path / "masks", workers=0,
+                          progress=False),
+            opened=opened,
         )  # fmt: skip
     assert not (tmp_path / "masks").exists()

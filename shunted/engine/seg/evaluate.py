@@ -21,14 +21,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ...data.loader_guard import MarkFailures, failure_of
+from ...data.loader_guard import failure_of
 from ...errors import DataError, ShuntedError
 from ...fileio import check_output_file, check_outputs, write_json_atomic
+from ..infer import numpy
 
 SegPredict = Callable[[np.ndarray], np.ndarray]
 MODES = ("whole", "slide")
@@ -177,8 +179,124 @@ def _single(batch):
     return batch[0]
 
 
-def _numpy(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+@dataclass
+class SegInference:
+    """How an image goes through the model: whole, or by sliding window (``crop_size``, ``stride``), with
+    ``batch_size`` images of one size (whole) or windows (slide) per model call. ``mode_for`` is the one place
+    the mode of an image is chosen."""
+
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        """The flags' rules, as one-line errors naming them."""
+        if self.mode not in MODES:
+            raise ShuntedError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.mode == "slide" and self.crop_size is None:
+            raise ShuntedError("--mode slide needs --crop-size")
+        if self.mode != "slide" and (self.crop_size is not None or self.stride is not None):
+            raise ShuntedError("--crop-size and --stride are for --mode slide")
+        if self.stride is not None and (
+            self.stride[0] > self.crop_size[0] or self.stride[1] > self.crop_size[1]
+        ):
+            raise ShuntedError(
+                f"--stride {self.stride[0]}x{self.stride[1]}: larger than --crop-size, the windows would leave gaps"
+            )
+        if self.mode == "slide" and self.stride is None:
+            self.stride = default_stride(self.crop_size)
+
+    def mode_for(self, shape: tuple[int, ...]) -> str:
+        """The mode for a network input of ``shape`` (…×H×W)."""
+        return self.mode
+
+    def logits(self, run: SegPredict, images: np.ndarray, num_classes: int, where) -> np.ndarray:
+        """N×K×H×W logits of ``images`` (one size); out of memory is one line naming ``where``."""
+        mode = self.mode_for(images.shape)
+        try:
+            return batch_logits(run, images, num_classes, mode, self.crop_size, self.stride, self.batch_size)
+        except MemoryError:
+            raise out_of_memory(where, images.shape, mode) from None
+
+    def describe(self) -> dict:
+        slide = self.mode == "slide"
+        return {
+            "mode": self.mode,
+            "crop_size": list(self.crop_size) if slide else None,
+            "stride": list(self.stride) if slide and self.stride else None,
+        }
+
+
+class SegAccumulator:
+    """The segmentation side of the inference loop (shunted/engine/infer.py): loader items ``(image 3×H'×W',
+    extra, index)`` one at a time, held until a batch of one size is full (``SegInference``), then per image
+    ``take(index, K×H'×W' logits, extra)``. Subclasses: the confusion matrix (seg-eval), the mask files
+    (seg-predict)."""
+
+    def __init__(self, inference: SegInference, num_classes: int, image_path):
+        self.inference, self.num_classes, self.image_path = inference, num_classes, image_path
+        self.pending: list[tuple] = []
+        self.read = None  # index -> reads the sample again (its one-line error); set by the subclass
+
+    def add(self, item, run) -> int:
+        image, extra, index = item
+        i = int(numpy(index))
+        image = numpy(image)
+        if image.size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
+            raise failure_of(self.image_path(i), partial(self.read, i))
+        image = np.asarray(image, np.float32)
+        done = 0
+        if self.pending and (
+            self.inference.mode_for(image.shape) == "slide"
+            or len(self.pending) >= self.inference.batch_size
+            or self.pending[0][0].shape != image.shape
+        ):
+            done = self.flush(run)
+        self.pending.append((image, extra, i))
+        return done
+
+    def flush(self, run) -> int:
+        if not self.pending:
+            return 0
+        images = np.stack([p[0] for p in self.pending])
+        logits = self.inference.logits(run, images, self.num_classes, self.image_path(self.pending[0][2]))
+        for (_, extra, i), lg in zip(self.pending, logits, strict=True):
+            self.take(i, lg, extra)
+        done = len(self.pending)
+        self.pending.clear()
+        return done
+
+    def take(self, index: int, logits: np.ndarray, extra) -> None:
+        raise NotImplementedError
+
+    def figures(self) -> dict[str, str]:
+        return {}
+
+
+class ConfusionAccumulator(SegAccumulator):
+    """seg-eval's accumulator: the K×K confusion matrix (rows = label) of the shard and its image count."""
+
+    def __init__(self, dataset, inference: SegInference, num_classes: int, ignore_index: int, on_mask=None):
+        from .metrics import ConfusionMatrix
+
+        super().__init__(inference, num_classes, lambda i: dataset.samples.images[i])
+        self.read = lambda i: dataset[i]
+        self.dataset = dataset
+        self.cm = ConfusionMatrix(num_classes, ignore_index)
+        self.on_mask = on_mask
+        self.images = 0
+
+    def take(self, index: int, logits: np.ndarray, label) -> None:
+        label = np.asarray(numpy(label), np.int64)
+        pred = predicted_labels(logits, label.shape)
+        self.cm.update(pred, label, where=str(self.dataset.samples.labels[index]))
+        if self.on_mask is not None:
+            self.on_mask(index, pred)
+        self.images += 1
+
+    def state(self) -> dict:
+        return {"confusion": self.cm.matrix, "images": self.images}
 
 
 def evaluate_segmentation(
@@ -194,96 +312,52 @@ def evaluate_segmentation(
     on_mask: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = True,
     world=None,
-) -> dict:
+    everyone: bool = True,
+) -> dict | None:
     """Evaluate ``predict_fn`` on ``dataset`` (a SegDataset, shunted/data/seg_datasets.py: ``[i] -> (image
     float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``); see the module docstring.
 
     batch_size: images per model call in ``whole`` mode (consecutive images of one size), windows per call in
     ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W uint8 mask at its label's size.
-    world: shunted/engine/world.py ``World``; each process evaluates every ``world.size``-th image and the
-    confusion matrices are summed (all processes return the same result).
+    world: shunted/engine/world.py ``World``; each process evaluates its contiguous share of the images
+    (``World.shard``), rank 0 gathers and sums the confusion matrices; ``everyone``: every rank returns the
+    result (training's validation), else only rank 0 (the others None).
 
     Returns shunted/engine/seg/metrics.py's ``seg_scores`` of the split's confusion matrix plus ``confusion``
     (K×K pixel counts, rows = label), ``images``, ``pixels`` (counted pixels) and timings.
     """
-    import paddle
-    from tqdm import tqdm
+    from ..infer import Source, gather_parts, per_rank, run_inference
+    from ..world import World
+    from .metrics import seg_scores
 
-    from .metrics import ConfusionMatrix, seg_scores
-
-    if mode not in MODES:
-        raise ValueError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
-    rank, size = (world.rank, world.size) if world is not None else (0, 1)
-    indices = list(range(rank, len(dataset), size))
-    loader = paddle.io.DataLoader(
-        MarkFailures(dataset, _unreadable, indices),
-        batch_size=1,
-        shuffle=False,
-        drop_last=False,
-        num_workers=workers,
-        collate_fn=_single,
-    )
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    bar = tqdm(
-        total=len(indices), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
-    )
-    timing = {"model_s": 0.0, "data_wait_s": 0.0}
-    n = 0
-    pending: list[tuple] = []
-    start = wait_from = time.perf_counter()
-
-    def flush():
-        nonlocal n
-        if not pending:
-            return
-        images = np.stack([p[0] for p in pending])
-        t0 = time.perf_counter()
-        try:
-            logits = batch_logits(predict_fn, images, num_classes, mode, crop_size, stride, batch_size)
-        except MemoryError:
-            raise out_of_memory(dataset.samples.images[pending[0][2]], images.shape, mode) from None
-        timing["model_s"] += time.perf_counter() - t0
-        for (_, label, i), lg in zip(pending, logits, strict=True):
-            pred = predicted_labels(lg, label.shape)
-            cm.update(pred, label, where=str(dataset.samples.labels[i]))
-            if on_mask is not None:
-                on_mask(i, pred)
-        n += len(pending)
-        bar.update(len(pending))
-        bar.set_postfix(img_s=f"{n / (time.perf_counter() - start):.2f}", refresh=False)
-        pending.clear()
-
-    try:
-        for image, label, index in loader:
-            timing["data_wait_s"] += time.perf_counter() - wait_from
-            i = int(_numpy(index))
-            if _numpy(image).size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
-                raise failure_of(dataset.samples.images[i], partial(dataset.__getitem__, i))
-            image, label = np.asarray(image, np.float32), np.asarray(label, np.int64)
-            if pending and (
-                mode == "slide" or len(pending) >= batch_size or pending[0][0].shape != image.shape
-            ):
-                flush()
-            pending.append((image, label, i))
-            wait_from = time.perf_counter()
-        flush()
-    finally:
-        bar.close()
-    wall = time.perf_counter() - start
-    matrix = cm.matrix
-    if world is not None and world.size > 1:
-        summed = world.sum([float(v) for v in matrix.ravel()] + [float(n)])
-        matrix = np.rint(summed[:-1]).astype(np.int64).reshape(num_classes, num_classes)
-        n = int(round(summed[-1]))
-    result = dict(seg_scores(matrix))
-    result.update(
-        confusion=matrix.tolist(),
-        images=n,
-        pixels=int(matrix.sum()),
-        wall_time_s=round(wall, 3),
-        throughput_img_s=round(len(indices) / wall, 3) if wall else None,
-        timing={k: round(v, 3) for k, v in timing.items()},
-    )
+    inference = SegInference(mode, crop_size, stride, batch_size)
+    world = world or World()
+    indices = world.shard(len(dataset))
+    acc = ConfusionAccumulator(dataset, inference, num_classes, ignore_index, on_mask)
+    source = Source(dataset, _unreadable, _single, indices, batch_size=1, workers=workers)
+    start = time.perf_counter()
+    parts = gather_parts(run_inference(source, acc, predict_fn, progress), world)
+    result = None
+    if parts is not None:
+        wall = time.perf_counter() - start
+        matrix = np.sum([p.state["confusion"] for p in parts], axis=0, dtype=np.int64)
+        images = sum(p.state["images"] for p in parts)
+        result = dict(seg_scores(matrix))
+        result.update(
+            confusion=matrix.tolist(),
+            images=images,
+            pixels=int(matrix.sum()),
+            wall_time_s=round(wall, 3),
+            throughput_img_s=round(len(dataset) / wall, 3) if wall else None,
+            timing={
+                "model_s": round(sum(p.timing.model_s for p in parts), 3),
+                "data_wait_s": round(sum(p.timing.data_wait_s for p in parts), 3),
+            },
+        )
+        if world.size > 1:
+            result["timing"]["per_rank"] = per_rank(parts, images=lambda s: s["images"])
+    if everyone and world.size > 1:
+        result = world.broadcast(result)
     return result
 
 
@@ -322,155 +396,181 @@ def _inside(path, folder) -> bool:
     return real == top or top in real.parents
 
 
-def evaluate_seg_checkpoint(
-    model: str,
-    weights: str | os.PathLike,
-    data: str | os.PathLike,
-    list_file: str | os.PathLike | None = None,
-    num_classes: int | None = None,
-    ignore_index: int = 255,
-    reduce_zero_label: bool = False,
-    output: str | os.PathLike | None = None,
-    save_masks: str | os.PathLike | None = None,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    batch_size: int = 1,
-    workers: int = 2,
-    scale: float | None = None,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-    class_names: str | os.PathLike | None = None,
-    opened=None,
-    cache: bool = True,
-) -> dict:
-    """``shunted seg-eval`` as a function (module docstring); returns the result it writes to ``output``.
+@dataclass
+class SegEvalConfig:
+    """What ``shunted seg-eval`` runs (``commands/seg_eval.py`` builds it from the flags and ``-c`` / ``-o``).
 
     class_names: a file of class names, one per line in index order (recorded in the result as ``class_names``).
     reduce_zero_label: read labels as ADE20K's (``data/seg_datasets.py:reduce_zero_label``).
-    opened: a checkpoint already opened (``open_seg_model``) instead of opening ``model`` / ``weights`` here.
     """
-    from ...data.seg_datasets import SegDataset, list_seg_samples
-    from ...data.seg_transforms import SegEvalTransform
-    from ..evaluate import versions
-    from .outputs import OutputFolder, output_names
-    from .palette import read_class_names
 
-    if mode not in MODES:
-        raise ShuntedError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
-    if mode == "slide" and crop_size is None:
-        raise ShuntedError("--mode slide needs --crop-size")
+    model: str
+    weights: str | os.PathLike | None
+    data: str | os.PathLike
+    list_file: str | os.PathLike | None = None
+    num_classes: int | None = None
+    ignore_index: int = 255
+    reduce_zero_label: bool = False
+    class_names: str | os.PathLike | None = None
+    limit: int | None = None
+    scale: float | None = None
+    inference: SegInference = field(default_factory=SegInference)
+    workers: int = 2
+    backend: str = "dygraph"
+    threads: int | None = None
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
+    output: str | os.PathLike | None = None
+    save_masks: str | os.PathLike | None = None
+    progress: bool = True
+
+
+def _check_seg_eval_outputs(cfg: SegEvalConfig):
+    """Before the work: an output that is an input, or a location that cannot be written, fails now (the list
+    as list_seg_samples finds it: --list val.txt is also looked for under --data). Returns the masks folder."""
+    from .outputs import OutputFolder
+
+    list_path = cfg.list_file
     if (
-        stride is not None
-        and crop_size is not None
-        and (stride[0] > crop_size[0] or stride[1] > crop_size[1])
+        cfg.list_file is not None
+        and not Path(cfg.list_file).is_file()
+        and (Path(cfg.data) / cfg.list_file).is_file()
     ):
-        raise ShuntedError(
-            f"--stride {stride[0]}x{stride[1]}: larger than --crop-size, windows would leave gaps"
-        )
-    # before the work: an output that is an input, or a location that cannot be written, fails now; the list
-    # as list_seg_samples finds it (--list val.txt is also looked for under --data)
-    list_path = list_file
-    if list_file is not None and not Path(list_file).is_file() and (Path(data) / list_file).is_file():
-        list_path = Path(data) / list_file
+        list_path = Path(cfg.data) / cfg.list_file
     check_outputs(
-        [("--output", output)],
-        [("--weights", weights), ("--list", list_path), ("--class-names", class_names)],
-        data=[("--data", data)],
-        folders=[("--save-masks", save_masks)],
+        [("--output", cfg.output)],
+        [("--weights", cfg.weights), ("--list", list_path), ("--class-names", cfg.class_names)],
+        data=[("--data", cfg.data)],
+        folders=[("--save-masks", cfg.save_masks)],
     )
-    if output is not None:
-        check_output_file(output)
-    masks = None
-    if save_masks is not None:
-        if output is not None and _inside(output, save_masks):
-            raise ShuntedError(f"--output {output}: is inside --save-masks {save_masks}; write it outside")
-        masks = OutputFolder(save_masks, "--save-masks", "shunted seg-eval")
-        masks.check()
-    samples = list_seg_samples(data, list_file).head(limit)
+    if cfg.output is not None:
+        check_output_file(cfg.output)
+    if cfg.ignore_index < 0:
+        raise ShuntedError(f"--ignore-index {cfg.ignore_index}: must be 0 or more")
+    if cfg.save_masks is None:
+        return None
+    if cfg.output is not None and _inside(cfg.output, cfg.save_masks):
+        raise ShuntedError(
+            f"--output {cfg.output}: is inside --save-masks {cfg.save_masks}; write it outside"
+        )
+    masks = OutputFolder(cfg.save_masks, "--save-masks", "shunted seg-eval")
+    masks.check()
+    return masks
+
+
+def _seg_eval_samples(cfg: SegEvalConfig, masks):
+    """The labelled samples to evaluate and (with --save-masks) the mask file name of each."""
+    from ...data.seg_datasets import list_seg_samples
+    from .outputs import output_names
+
+    samples = list_seg_samples(cfg.data, cfg.list_file).head(cfg.limit)
     if len(samples) == 0:
-        raise DataError(f"{list_file or data}: no images to evaluate")
+        raise DataError(f"{cfg.list_file or cfg.data}: no images to evaluate")
     missing = [i for i, label in enumerate(samples.labels) if label is None]
     if missing:
         raise DataError(f"{samples.images[missing[0]]}: has no label ({len(missing)} images without one)")
-    names = None
-    if masks is not None:
-        for folder in sorted({p.parent for p in [*samples.images, *samples.labels]}):
-            if _inside(save_masks, folder):
-                raise ShuntedError(
-                    f"--save-masks {save_masks}: is inside the data folder {folder}; write the masks outside it"
-                )
-        names = [n[0] for n in output_names(samples.images, lambda p: [p.stem + MASK_SUFFIX], "--save-masks")]
+    if masks is None:
+        return samples, None
+    for folder in sorted({p.parent for p in [*samples.images, *samples.labels]}):
+        if _inside(cfg.save_masks, folder):
+            raise ShuntedError(
+                f"--save-masks {cfg.save_masks}: is inside the data folder {folder}; write the masks outside it"
+            )
+    return samples, [
+        n[0] for n in output_names(samples.images, lambda p: [p.stem + MASK_SUFFIX], "--save-masks")
+    ]
+
+
+def opened_for(cfg, opened=None):
+    """``opened`` (checked against ``cfg.num_classes``) or the checkpoint of ``cfg`` opened here."""
     if opened is None:
-        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes, cache=cache)
-    elif num_classes is not None and num_classes != opened.num_classes:
-        raise ShuntedError(f"--num-classes {num_classes}: the model has {opened.num_classes} classes")
+        return open_seg_model(
+            cfg.model,
+            cfg.weights,
+            cfg.backend,
+            cfg.threads,
+            expect_num_classes=cfg.num_classes,
+            cache=cfg.cache,
+        )
+    if cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
+        raise ShuntedError(f"--num-classes {cfg.num_classes}: the model has {opened.num_classes} classes")
+    return opened
+
+
+def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict | None:
+    """``shunted seg-eval`` as a function (module docstring); returns the result it writes to ``cfg.output``.
+
+    opened: a checkpoint already opened (``open_seg_model``) instead of opening ``cfg.model`` here.
+    world: the processes sharing the images (shunted/engine/world.py); rank 0 gathers, writes and returns the
+    result, the other ranks write their masks and return None.
+    """
+    from ...data.seg_datasets import SegDataset
+    from ...data.seg_transforms import SegEvalTransform
+    from ..evaluate import versions
+    from ..world import World
+    from .palette import read_class_names
+
+    world = world or World()
+    masks = _check_seg_eval_outputs(cfg)
+    samples, names = _seg_eval_samples(cfg, masks)
+    opened = opened_for(cfg, opened)
     num_classes = opened.num_classes
-    names_list = read_class_names(class_names, num_classes) if class_names is not None else None
+    names_list = read_class_names(cfg.class_names, num_classes) if cfg.class_names is not None else None
     if masks is not None and num_classes > 256:
         raise ShuntedError(f"--save-masks: {num_classes} classes do not fit an 8-bit index PNG")
-    if ignore_index < 0:
-        raise ShuntedError(f"--ignore-index {ignore_index}: must be 0 or more")
-    cfg = opened.pretrained_cfg
-    transform = SegEvalTransform(mean=cfg.mean, std=cfg.std, scale=scale)
-    dataset = SegDataset(samples, transform, reduce_zero_label=reduce_zero_label)
-
+    pre = opened.pretrained_cfg
+    dataset = SegDataset(
+        samples,
+        SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale),
+        reduce_zero_label=cfg.reduce_zero_label,
+    )
     on_mask = None
     if masks is not None:
         from PIL import Image
 
-        masks.begin(names)
+        masks.begin(names, world)
 
         def on_mask(i: int, mask: np.ndarray) -> None:
             masks.write_image(names[i], Image.fromarray(mask, "L"))
 
+    inf = cfg.inference
     try:
         scores = evaluate_segmentation(
-            opened.predictor,
-            dataset,
-            num_classes,
-            ignore_index,
-            batch_size=batch_size,
-            workers=workers,
-            mode=mode,
-            crop_size=crop_size,
-            stride=(stride or default_stride(crop_size)) if mode == "slide" else None,
-            on_mask=on_mask,
-            progress=progress,
-        )
+            opened.predictor, dataset, num_classes, cfg.ignore_index, batch_size=inf.batch_size,
+            workers=cfg.workers, mode=inf.mode, crop_size=inf.crop_size, stride=inf.stride, on_mask=on_mask,
+            progress=cfg.progress and world.main, world=world, everyone=False,
+        )  # fmt: skip
     except BaseException:  # a bad label, a full disk, Ctrl-C: no partial --save-masks output
         if masks is not None:
             masks.abort()
         raise
+    if scores is None:  # a rank other than 0
+        return None
     result = {
         "model": opened.model_name,
         "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
         "backend": opened.backend,
         "num_classes": num_classes,
         "class_names": names_list,
-        "ignore_index": ignore_index,
-        "reduce_zero_label": reduce_zero_label,
+        "ignore_index": cfg.ignore_index,
+        "reduce_zero_label": cfg.reduce_zero_label,
         "data": {
             "root": str(samples.root),
-            "list": str(list_file) if list_file is not None else None,
+            "list": str(cfg.list_file) if cfg.list_file is not None else None,
             "samples": len(samples),
-            "limit": limit,
+            "limit": cfg.limit,
         },
         "evaluation": {
-            "mode": mode,
-            "crop_size": list(crop_size) if mode == "slide" else None,
-            "stride": list(stride or default_stride(crop_size)) if mode == "slide" else None,
-            "scale": scale,
+            **inf.describe(),
+            "scale": cfg.scale,
             "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
-            "mean": list(cfg.mean),
-            "std": list(cfg.std),
-            "batch_size": batch_size,
-            "workers": workers,
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "batch_size": inf.batch_size,
+            "workers": cfg.workers,
         },
+        "world_size": world.size,
         **_rounded(scores),
-        "masks": str(save_masks) if save_masks is not None else None,
+        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
         "versions": versions(),
     }
     if masks is not None:
@@ -484,8 +584,8 @@ def evaluate_seg_checkpoint(
                 "images": [{"image": samples.relative(i), "mask": names[i]} for i in range(len(samples))],
             }
         )
-    if output is not None:
-        write_json_atomic(output, result)
+    if cfg.output is not None:
+        write_json_atomic(cfg.output, result)
     return result
 
 

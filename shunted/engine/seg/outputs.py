@@ -1,13 +1,18 @@
 """Output folders of ``seg-eval --save-masks`` and ``seg-predict --output-dir``: never touch what we did not write.
 
 The rule is ``shunted export``'s (shunted/engine/export.py): the folder must be new, empty, or a previous output of
-these commands — a folder holding only a ``seg_outputs.json`` manifest of ours and the files it lists. Anything else
-is refused before any work, naming what is there. Every file is written atomically (shunted/fileio.py). The
-manifest is written first listing the files of the previous run and of this one (so a run killed midway leaves a
-folder the next run still recognises), and again at the end listing exactly this run's files; the previous run's
-files that this run did not rewrite are then removed by name. A run that fails or is interrupted (Ctrl-C) calls
-``abort()``: the files it added and the folders it made are removed, a previous run's files stay. Nothing else is
-ever deleted.
+these commands — a folder holding only a ``seg_outputs.json`` manifest of ours and the files it lists, each as we
+wrote it (the manifest records every file's size and SHA-256: a file changed since, e.g. a mask the user edited,
+is refused by name before any work, never replaced or deleted). Anything else is refused before any work, naming
+what is there.
+
+A run writes its files into ``DIR/.shunted-partial/`` (every file atomically, shunted/fileio.py); ``finish``
+then moves them into ``DIR`` (one rename each, Ctrl-C deferred until done), writes the new manifest, and removes
+the previous run's files this run did not rewrite, by name. Until then ``DIR`` holds the previous run whole,
+manifest included: a run that fails or is interrupted calls ``abort()``, which removes the partial folder (and the
+folders this run made); a run killed outright leaves the partial folder, which the next run removes. Nothing else
+is ever deleted. Several processes (``world``): rank 0 makes the partial folder, every rank writes its files into
+it, rank 0 finishes.
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ShuntedError
-from ...fileio import OutputError, atomic_path, check_output_dir, write_json_atomic
+from ...fileio import OutputError, atomic_path, check_output_dir, sha256_file, write_json_atomic
 
 MANIFEST = "seg_outputs.json"
+PARTIAL = ".shunted-partial"
 WRITERS = ("shunted seg-eval", "shunted seg-predict")
 
 
-def _previous_files(folder: Path) -> set[str] | None:
-    """The files a previous output of ours in ``folder`` lists, or None when ``folder`` holds no such manifest."""
+def _previous(folder: Path) -> dict | None:
+    """The manifest of a previous output of ours in ``folder`` (its ``files`` checked), or None."""
     path = folder / MANIFEST
     if not path.is_file() or path.is_symlink():
         return None
@@ -39,7 +48,7 @@ def _previous_files(folder: Path) -> set[str] | None:
     files = record.get("files")
     if not isinstance(files, list) or not all(isinstance(f, str) and f and "/" not in f for f in files):
         return None
-    return set(files)
+    return record
 
 
 def _is_our_temporary(name: str, ours: set[str]) -> bool:
@@ -48,16 +57,39 @@ def _is_our_temporary(name: str, ours: set[str]) -> bool:
     return bool(m) and m.group(1) in ours
 
 
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+@contextmanager
+def _deferred_interrupts():
+    """Ctrl-C / SIGTERM held until the block is done (main thread only), then raised as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    old = {k: signal.signal(k, lambda signum, frame: caught.append(signum)) for k in kinds}
+    try:
+        yield
+    finally:
+        for k, handler in old.items():
+            signal.signal(k, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now, with the usual handler
+
+
 class OutputFolder:
     """One output folder of a segmentation command (see the module docstring).
 
-    ``check()`` before the work; ``begin(names)`` once the file names are known; ``path(name)`` for each file
-    (write it with ``atomic_path``); ``finish(record)`` at the end.
+    ``check()`` before the work; ``begin(names)`` once the file names are known; ``write_image(name, image)`` for
+    each file; ``finish(record)`` at the end, or ``abort()`` on failure.
     """
 
     def __init__(self, folder: str | os.PathLike, flag: str, command: str):
         self.given = str(folder)
         self.folder = Path(folder)
+        self.partial = self.folder / PARTIAL
         self.flag = flag
         self.command = command
         self.previous: set[str] = set()
@@ -68,20 +100,23 @@ class OutputFolder:
         return f"{self.flag} {self.given}"
 
     def check(self) -> None:
-        """Raise (one line) unless the folder is new, empty or a previous output of ours, and writable."""
+        """Raise (one line) unless the folder is new, empty or an unchanged previous output of ours, and
+        writable."""
         folder = self.folder
         if os.path.lexists(folder) and not folder.is_dir():
             raise OutputError(f"{self._shown()}: exists and is not a folder")
         if folder.is_dir():
-            ours = _previous_files(folder)
+            record = _previous(folder)
+            ours = set(record["files"]) if record else set()
             names = sorted(os.listdir(folder))
-            allowed = (ours or set()) | ({MANIFEST} if ours is not None else set())
+            allowed = ours | ({MANIFEST} if record is not None else set())
             foreign = [
                 n
                 for n in names
                 if not (
-                    (n in allowed and (folder / n).is_file() and not (folder / n).is_symlink())
+                    (n in allowed and _regular(folder / n))
                     or _is_our_temporary(n, allowed)
+                    or (n == PARTIAL and self._partial_is_ours())
                 )
             ]
             if foreign:
@@ -90,7 +125,8 @@ class OutputFolder:
                     f"{self._shown()}: holds files that shunted seg-eval / seg-predict did not write ({shown}); "
                     "nothing was changed: give a new or empty folder"
                 )
-            self.previous = ours or set()
+            self._check_unchanged(record)
+            self.previous = ours
         check_output_dir(folder)
         made, parent = [], folder
         while not os.path.lexists(parent) and parent != parent.parent:
@@ -98,50 +134,89 @@ class OutputFolder:
             parent = parent.parent
         self.made = made
 
-    def begin(self, names: Iterable[str]) -> None:
-        """Record this run's file names (and the previous run's) in the manifest before writing any of them."""
+    def _check_unchanged(self, record: dict | None) -> None:
+        """A file of the previous run that is not as it was written (size, SHA-256) is the user's now."""
+        sums = (record or {}).get("sha256")
+        if not isinstance(sums, dict):
+            return  # an output of an earlier release: no checksums recorded
+        for name in record["files"]:
+            path = self.folder / name
+            want = sums.get(name)
+            if not isinstance(want, dict) or not path.exists():
+                continue
+            if path.stat().st_size != want.get("size") or sha256_file(path) != want.get("sha256"):
+                raise ShuntedError(
+                    f"{self._shown()}: {name} changed since {record['written_by']} wrote it; nothing was changed: "
+                    "move it out of the folder (or give a new folder) to keep your edit"
+                )
+
+    def _partial_is_ours(self) -> bool:
+        """A partial folder left by a killed run holds only files (no folders, no links)."""
+        try:
+            return (
+                self.partial.is_dir()
+                and not self.partial.is_symlink()
+                and all(_regular(self.partial / n) for n in os.listdir(self.partial))
+            )
+        except OSError:
+            return False
+
+    def begin(self, names: Iterable[str], world=None) -> None:
+        """Record this run's file names and make the partial folder (rank 0; the others wait for it)."""
         self.names = list(names)
-        self._write_manifest(sorted(self.previous | set(self.names)), {"complete": False})
+        if world is None or world.main:
+            self._remove_partial()
+            self.partial.mkdir(parents=True)
+        if world is not None:
+            world.barrier()
 
     def path(self, name: str) -> Path:
-        return self.folder / name
+        return self.partial / name
 
     def write_image(self, name: str, image, **save_args) -> None:
-        """``image`` (PIL) saved atomically as ``name`` in the folder (format from the name's extension)."""
+        """``image`` (PIL) saved atomically as ``name`` (format from the name's extension)."""
         fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}[Path(name).suffix.lower()]
-        with atomic_path(self.folder / name) as tmp:
+        with atomic_path(self.partial / name) as tmp:
             image.save(tmp, format=fmt, **save_args)
 
     def finish(self, record: dict) -> None:
-        """The final manifest (this run's files + ``record``), then the previous run's leftovers removed by name."""
-        self._write_manifest(sorted(self.names), {"complete": True, **record})
+        """Move this run's files in, write the manifest (with every file's size and SHA-256), then remove the
+        previous run's files this run did not rewrite, by name. Ctrl-C waits until this is done."""
+        sums = {}
+        for name in self.names:
+            path = self.partial / name
+            sums[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
         keep = set(self.names) | {MANIFEST}
-        for name in sorted(os.listdir(self.folder)):
-            path = self.folder / name
-            stale = (name in self.previous and name not in keep) or _is_our_temporary(
-                name, self.previous | keep
-            )
-            if stale and path.is_file() and not path.is_symlink():
-                path.unlink()
-
-    def abort(self) -> None:
-        """After a failure or Ctrl-C between ``begin`` and ``finish``: remove the files of this run that no previous
-        run listed (with the manifest, when there was no previous run) and the folders this run created, so a
-        failed run leaves no partial output. A previous run's files stay listed. Never raises."""
-        fresh = not self.previous
-        ours = set(self.names) | {MANIFEST}
-        try:
+        with _deferred_interrupts():
+            for name in self.names:
+                os.replace(self.partial / name, self.folder / name)
+            self._write_manifest(sorted(self.names), {"complete": True, **record, "sha256": sums})
             for name in sorted(os.listdir(self.folder)):
                 path = self.folder / name
-                mine = (name in ours and name not in self.previous and (fresh or name != MANIFEST)) or (
-                    _is_our_temporary(name, ours)
+                stale = (name in self.previous and name not in keep) or _is_our_temporary(
+                    name, self.previous | keep
                 )
-                if mine and path.is_file() and not path.is_symlink():
+                if stale and _regular(path):
                     path.unlink()
+            self._remove_partial()
+
+    def abort(self) -> None:
+        """After a failure or Ctrl-C between ``begin`` and ``finish``: remove the partial folder and the folders
+        this run created (the previous run stays whole). Never raises."""
+        try:
+            self._remove_partial()
             for folder in self.made:  # deepest first; only while empty
                 folder.rmdir()
         except OSError:
             pass
+
+    def _remove_partial(self) -> None:
+        if not self.partial.is_dir() or self.partial.is_symlink():
+            return
+        for name in os.listdir(self.partial):
+            if _regular(self.partial / name):
+                (self.partial / name).unlink()
+        self.partial.rmdir()
 
     def _write_manifest(self, files: list[str], extra: dict) -> None:
         write_json_atomic(self.folder / MANIFEST, {"written_by": self.command, "files": files, **extra})
@@ -156,7 +231,7 @@ def output_names(paths: list[Path], names_of, flag: str) -> list[list[str]]:
     for p in paths:
         names = list(names_of(p))
         for name in names:
-            if name == MANIFEST:
+            if name in (MANIFEST, PARTIAL):
                 raise ShuntedError(f"{p}: its output {name} would replace the folder's manifest")
             if name in owner and owner[name] != p:
                 raise ShuntedError(

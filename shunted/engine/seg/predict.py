@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import ShuntedError
 from ...fileio import check_outputs
-from .evaluate import SegPredict, batch_logits, default_stride, out_of_memory, predicted_labels
+from ..infer import numpy
+from .evaluate import SegAccumulator, SegInference, _single, _unreadable, predicted_labels
 from .outputs import OutputFolder, output_names
 from .palette import color_with_legend, default_class_names, get_palette, overlay, read_class_names
 
@@ -45,153 +47,146 @@ def names_of(path: Path) -> list[str]:
     return [path.stem + MASK, path.stem + COLOR, overlay_name(path)]
 
 
-def expand_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders as their image files (recursive, sorted by relative path; linked folders are
-    not followed, so a link loop cannot repeat them); a missing path or a folder without images is an error."""
-    from ...data.datasets import is_image_file
-    from ...errors import DataError
+class SegImages:
+    """``[i] -> (network input float32 3×H'×W', RGB uint8 H×W×3, i)`` for the image files ``paths``."""
 
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(
-                (Path(top) / name for top, _, names in os.walk(p) for name in names),
-                key=lambda q: q.relative_to(p).as_posix(),
-            )
-            found = [q for q in found if is_image_file(q) and q.is_file()]
-            if not found:
-                raise DataError(f"{p}: no image files in this folder")
-            paths.extend(found)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    return paths
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from ...data.transforms import load_rgb
+
+        image = load_rgb(self.paths[int(index)])
+        return np.asarray(self.transform(image), np.float32), np.asarray(image), int(index)
 
 
-def predict_mask(
-    predict_fn: SegPredict,
-    transform,
-    path: Path,
-    num_classes: int,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    batch_size: int = 1,
-):
-    """(RGB PIL image, H×W uint8 mask at the image's size) for the image file ``path``."""
-    from ...data.transforms import load_rgb
+@dataclass
+class SegPredictConfig:
+    """What ``shunted seg-predict`` runs (``commands/seg_predict.py`` builds it from the flags)."""
 
-    image = load_rgb(path)
-    x = np.asarray(transform(image), np.float32)
-    try:
-        logits = batch_logits(predict_fn, x[None], num_classes, mode, crop_size, stride, batch_size)[0]
-    except MemoryError:
-        raise out_of_memory(path, x.shape, mode) from None
-    return image, predicted_labels(logits, (image.height, image.width))
+    inputs: list[str | os.PathLike]
+    output_dir: str | os.PathLike
+    model: str
+    weights: str | os.PathLike | None
+    num_classes: int | None = None
+    class_names: str | os.PathLike | None = None
+    palette: str = "voc"
+    alpha: float = 0.5
+    scale: float | None = None
+    inference: SegInference = field(default_factory=SegInference)
+    workers: int = 0
+    backend: str = "dygraph"
+    threads: int | None = None
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
+    progress: bool = True
 
 
-def segment_images(
-    inputs: list[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    model: str,
-    weights: str | os.PathLike,
-    num_classes: int | None = None,
-    class_names: str | os.PathLike | None = None,
-    palette: str = "voc",
-    alpha: float = 0.5,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    scale: float | None = None,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
-    batch_size: int = 1,
-    progress: bool = True,
-    opened=None,
-    cache: bool = True,
-) -> dict:
-    """``shunted seg-predict`` as a function (module docstring); returns the manifest it writes."""
-    from tqdm import tqdm
+class MaskFiles(SegAccumulator):
+    """seg-predict's accumulator: per image its three files in the output folder and its manifest record."""
 
-    from ...data.seg_transforms import SegEvalTransform
-    from .evaluate import MODES, open_seg_model
+    def __init__(self, images: SegImages, inference, num_classes, folder, names, colours, labels, alpha):
+        super().__init__(inference, num_classes, lambda i: images.paths[i])
+        self.read = lambda i: images[i]
+        self.images, self.folder, self.names = images, folder, names
+        self.colours, self.labels, self.alpha = colours, labels, alpha
+        self.records: list[dict] = []
 
-    if mode not in MODES:
-        raise ShuntedError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
-    if mode == "slide" and crop_size is None:
-        raise ShuntedError("--mode slide needs --crop-size")
-    if not 0 <= alpha <= 1:
-        raise ShuntedError(f"--alpha {alpha}: must be between 0 and 1")
-    paths = list(dict.fromkeys(expand_inputs(inputs)))  # a file given twice (itself and its folder) once
-    # before the work: the output folder must not hold or be inside an input, nor hold other files
+    def take(self, index: int, logits: np.ndarray, rgb) -> None:
+        from PIL import Image
+
+        image = Image.fromarray(np.asarray(numpy(rgb), np.uint8), "RGB")
+        mask = predicted_labels(logits, (image.height, image.width))
+        path = self.images.paths[index]
+        mask_name, color_name, overlay_file = self.names[index]
+        orientation = exif_orientation(path)
+        tag = {"exif": _orientation_exif(orientation)} if orientation else {}
+        self.folder.write_image(mask_name, _index_image(mask), **tag)
+        self.folder.write_image(color_name, color_with_legend(mask, self.colours, self.labels))
+        save_args = {"quality": 95, **tag} if overlay_file.endswith(".jpg") else tag
+        self.folder.write_image(overlay_file, overlay(image, mask, self.colours, self.alpha), **save_args)
+        counts = np.bincount(mask.ravel(), minlength=self.num_classes)
+        self.records.append(
+            {
+                "image": str(path),
+                "size": [image.width, image.height],
+                "exif_orientation": orientation,
+                "mask": mask_name,
+                "color": color_name,
+                "overlay": overlay_file,
+                "classes": {
+                    self.labels[c]: round(100.0 * int(counts[c]) / mask.size, 3)
+                    for c in np.flatnonzero(counts)
+                },
+            }
+        )
+
+    def state(self) -> list[dict]:
+        return self.records
+
+
+def _check_seg_predict(cfg: SegPredictConfig) -> tuple[list[Path], OutputFolder, list[list[str]]]:
+    """Before the work: the inputs listed, the output folder allowed (not holding or inside an input, nothing
+    else in it), every output name distinct."""
+    from ...data.inputs import expand_inputs
+
+    if not 0 <= cfg.alpha <= 1:
+        raise ShuntedError(f"--alpha {cfg.alpha}: must be between 0 and 1")
+    paths = list(dict.fromkeys(expand_inputs(cfg.inputs)))  # a file given twice (itself and its folder) once
     check_outputs(
         [],
-        [("--weights", weights), ("--class-names", class_names), *((None, p) for p in inputs)],
-        folders=[("--output-dir", output_dir)],
+        [("--weights", cfg.weights), ("--class-names", cfg.class_names), *((None, p) for p in cfg.inputs)],
+        folders=[("--output-dir", cfg.output_dir)],
     )
-    for item in inputs:
+    for item in cfg.inputs:
         if os.path.isdir(item) and os.path.realpath(item) in map(
-            str, Path(os.path.realpath(output_dir)).parents
+            str, Path(os.path.realpath(cfg.output_dir)).parents
         ):
             raise ShuntedError(
-                f"--output-dir {output_dir}: is inside the input folder {item}; its outputs would be read as "
+                f"--output-dir {cfg.output_dir}: is inside the input folder {item}; its outputs would be read as "
                 "images next time: write them outside"
             )
-    folder = OutputFolder(output_dir, "--output-dir", "shunted seg-predict")
+    folder = OutputFolder(cfg.output_dir, "--output-dir", "shunted seg-predict")
     folder.check()
-    names = output_names(paths, names_of, "--output-dir")
-    if opened is None:
-        opened = open_seg_model(model, weights, backend, threads, expect_num_classes=num_classes, cache=cache)
-    elif num_classes is not None and num_classes != opened.num_classes:
-        raise ShuntedError(f"--num-classes {num_classes}: the model has {opened.num_classes} classes")
-    k = opened.num_classes
-    colours = get_palette(palette, k)
-    labels = read_class_names(class_names, k) if class_names is not None else default_class_names(palette, k)
-    cfg = opened.pretrained_cfg
-    transform = SegEvalTransform(mean=cfg.mean, std=cfg.std, scale=scale)
-    step = (stride or default_stride(crop_size)) if mode == "slide" else None
+    return paths, folder, output_names(paths, names_of, "--output-dir")
 
-    folder.begin([n for group in names for n in group])
-    records = []
-    start = time.perf_counter()
-    bar = tqdm(
-        total=len(paths), unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
+
+def segment_images(cfg: SegPredictConfig, opened=None, world=None) -> dict | None:
+    """``shunted seg-predict`` as a function (module docstring); returns the manifest it writes.
+
+    world: the processes sharing the images (shunted/engine/world.py): each segments its contiguous share into
+    the output folder, rank 0 gathers the records, writes the manifest and returns it (the others None)."""
+    from ...data.seg_transforms import SegEvalTransform
+    from ..infer import Source, gather_parts, run_inference
+    from ..world import World
+    from .evaluate import opened_for
+
+    world = world or World()
+    paths, folder, names = _check_seg_predict(cfg)
+    opened = opened_for(cfg, opened)
+    k = opened.num_classes
+    colours = get_palette(cfg.palette, k)
+    labels = (
+        read_class_names(cfg.class_names, k)
+        if cfg.class_names is not None
+        else default_class_names(cfg.palette, k)
     )
+    pre = opened.pretrained_cfg
+    images = SegImages(paths, SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale))
+    folder.begin([n for group in names for n in group], world)
+    acc = MaskFiles(images, cfg.inference, k, folder, names, colours, labels, cfg.alpha)
+    source = Source(images, _unreadable, _single, world.shard(len(images)), batch_size=1, workers=cfg.workers)
+    start = time.perf_counter()
     try:
-        for path, (mask_name, color_name, overlay_file) in zip(paths, names, strict=True):
-            image, mask = predict_mask(
-                opened.predictor, transform, path, k, mode, crop_size, step, batch_size
-            )
-            orientation = exif_orientation(path)
-            tag = {"exif": _orientation_exif(orientation)} if orientation else {}
-            folder.write_image(mask_name, _index_image(mask), **tag)
-            folder.write_image(color_name, color_with_legend(mask, colours, labels))
-            save_args = {"quality": 95, **tag} if overlay_file.endswith(".jpg") else tag
-            folder.write_image(overlay_file, overlay(image, mask, colours, alpha), **save_args)
-            counts = np.bincount(mask.ravel(), minlength=k)
-            records.append(
-                {
-                    "image": str(path),
-                    "size": [image.width, image.height],
-                    "exif_orientation": orientation,
-                    "mask": mask_name,
-                    "color": color_name,
-                    "overlay": overlay_file,
-                    "classes": {
-                        labels[c]: round(100.0 * int(counts[c]) / mask.size, 3)
-                        for c in np.flatnonzero(counts)
-                    },
-                }
-            )
-            bar.update(1)
-            bar.set_postfix(img_s=f"{len(records) / (time.perf_counter() - start):.2f}", refresh=False)
+        parts = gather_parts(run_inference(source, acc, opened.predictor, cfg.progress and world.main), world)
     except BaseException:  # an unreadable image, a full disk, Ctrl-C: no partial output
         folder.abort()
         raise
-    finally:
-        bar.close()
+    if parts is None:
+        return None
+    records = [r for p in parts for r in p.state]
     wall = time.perf_counter() - start
     manifest = {
         "model": opened.model_name,
@@ -199,19 +194,19 @@ def segment_images(
         "backend": opened.backend,
         "num_classes": k,
         "class_names": labels,
-        "palette": {"name": palette, "colors": colours.tolist()},
-        "alpha": alpha,
-        "inference": {
-            "mode": mode,
-            "crop_size": list(crop_size) if mode == "slide" else None,
-            "stride": list(step) if step else None,
-            "scale": scale,
-        },
+        "palette": {"name": cfg.palette, "colors": colours.tolist()},
+        "alpha": cfg.alpha,
+        "inference": {**cfg.inference.describe(), "scale": cfg.scale},
+        "world_size": world.size,
         "images": records,
         "wall_time_s": round(wall, 3),
         "throughput_img_s": round(len(records) / wall, 3) if wall else None,
     }
-    folder.finish(manifest)
+    try:
+        folder.finish(manifest)
+    except BaseException:
+        folder.abort()
+        raise
     return manifest
 
 

@@ -1,0 +1,156 @@
+"""One batch-inference loop for every task: the loader with its guard, progress, timing, sharding, gathering.
+
+``eval`` (top-k counts and logits rows), ``seg-eval`` / ``seg-predict`` (a confusion matrix, masks) and the next
+task (detections) run the same pass; what a task adds is an **accumulator** (``Accumulator``):
+
+- ``add(batch, run)``: one loader batch (what the task's ``collate`` made of ``Source.dataset`` items); ``run``
+  is the model function, timed by the loop (call it on float32 NCHW arrays). Returns how many samples the
+  batch finished (the progress bar's step). A sample the loader could not read arrives as the task's
+  ``Source.placeholder(index)``: the accumulator decides (stop with ``failure_of``'s one line, or record it).
+- ``flush(run)``: the end of the shard; anything the accumulator held back (seg batches images of one size).
+  Returns the samples it finished.
+- ``figures()``: ``{name: text}`` shown beside the progress bar (``top1``, ``miou``…).
+- ``state()``: what this rank contributes, picklable (numpy arrays, dicts, lists of any length: detections
+  per image). ``run_inference`` returns ``Part(state, timing)``; ``gather_parts`` brings every rank's part to
+  rank 0 in rank order (``World.gather``), where the task merges them (sum matrices, concatenate rows…).
+
+Sharding (``Source.indices``): each rank's contiguous part of the samples, ``World.shard(n, unit)``; with
+``unit`` the batch size every rank's batches are a one-process run's batches, so a task whose outputs depend on
+the batch composition (none should, but a backend can) still merges to the one-process result. Parts
+concatenated in rank order are sample order.
+
+Timing (``Timing``): ``wall_s`` this rank's pass; ``model_s`` inside ``run``; ``data_wait_s`` waiting for the
+loader. A task's result records them per rank (eval's ``timing.per_rank``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..data.loader_guard import MarkFailures
+from .world import World
+
+Run = Callable[[np.ndarray], Any]
+
+
+class Accumulator(Protocol):
+    """A task's share of one inference pass (module docstring)."""
+
+    def add(self, batch: Any, run: Run) -> int: ...
+
+    def flush(self, run: Run) -> int: ...
+
+    def figures(self) -> dict[str, str]: ...
+
+    def state(self) -> Any: ...
+
+
+@dataclass
+class Source:
+    """What the loop reads: ``dataset[i]`` for ``i`` in ``indices`` through ``workers`` loader processes,
+    ``batch_size`` items put together by ``collate``; an item that raises becomes ``placeholder(i)``."""
+
+    dataset: Any
+    placeholder: Callable[[int], Any]
+    collate: Callable[[list], Any]
+    indices: Sequence[int]
+    batch_size: int = 1
+    workers: int = 0
+
+
+@dataclass
+class Timing:
+    wall_s: float = 0.0
+    model_s: float = 0.0
+    data_wait_s: float = 0.0
+
+    def rounded(self) -> dict[str, float]:
+        return {"wall_s": round(self.wall_s, 3), "model_s": round(self.model_s, 3),
+                "data_wait_s": round(self.data_wait_s, 3)}  # fmt: skip
+
+
+@dataclass
+class Part:
+    """One rank's outcome: its accumulator's ``state()`` and its timing."""
+
+    state: Any
+    timing: Timing = field(default_factory=Timing)
+    samples: int = 0
+
+
+def run_inference(source: Source, acc: Accumulator, run: Run, progress: bool = True) -> Part:
+    """One pass over ``source`` feeding ``acc`` (module docstring); the model is ``run``."""
+    timing = Timing()
+
+    def timed(x):
+        t0 = time.perf_counter()
+        try:
+            return run(x)
+        finally:
+            timing.model_s += time.perf_counter() - t0
+
+    total = len(source.indices)
+    start = time.perf_counter()
+    if total:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total, unit="img", disable=None if progress else True, dynamic_ncols=True, leave=False
+        )
+        try:
+            wait_from = start
+            for batch in _loader(source):
+                timing.data_wait_s += time.perf_counter() - wait_from
+                done = acc.add(batch, timed)
+                if done:
+                    _show(bar, done, acc, start)
+                wait_from = time.perf_counter()
+            done = acc.flush(timed)
+            if done:
+                _show(bar, done, acc, start)
+        finally:
+            bar.close()
+    timing.wall_s = time.perf_counter() - start
+    return Part(acc.state(), timing, total)
+
+
+def gather_parts(part: Part, world: World) -> list[Part] | None:
+    """Every rank's ``Part`` on rank 0 in rank order (None elsewhere); a collective: every rank calls it."""
+    return world.gather(part)
+
+
+def per_rank(parts: list[Part], **counts: Callable[[Any], int]) -> list[dict]:
+    """Each rank's share for a result's ``timing.per_rank``: rank, samples, ``counts`` of its state, timing."""
+    return [
+        {"rank": r, "samples": p.samples, **{k: f(p.state) for k, f in counts.items()}, **p.timing.rounded()}
+        for r, p in enumerate(parts)
+    ]
+
+
+def _show(bar, done: int, acc: Accumulator, start: float) -> None:
+    bar.update(done)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    bar.set_postfix(**acc.figures(), img_s=f"{bar.n / elapsed:.1f}", refresh=False)
+
+
+def _loader(source: Source):
+    import paddle
+
+    return paddle.io.DataLoader(
+        MarkFailures(source.dataset, source.placeholder, source.indices),
+        batch_size=source.batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=source.workers,
+        collate_fn=source.collate,
+    )
+
+
+def numpy(x) -> np.ndarray:
+    """A loader's field as a numpy array (Paddle tensors from worker processes, arrays in-process)."""
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)

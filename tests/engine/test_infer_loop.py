@@ -1,0 +1,111 @@
+"""The one inference loop (``shunted/engine/infer.py``) under segmentation: N simulated ranks give the one-process
+confusion matrix, each rank evaluating only its contiguous share; a numpy "model" stands in for the network so
+the check is the loop's bookkeeping (sharding, gathering, merging), not the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shunted.data.seg_datasets import SegDataset, list_seg_samples
+from shunted.data.seg_transforms import SegEvalTransform
+from shunted.engine.infer import Part, Source, run_inference
+from shunted.engine.seg.evaluate import evaluate_segmentation
+from shunted.engine.world import World, shard_bounds
+
+K = 4
+
+
+class SimulatedWorld(World):
+    """Rank ``rank`` of ``size`` in this process: ranks > 0 run first and leave their objects in ``mailbox``."""
+
+    def __init__(self, rank: int, size: int, mailbox: dict):
+        super().__init__(rank, size)
+        self.mailbox = mailbox
+
+    def gather(self, obj):
+        self.mailbox[self.rank] = obj
+        return [self.mailbox[r] for r in range(self.size)] if self.main else None
+
+    def broadcast(self, obj):
+        if self.main:
+            self.mailbox["broadcast"] = obj
+        return self.mailbox.get("broadcast")
+
+
+def colour_model(x: np.ndarray) -> np.ndarray:
+    """N×K×H×W logits from the pixels: class k wins where channel k % 3 is brightest (+ a per-k offset)."""
+    chans = np.concatenate([x, x[:, :1]], axis=1)  # 4 maps
+    return chans + np.arange(K, dtype=np.float32)[None, :, None, None] * 0.01
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> SegDataset:
+    root = tmp_path_factory.mktemp("segdata")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        h, w = (20, 24) if i % 3 else (16, 16)  # two sizes: batches of one size only
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(rng.integers(0, K, (h, w), dtype=np.uint8), "L").save(root / "labels" / f"{i}.png")
+    return SegDataset(list_seg_samples(root), SegEvalTransform(mean=(0.5,) * 3, std=(0.25,) * 3))
+
+
+@pytest.mark.parametrize("size", [2, 3, 8])
+def test_sharded_segmentation_gives_the_one_process_confusion_matrix(dataset, size):
+    one = evaluate_segmentation(colour_model, dataset, K, 255, batch_size=2, progress=False)
+    mailbox: dict = {}
+    shares = {}
+    for rank in reversed(range(size)):
+        world = SimulatedWorld(rank, size, mailbox)
+        shares[rank] = world.shard(len(dataset))
+        got = evaluate_segmentation(
+            colour_model, dataset, K, 255, batch_size=2, progress=False, world=world, everyone=False
+        )
+        assert (got is None) == (rank > 0)
+    assert [len(shares[r]) for r in range(size)] == np.diff(shard_bounds(7, size)).tolist()
+    assert [mailbox[r].state["images"] for r in range(size)] == [len(shares[r]) for r in range(size)]
+    assert got["confusion"] == one["confusion"] and got["images"] == one["images"] == 7
+    assert got["miou"] == one["miou"] and len(got["timing"]["per_rank"]) == size
+    # mutation: summing only rank 0's share (what a loop that forgot to gather would report) differs
+    assert mailbox[0].state["confusion"].sum() < np.asarray(one["confusion"]).sum()
+
+
+def test_every_rank_gets_the_result_when_asked(dataset):
+    mailbox: dict = {}
+    evaluate_segmentation(colour_model, dataset, K, 255, progress=False, world=SimulatedWorld(1, 2, mailbox))
+    main = evaluate_segmentation(
+        colour_model, dataset, K, 255, progress=False, world=SimulatedWorld(0, 2, mailbox)
+    )
+    assert mailbox["broadcast"] is main and main["images"] == 7  # what World.broadcast hands to rank 1
+
+
+class Counting:
+    """A minimal accumulator: the interface a task implements (docs/architecture.md)."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def add(self, batch, run) -> int:
+        run(np.zeros((1, 1), np.float32))
+        self.seen.extend(int(i) for i in batch)
+        return len(batch)
+
+    def flush(self, run) -> int:
+        return 0
+
+    def figures(self) -> dict[str, str]:
+        return {"seen": str(len(self.seen))}
+
+    def state(self) -> list[int]:
+        return self.seen
+
+
+def test_the_loop_feeds_the_accumulator_its_share_in_order_and_times_the_model():
+    data = list(range(10))
+    source = Source(data, lambda i: -1, np.asarray, range(3, 8), batch_size=2, workers=0)
+    part = run_inference(source, Counting(), lambda x: x, progress=False)
+    assert isinstance(part, Part) and part.state == [3, 4, 5, 6, 7] and part.samples == 5
+    assert part.timing.wall_s >= part.timing.model_s > 0
