@@ -229,9 +229,13 @@ def _model_predictor(
         _build_export(model, fmt, img_size, checker, threads_n, folder)
 
     if cache:
-        folder, found = cached_folder(export_key(model, fmt, img_size), build, log=_warn)
-        ov_cache = openvino_cache_dir(folder) if backend.startswith("openvino") else None
-        return make_predictor(backend, folder, threads, recheck_margin, compile_cache=ov_cache), found
+        try:
+            folder, found = cached_folder(export_key(model, fmt, img_size), build, log=_warn)
+        except OSError as exc:  # a read-only or full cache folder: this run without it
+            _warn(f"cannot use the start-up cache ({exc}): exporting to a temporary folder")
+        else:
+            ov_cache = openvino_cache_dir(folder) if backend.startswith("openvino") else None
+            return make_predictor(backend, folder, threads, recheck_margin, compile_cache=ov_cache), found
     # Both runtimes read the files completely when the predictor is created.
     with tempfile.TemporaryDirectory(prefix=f"shunted-{backend}-") as folder:
         build(Path(folder))

@@ -109,3 +109,27 @@ def test_the_runtime_line_names_what_auto_resolved_to(stand_ins):
     assert line.startswith("runtime: onnxruntime (ONNX Runtime on an ONNX export, float32")
     assert line.endswith("(chosen by --backend auto)")
     assert runtime_banner(argparse.Namespace(backend="dygraph"), 2).startswith("runtime: dygraph (")
+
+
+def test_an_unwritable_cache_falls_back_to_a_temporary_export(monkeypatch, capsys):
+    """A read-only or full cache folder costs the cache, not the run: one line, then a temporary export."""
+    built, made = [], []
+
+    def no_cache(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/home/u/.cache/shunted/exports")
+
+    monkeypatch.setattr(session, "cached_folder", no_cache)
+    monkeypatch.setattr(session, "export_key", lambda *a: {})
+    monkeypatch.setattr(session, "missing_for", lambda b: None)
+    monkeypatch.setattr(
+        session, "_build_export", lambda model, fmt, size, checker, threads, folder: built.append(fmt)
+    )
+    monkeypatch.setattr(
+        session, "make_predictor", lambda backend, folder, *a, **k: made.append(backend) or "p"
+    )
+    assert session.model_predictor("onnxruntime", object(), 2, 64) == "p"
+    assert built == ["onnx"] and made == ["onnxruntime"]
+    err = capsys.readouterr().err
+    assert (
+        "cannot use the start-up cache" in err and "Permission denied" in err and len(err.splitlines()) == 1
+    )
