@@ -79,7 +79,17 @@ def test_imagenet_names_for_a_1000_class_model(tmp_path, shared_dir):
     paddle.save(shunted.create_model("shunted_t").state_dict(), str(weights))
     img = shared_dir / "data" / "imagenet-samples" / "n01440764_tench.JPEG"
     out = tmp_path / "p.json"
-    argv = ["predict", "--backend=dygraph", "--model", "shunted_t", "--weights", str(weights), str(img), "--topk", "2"]
+    argv = [
+        "predict",
+        "--backend=dygraph",
+        "--model",
+        "shunted_t",
+        "--weights",
+        str(weights),
+        str(img),
+        "--topk",
+        "2",
+    ]
     assert main([*argv, "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     top = result["predictions"][0]["top"]

@@ -417,7 +417,15 @@ def test_seg_predict_bad_inputs_are_one_line(seg_weights, shared_dir, tmp_path, 
     inputs = make_inputs(shared_dir, tmp_path / "in")
     names = tmp_path / "names.txt"
     names.write_text("a\nb\n")
-    base = ["seg-predict", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(seg_weights), "--no-progress"]
+    base = [
+        "seg-predict",
+        "--backend=dygraph",
+        "--model",
+        "shunted_t_fpn",
+        "--weights",
+        str(seg_weights),
+        "--no-progress",
+    ]
     for extra, message in [
         ([str(inputs[0]), "--output-dir", str(tmp_path / "o"), "--class-names", str(names)], "2 names, but the model has 11"),
         ([str(tmp_path / "missing.jpg"), "--output-dir", str(tmp_path / "o")], "missing.jpg: no such file"),
