@@ -64,7 +64,10 @@ def entry_problem(folder: Path, key: dict) -> str | None:
     files = meta.get("files")
     if not isinstance(files, dict) or not files:
         return "corrupt (no file list)"
-    for name, (size, sha) in files.items():
+    for name, recorded in files.items():
+        if not (isinstance(recorded, list) and len(recorded) == 2):
+            return "corrupt (a malformed file record)"
+        size, sha = recorded
         path = folder / name
         if "/" in name or name in ("", ".", "..") or path.is_symlink() or not path.is_file():
             return f"corrupt ({name} is missing)"

@@ -52,7 +52,14 @@ def test_built_once_then_read(tmp_path):
 
 @pytest.mark.parametrize(
     "damage",
-    ["flip a byte", "truncate", "delete the model", "unreadable entry.json", "model replaced by a link"],
+    [
+        "flip a byte",
+        "truncate",
+        "delete the model",
+        "unreadable entry.json",
+        "model replaced by a link",
+        "malformed file record",
+    ],
 )
 def test_a_corrupt_entry_is_rebuilt_never_used(tmp_path, damage):
     """Mutation: an entry_problem that checks only the key (not sizes and SHA-256) returns the damaged
@@ -68,6 +75,10 @@ def test_a_corrupt_entry_is_rebuilt_never_used(tmp_path, damage):
         model.unlink()
     elif damage == "unreadable entry.json":
         (folder / ENTRY_FILE).write_text("{not json")
+    elif damage == "malformed file record":
+        meta = json.loads((folder / ENTRY_FILE).read_text())
+        meta["files"]["model.onnx"] = "11 bytes"
+        (folder / ENTRY_FILE).write_text(json.dumps(meta))
     else:
         model.unlink()
         (tmp_path / "elsewhere").write_bytes(b"model bytes")
