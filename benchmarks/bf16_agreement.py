@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from shunted.data.transforms import EvalTransform
-    from shunted.engine.evaluate import checkpoint_dataset, run_evaluation
+    from shunted.engine.evaluate import EvalRun, checkpoint_dataset, run_evaluation
     from shunted.engine.session import open_model
     from shunted.fileio import write_json_atomic
     from shunted.runtime.recheck import DEFAULT_MARGIN, uncertain_rows
@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset,
             opened.num_classes,
             record,
-            batch_size=args.batch_size,
-            save_logits_to=out,
-            progress=False,
+            EvalRun(batch_size=args.batch_size, save_logits_to=out, progress=False),
         )
         logits[backend] = np.load(out)
         stats = getattr(opened.predictor, "stats", None)

@@ -88,7 +88,7 @@ def worker(plan: dict) -> None:
 
     from shunted.data.datasets import ImageDataset, list_samples
     from shunted.data.transforms import EvalTransform
-    from shunted.engine.evaluate import run_evaluation
+    from shunted.engine.evaluate import EvalRun, run_evaluation
     from shunted.engine.session import open_model
     from shunted.engine.world import init_world, threads_per_process
 
@@ -116,9 +116,7 @@ def worker(plan: dict) -> None:
                     dataset,
                     opened.num_classes,
                     {"model": plan["model"]},
-                    batch_size=plan["batch_size"],
-                    workers=workers,
-                    progress=False,
+                    EvalRun(batch_size=plan["batch_size"], workers=workers, progress=False),
                     world=world,
                 )
                 if world.main:

@@ -15,7 +15,7 @@ Paddle's default single CPU thread (2 cores in all). Reduced resolution, to fit 
 Then, with the pretrained run's final weights: per-class IoU of both runs, a training-curve PNG, one val image
 with ground truth and prediction overlays, and images/s of whole-image inference (what ``shunted seg-predict``
 runs: the model's forward on one image) in Paddle dygraph and in the PyTorch transcription
-(shunted/runtime/torch_seg_reference.py, same weights), interleaved image by image on the same thread count.
+(tests/reference/torch_seg_reference.py, same weights), interleaved image by image on the same thread count.
 
     python benchmarks/seg_camvid.py                    # ~30 min on 2 cores; writes benchmarks/results/seg_camvid/
 """
@@ -188,7 +188,9 @@ def inference_speed(args, weights: Path) -> dict:
 
     from shunted import create_model
     from shunted.data.seg_transforms import SegEvalTransform
-    from shunted.runtime import torch_seg_reference
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test-only references
+    from reference import torch_seg_reference
 
     paddle.base.core.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)

@@ -4,19 +4,26 @@ Each subcommand lives in ``shunted/commands/<name>.py`` and provides ``HELP`` (o
 and ``run(args) -> int``. Command modules import Paddle lazily so ``--help`` stays fast.
 User-facing errors print one line ``shunted CMD: error: ...`` and exit 2: bad flags (argparse, without the usage
 block), ``ShuntedError`` and any ``OSError`` (named by its file). ``--debug`` or ``SHUNTED_DEBUG=1`` shows the
-traceback.
+traceback. SIGTERM ends a command like Ctrl-C, with one line and exit code 143 (Paddle's own handler, which dumps a
+C++ stack and aborts, is replaced once Paddle is imported). Under ``paddle.distributed.launch`` each process dies
+with the launcher (``PR_SET_PDEATHSIG``): killing the launcher leaves no process writing its outputs. The output
+locks a command took (``fileio.lock_output``) are released when it ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.abc
+import importlib.util
 import os
+import signal
 import sys
 import traceback
 
 from .cpu_memory import keep_freed_memory
 from .errors import ShuntedError
+from .fileio import release_outputs
 
 COMMANDS = (
     "demo",
@@ -83,18 +90,84 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # reported by the subcommand's parser: "shunted CMD: error: ..."
         args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    die_with_launcher()
     keep_freed_memory()  # Paddle's CPU kernels page-fault on every fresh tensor otherwise (cpu_memory.py)
     debug = getattr(args, "debug", False) or os.environ.get("SHUNTED_DEBUG") == "1"
+    previous = _handle_sigterm()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"shunted {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"shunted {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except (ShuntedError, OSError) as exc:
         if debug:
             traceback.print_exc()
         print(f"shunted {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        release_outputs()
+        _restore_sigterm(previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (raised in the main thread by the handler, like KeyboardInterrupt for SIGINT)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+class _AfterPaddle(importlib.abc.MetaPathFinder):
+    """Installs our SIGTERM handler again right after ``import paddle`` (which installs its own, in C++)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "paddle":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module, run=run):
+                run(module)
+                signal.signal(signal.SIGTERM, _raise_terminated)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _handle_sigterm():
+    """Install the SIGTERM handler (now, and again after Paddle's import); the previous handler, to restore."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        return None
+    if "paddle" not in sys.modules and not any(isinstance(f, _AfterPaddle) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterPaddle())
+    return previous
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterPaddle)]
+
+
+def die_with_launcher() -> None:
+    """Under ``paddle.distributed.launch`` (which starts each process in its own session, out of reach of a kill
+    of the launcher's process group): ask the kernel to SIGKILL this process when the launcher dies."""
+    if "PADDLE_TRAINER_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    launcher = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != launcher:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import yaml
 
 from . import config_schema as schema
 from .errors import ShuntedError
+from .fileio import read_input_text
 
 _MISSING = object()
 
@@ -100,9 +102,9 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 def read_yaml_mapping(path: str | os.PathLike) -> dict:
     """The YAML mapping in file ``path`` (an empty one for an empty file), unchecked; ConfigError naming the
     file (as given) if it is not valid YAML, nested too deeply or not a mapping at the top level.
-    ``load_config`` and shunted/engine/seg/config.py ``load_seg_config`` check it against their schema."""
+    ``load_config`` and ``layered_config`` check it against the schema."""
     try:
-        loaded = parse_yaml(Path(path).read_text(encoding="utf-8"))
+        loaded = parse_yaml(read_input_text(path, "config"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     except ConfigError as exc:
@@ -123,8 +125,7 @@ def apply_flags(cfg: dict, args: Any, flags: dict[str, str]) -> None:
 
 def merge(base: dict, over: dict) -> dict:
     """``over`` on top of ``base``, section by section (an empty section in ``over`` keeps ``base``'s); a new
-    dict, neither argument is changed. Both training configs (shunted/engine/train/config.py and
-    shunted/engine/seg/config.py) lay their ``-c`` file over their defaults with it."""
+    dict, neither argument is changed."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if value is None and isinstance(out.get(key), dict):
@@ -136,18 +137,19 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def check(cfg: Any, key: str = "", source: str | None = None) -> None:
-    """ConfigError unless ``cfg`` (or the value at dotted ``key``) fits the schema; ``source`` names its origin."""
+def check(cfg: Any, key: str = "", source: str | None = None, task: str | None = None) -> None:
+    """ConfigError unless ``cfg`` (or the value at dotted ``key``) fits the schema (as ``task`` sees it);
+    ``source`` names its origin."""
     try:
-        schema.check_tree(cfg, key)
+        schema.check_tree(cfg, key, task)
     except schema.SchemaError as exc:
         raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
     except RecursionError:  # parse_yaml bounds the depth; this guards values built in Python
         raise ConfigError(f"{source or 'config'}: nested too deeply") from None
 
 
-def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
-    """Apply ``-o`` items to ``cfg`` in place: each key must be known, each value valid."""
+def apply_overrides(cfg: dict, overrides: list[str] | None, task: str | None = None) -> dict:
+    """Apply ``-o`` items to ``cfg`` in place: each key must be known (to ``task``), each value valid."""
     for item in overrides or []:
         key, value = parse_override(item)
         what = f"-o {item!r}"
@@ -156,7 +158,42 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
         except schema.SchemaError as exc:
             raise ConfigError(f"{what}: {exc}") from None
         set_value(cfg, key, value, what=what)
-        check(get(cfg, leaf), leaf, source=what)
+        check(get(cfg, leaf), leaf, source=what, task=task)
+    return cfg
+
+
+_NONE = object()
+
+
+def layered_config(
+    task: str,
+    defaults_of: Callable[[str | None], dict],
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    flag_of: dict[str, str] | None = None,
+) -> dict:
+    """The one way a training config is made: ``defaults_of(model name)`` ← the ``-c`` file ← ``-o`` overrides ←
+    ``flags`` (dotted key → value; None and False are flags left out), checked against the schema as ``task``
+    sees it, complete. A ConfigError names the file or override, the key and (``flag_of``: key → flag) its flag."""
+    file_cfg = read_yaml_mapping(path) if path else {}
+    check(file_cfg, source=str(path), task=task)
+    given = {k: v for k, v in (flags or {}).items() if v is not None and v is not False}
+    named = dict(parse_override(item) for item in overrides or [])
+    name = given.get("Arch.name") or named.get("Arch.name") or get(file_cfg, "Arch.name", None)
+    cfg = merge(defaults_of(name), file_cfg)
+    apply_overrides(cfg, overrides, task)
+    for key, value in given.items():
+        set_value(cfg, key, value)
+    flag_of = flag_of or {}
+    try:
+        check(cfg, task=task)
+    except ConfigError as exc:
+        key = str(exc).partition(":")[0]
+        raise ConfigError(f"{exc} ({flag_of[key]})" if key in flag_of else str(exc)) from None
+    missing = [key for key in schema.task_keys(task) if get(cfg, key, _NONE) is _NONE]
+    if missing:
+        raise ConfigError(f"{missing[0]}: missing (a section was replaced by a partial one)")
     return cfg
 
 

@@ -253,6 +253,166 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# -- one writer per output ---------------------------------------------------------------------------------------
+# A command that writes a result, a prediction stream, a mask folder or a run folder first takes an advisory lock
+# (flock) on ``.<name>.lock`` beside it, holding its pid; a second writer of the same output stops at once naming
+# that pid. The kernel releases the lock when its holder exits, however it ends (a lock file a killed writer
+# leaves is taken over by the next one); the holder removes the file when its command ends (``release_outputs``,
+# called by cli.py). Under ``paddle.distributed.launch`` every process locks ``.<name>.rank<R>.lock`` for its rank R,
+# so a second launch of the same command stops rank by rank. Outputs are compared as resolved paths: ``./s.jsonl``
+# and ``s.jsonl`` are one output.
+
+
+class OutputLocked(ShuntedError):
+    """Another process holds the output's lock."""
+
+
+_HELD: dict[Path, int] = {}  # lock file -> descriptor holding its flock
+
+
+def lock_path(output: str | os.PathLike) -> Path:
+    """The lock file of ``output`` (a file or a folder): ``.<name>.lock`` beside it (resolved)."""
+    real = Path(os.path.realpath(output))
+    rank = os.environ.get("PADDLE_TRAINER_ID", "0") if "PADDLE_TRAINERS_NUM" in os.environ else "0"
+    return real.parent / (f".{real.name}.lock" if rank in ("", "0") else f".{real.name}.rank{rank}.lock")
+
+
+def lock_output(output: str | os.PathLike | None, what: str | None = None) -> None:
+    """Hold ``output``'s lock until ``release_outputs`` (or the process's end); ``OutputLocked`` naming the
+    holder's pid if another process has it. Where no lock file can be made (the folder is missing or read-only)
+    the output cannot be written either, and the command's own checks say so: nothing is locked then."""
+    if output is None:
+        return
+    import fcntl
+
+    path = lock_path(output)
+    if path in _HELD:
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise OutputLocked(
+                f"{_shown(what, output)}: another shunted process (pid {holder}) is writing it; wait for it to "
+                "end or choose another output"
+            ) from None
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed it between our open and our lock: lock the new one
+    with contextlib.suppress(OSError):  # a full disk: the lock holds without the pid in it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[path] = fd
+
+
+def release_outputs() -> None:
+    """Remove and release the lock files this process holds (a command's end)."""
+    while _HELD:
+        path, fd = _HELD.popitem()
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked: a waiting writer finds the file gone and makes its own
+        os.close(fd)
+
+
+# -- inputs ------------------------------------------------------------------------------------------------------
+# Every file a command reads that is not an image or weights (label and class-name lists, configs, palettes, image
+# lists, our own JSON records) is opened here: regular files only, since a named pipe blocks its reader forever and
+# /dev/zero never ends, and text read whole is bounded (a label list of several million lines is ~100 MB).
+KiB, MiB = 1 << 10, 1 << 20
+TEXT_LIMITS = {  # kind: (bytes, what it is, for the message)
+    "config": (4 * MiB, "a YAML config"),
+    "names": (16 * MiB, "a class-name list"),  # ImageNet-21k's 21,841 names are 0.4 MB
+    "palette": (1 * MiB, "a palette"),
+    "list": (512 * MiB, "a label or image list"),  # ~100 bytes a line: 5 million lines
+    "record": (64 * MiB, "a JSON record"),  # written by us: sidecars, summaries, manifests, metas
+}
+
+
+class InputError(ShuntedError):
+    """A file the user named cannot be read as the input it should be (not a regular file, too large)."""
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a file"
+
+
+def not_regular(
+    path: str | os.PathLike, mode: int, what: str | None = None, hint: str = "give a file"
+) -> str:
+    """The one-line refusal of ``path`` (which exists) when it is not a regular file (a folder, a pipe, a device)."""
+    if stat.S_ISDIR(mode):
+        return f"{_shown(what, path)}: is a folder; {hint}"
+    return f"{_shown(what, path)}: is {_kind_of(mode)}, not a regular file; {hint}"
+
+
+def open_input(path: str | os.PathLike, what: str | None = None, kind: str | None = None):
+    """``path`` opened for reading in binary mode, if it is a regular file (of at most ``TEXT_LIMITS[kind]`` bytes;
+    no bound for ``kind`` None: a stream read line by line).
+
+    Opened without blocking (a FIFO without writer would block ``open`` itself), then checked on the open file
+    (no race between the check and the read). ``what`` is the flag shown before the path (``--labels``). A missing
+    or unreadable file raises the OSError (``cli.py`` names its file); the rest is an ``InputError``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(not_regular(path, st.st_mode, what))
+        if kind is not None and st.st_size > TEXT_LIMITS[kind][0]:
+            raise InputError(_too_large(path, what, kind, st.st_size))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input_text(
+    path: str | os.PathLike,
+    kind: str,
+    what: str | None = None,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+) -> str:
+    """The text of ``path`` (``open_input`` rules; ``kind`` is a key of ``TEXT_LIMITS``). UnicodeDecodeError is the
+    caller's to word (it knows what the file should hold)."""
+    limit = TEXT_LIMITS[kind][0]
+    with open_input(path, what, kind) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # grew since it was opened
+        raise InputError(_too_large(path, what, kind, len(data)))
+    return data.decode(encoding, errors)
+
+
+def _too_large(path: str | os.PathLike, what: str | None, kind: str, size: int) -> str:
+    limit, noun = TEXT_LIMITS[kind]
+    return f"{_shown(what, path)}: {_size(size)}, more than {noun} may hold ({_size(limit)})"
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:,.0f} MB" if n >= MiB else f"{n / KiB:.0f} kB" if n >= KiB else f"{n} bytes"
+
+
 # The file names read as images: the data lister (shunted/data/datasets.py), the export's check images, and the
 # output check below (an output with such a name inside a data folder would be read as data next time).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")

@@ -181,7 +181,7 @@ def test_any_os_error_is_one_line_naming_its_file(monkeypatch, capsys):
 def test_an_evaluation_that_evaluated_nothing_is_an_error_not_nan(tmp_path):
     from shunted.data.datasets import ImageDataset, list_samples
     from shunted.data.transforms import EvalTransform
-    from shunted.engine.evaluate import run_evaluation
+    from shunted.engine.evaluate import EvalRun, run_evaluation
     from shunted.errors import DataError
 
     data = tmp_path / "data"
@@ -198,10 +198,7 @@ def test_an_evaluation_that_evaluated_nothing_is_an_error_not_nan(tmp_path):
             dataset,
             10,
             {"model": "shunted_t"},
-            workers=0,
-            skip_bad=True,
-            output=out,
-            progress=False,
+            EvalRun(workers=0, skip_bad=True, output=out, progress=False),
         )
     assert not out.exists()
 

@@ -103,7 +103,7 @@ def test_eval_settings_refuse_what_the_official_pipeline_does_not_do():
 
 def test_shipped_configs_are_generated_from_the_schema():
     """configs/*.yaml are exactly tools/gen_configs.py's output, so the files cannot drift from the schema."""
-    # the segmentation configs (*_fpn_*.yaml) have their own schema: tests/engine/test_seg_train.py
+    # the segmentation config (*_fpn_camvid.yaml, the same schema's segmentation keys): tests/engine/test_seg_train.py
     names = sorted(path.name for path in CONFIGS.glob("*.yaml") if "_fpn_" not in path.name)
     assert names == sorted([f"{n}.yaml" for n in list_models()] + [f"{n}_train.yaml" for n in list_models()])
     for name in list_models():
@@ -117,6 +117,9 @@ def test_schema_choices_match_the_code():
     from shunted.data.transforms import INTERPOLATIONS
 
     assert set(config_schema.INTERPOLATIONS) == set(INTERPOLATIONS)
+    from shunted.models.registry import list_seg_models
+
+    assert config_schema.SEG_MODELS == tuple(list_seg_models())
 
 
 def test_unknown_keys_in_a_file_are_errors_naming_the_key(tmp_path):
@@ -186,3 +189,26 @@ def test_cli_rejects_a_typo_in_one_line(command, capsys):
         f"shunted {command}: error: -o 'Optimizer.lr.eta_mn=0': unknown key Optimizer.lr.eta_mn "
         "(did you mean Optimizer.lr.eta_min?)"
     )
+
+
+def test_one_schema_for_both_tasks():
+    """seg-train's keys are the same convention as train's; seg-eval's keys (-c/-o) load through the same
+    function; a key of the other task is refused in a training config."""
+    from shunted.config_schema import CLS, SEG, task_keys
+    from shunted.engine.seg.config import seg_eval_config
+
+    cls, seg = task_keys(CLS), task_keys(SEG)
+    for key in ("Arch.class_num", "Optimizer.lr.learning_rate", "DataLoader.Train.dataset.image_root"):
+        assert key in cls and key in seg
+    assert "Arch.ignore_index" in seg and "Arch.ignore_index" not in cls
+    cfg = seg_eval_config(overrides=["Infer.mode=slide", "Infer.crop_size=[64,96]", "Arch.ignore_index=11"])
+    assert cfg["Infer"] == {"mode": "slide", "crop_size": [64, 96], "stride": None}
+    assert cfg["DataLoader"]["Eval"]["transform"]["scale"] is None
+    with pytest.raises(
+        ConfigError, match=r"Infer.mode: 'tiles' is not implemented; choose auto, whole, slide"
+    ):
+        seg_eval_config(overrides=["Infer.mode=tiles"])
+    with pytest.raises(ConfigError, match=r"Arch.num_classes: this key moved to Arch.class_num"):
+        seg_eval_config(overrides=["Arch.num_classes=11"])
+    with pytest.raises(ConfigError, match=r"--ignore-index 3: is one of the 11 classes"):
+        seg_eval_config(overrides=["Arch.class_num=11", "Arch.ignore_index=3"])

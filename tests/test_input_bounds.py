@@ -152,7 +152,7 @@ class _Exhausting:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_loader_memory_error_is_one_line_and_never_hangs(tmp_path, workers):
     from shunted.data.datasets import ImageDataset, list_samples
-    from shunted.engine.evaluate import evaluate
+    from shunted.engine.evaluate import EvalRun, evaluate
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
@@ -163,7 +163,10 @@ def test_a_loader_memory_error_is_one_line_and_never_hangs(tmp_path, workers):
     def run():
         try:
             evaluate(
-                dataset, lambda x: np.zeros((len(x), 2)), 2, batch_size=2, workers=workers, progress=False
+                dataset,
+                lambda x: np.zeros((len(x), 2)),
+                2,
+                EvalRun(batch_size=2, workers=workers, progress=False),
             )
         except BaseException as exc:  # noqa: BLE001 — inspected below
             result.append(exc)
@@ -177,3 +180,33 @@ def test_a_loader_memory_error_is_one_line_and_never_hangs(tmp_path, workers):
         assert not thread.is_alive(), "evaluate() hung on a loader exception"
     assert len(result) == 1 and isinstance(result[0], DataError), result
     assert "out of memory" in str(result[0]) and "x.png" in str(result[0])
+
+
+def test_threads_are_bounded_by_the_cores(monkeypatch, capsys):
+    """--threads 1000 ran 9x slower (issue 20 #6): at most twice the cores, a warning past the core count."""
+    monkeypatch.setattr(common, "cores", lambda: 4)
+    assert common.threads("4") == 4 and capsys.readouterr().err == ""
+    assert common.threads("8") == 8
+    assert "--threads 8 is more than the 4 cores" in capsys.readouterr().err
+    with pytest.raises(argparse.ArgumentTypeError, match="9 is more than twice the 4 cores"):
+        common.threads("9")
+    with pytest.raises(SystemExit):
+        build_parser().parse_known_args(EVAL + ["--threads", "1000"])
+    one_line(2, capsys.readouterr().err, "shunted eval: error: argument --threads: 1000 is more than twice")
+
+
+def test_seg_eval_and_seg_train_refuse_an_ignore_index_that_is_a_class():
+    """seg-eval took --ignore-index 3 (a real class) silently: class 3's pixels vanished, mIoU 7.63 instead of
+    11.57 (issue 20 #7). One rule for both commands: engine/seg/config.py check_ignore_index."""
+    import inspect
+
+    from shunted.engine.seg import config as seg_config
+    from shunted.engine.seg import evaluate as seg_evaluate
+
+    with pytest.raises(ConfigError, match="--ignore-index 3: is one of the 11 classes"):
+        seg_config.check_ignore_index(3, 11)
+    seg_config.check_ignore_index(11, 11)
+    seg_config.check_ignore_index(255, 11)
+    assert "check_ignore_index(cfg.ignore_index, num_classes)" in inspect.getsource(
+        seg_evaluate.evaluate_seg_checkpoint
+    )

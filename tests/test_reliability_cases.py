@@ -28,6 +28,7 @@ def _load_tool():
 
 
 rc = _load_tool()
+from reliability import craft, harness  # noqa: E402 - on sys.path once the runner is loaded
 
 # Cases that fail before Paddle is imported: ~2 s each.
 FAST = (
@@ -47,11 +48,11 @@ def ctx(tmp_path):
 
 def test_pickle_assembler_matches_the_standard_unpickler():
     obj = {"a": [1, -5, 2**40, "é", b"\x00\x01"], "b": (None, True, False), "c": {"d": ()}}
-    assert pickle.loads(rc.pickle_bytes(obj)) == obj
-    shared = rc.pickle_bytes({"x": rc.Memo(1, [1, 2]), "y": rc.Get(1)})
+    assert pickle.loads(craft.pickle_bytes(obj)) == obj
+    shared = craft.pickle_bytes({"x": craft.Memo(1, [1, 2]), "y": craft.Get(1)})
     loaded = pickle.loads(shared)
     assert loaded["x"] is loaded["y"]  # a memo reference, not a copy: what the alias cases rely on
-    deep = pickle.loads(rc.deep_list_pickle(50))
+    deep = pickle.loads(craft.deep_list_pickle(50))
     for _ in range(49):
         assert len(deep) == 1
         deep = deep[0]
@@ -62,12 +63,12 @@ def test_crafted_pth_files_are_what_torch_reads(tmp_path):
     """The .pth builders write real checkpoints: torch.load (the reference) reads the same values."""
     torch = pytest.importorskip("torch")
     values = np.arange(12, dtype=np.float32)
-    pid_zip, pid_legacy = rc.storage_pid("0", 12), rc.storage_pid("0", 12, legacy=True)
-    rc.write_zip_pth(
-        tmp_path / "z.pth", {"model": {"w": rc.tensor(pid_zip, (3, 4))}}, {"0": values.tobytes()}
+    pid_zip, pid_legacy = craft.storage_pid("0", 12), craft.storage_pid("0", 12, legacy=True)
+    craft.write_zip_pth(
+        tmp_path / "z.pth", {"model": {"w": craft.tensor(pid_zip, (3, 4))}}, {"0": values.tobytes()}
     )
-    root = {"model": {"w": rc.tensor(pid_legacy, (2, 2), (1, 2), offset=4)}}
-    rc.write_legacy_pth(tmp_path / "l.pth", root, [("0", 12, values.tobytes())])
+    root = {"model": {"w": craft.tensor(pid_legacy, (2, 2), (1, 2), offset=4)}}
+    craft.write_legacy_pth(tmp_path / "l.pth", root, [("0", 12, values.tobytes())])
     z = torch.load(tmp_path / "z.pth", weights_only=True)["model"]["w"].numpy()
     legacy = torch.load(tmp_path / "l.pth", weights_only=True)["model"]["w"].numpy()
     np.testing.assert_array_equal(z, values.reshape(3, 4))
@@ -78,7 +79,7 @@ def test_crafted_safetensors_is_what_the_safetensors_package_reads(tmp_path):
     st = pytest.importorskip("safetensors.numpy")
     data = np.arange(6, dtype=np.float32)
     header = {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}
-    rc.write_safetensors(tmp_path / "w.safetensors", header, data.tobytes())
+    craft.write_safetensors(tmp_path / "w.safetensors", header, data.tobytes())
     np.testing.assert_array_equal(st.load_file(tmp_path / "w.safetensors")["w"], data.reshape(2, 3))
 
 
@@ -93,7 +94,7 @@ def test_fast_cases_pass_with_one_line_errors(ctx):
         assert r.exit == 2
         assert r.message.startswith(f"shunted {command}: error: ")
         assert "\n" not in r.message and "Traceback" not in r.stderr
-        assert 0 < r.rss_mb < rc.CONVERT_RSS_MB
+        assert 0 < r.rss_mb < harness.CONVERT_RSS_MB
     by_name = {r.case.name: r for r in results}
     assert "b.pdparams" in by_name[FAST[0]].message
     assert "--lr" in by_name["train --lr nan"].message
@@ -113,7 +114,7 @@ def test_runner_reports_failures(ctx):
             "file must stay",
             1,
             ["-c", "import os; os.remove('x')"],
-            rc.write_file("x", b"1"),
+            harness.write_file("x", b"1"),
             exit=(0,),
             keep=("x",),
         ),

@@ -1,5 +1,5 @@
 """Write configs/shunted_{t,s,b}.yaml and configs/shunted_{t,s,b}_train.yaml from shunted/config_schema.py, and
-configs/shunted_t_fpn_camvid.yaml (shunted seg-train) from shunted/engine/seg/config.py.
+configs/shunted_t_fpn_camvid.yaml (shunted seg-train, its camvid_defaults in shunted/engine/seg/config.py).
 
     python tools/gen_configs.py           # rewrite the files
     python tools/gen_configs.py --check   # exit 1 if a file differs from what the schema gives

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 
 STRIDE = 32  # the network's total stride: inputs must be multiples of it (shunted/models/shunted.py)
 # Upper bounds so an absurd value is refused while parsing instead of exhausting memory later. Stage 1's attention
@@ -111,6 +113,11 @@ def crop_pct(text: str) -> float:
     return value
 
 
+def flag_values(args: argparse.Namespace, flags: dict[str, str]) -> dict:
+    """Config key → the value of its flag (``flags``: argparse attribute → config key; None when not given)."""
+    return {key: getattr(args, attr, None) for attr, key in flags.items()}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
     """``-c config.yaml`` and repeatable ``-o Section.key=value`` overrides (PaddleClas's convention)."""
     parser.add_argument("-c", "--config", default=None, help=config_help)
@@ -156,7 +163,10 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "model, made once and kept in the start-up cache",
     )
     parser.add_argument(
-        "--threads", type=positive_int, default=None, help="CPU threads (default: every core)"
+        "--threads",
+        type=threads,
+        default=None,
+        help="CPU threads (default: every core; at most twice the cores)",
     )
     parser.add_argument(
         "--no-cache",
@@ -173,6 +183,28 @@ def runtime_banner(args: argparse.Namespace, threads: int | None, processes: int
 
     line = runtime_line(resolve_backend(args.backend), threads, processes)
     return line + (" (chosen by --backend auto)" if args.backend == AUTO else "")
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads(text: str) -> int:
+    """``--threads``: 1 to twice the cores (more only slows the run: 1000 threads ran 9x slower); past the core
+    count a one-line warning."""
+    value = positive_int(text)
+    n = cores()
+    if value > 2 * n:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more than twice the {n} cores of this machine (at most {2 * n}; more only slows the run)"
+        )
+    if value > n:
+        print(
+            f"shunted: warning: --threads {value} is more than the {n} cores of this machine; runs may be slower",
+            file=sys.stderr,
+        )
+    return value
 
 
 def ignore_index(text: str) -> int:
@@ -231,18 +263,90 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=("whole", "slide"),
-        default="whole",
-        help="whole image at once (default), or a sliding window (--crop-size, --stride)",
+        choices=("auto", "whole", "slide"),
+        default=None,
+        help="auto (default): the whole image at once when its estimated memory fits --max-memory, else a sliding "
+        "window; whole; or slide (--crop-size, --stride)",
     )
-    parser.add_argument("--crop-size", type=pair, metavar="S|HxW", help="sliding window size (--mode slide)")
+    parser.add_argument(
+        "--max-memory",
+        type=memory_size,
+        metavar="SIZE",
+        help="memory budget of one image's pass, e.g. 4G or 512M (default: half the memory available now)",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=pair,
+        metavar="S|HxW",
+        help="sliding window size (--mode slide, or auto when it slides)",
+    )
     parser.add_argument(
         "--stride", type=stride_pair, metavar="S|HxW", help="sliding window step (default 2/3 of the crop)"
     )
 
 
-def seg_inference(args: argparse.Namespace):
-    """The ``SegInference`` of --mode / --crop-size / --stride / --batch-size (their rules: one-line errors)."""
+def seg_settings(args: argparse.Namespace, flags: dict[str, str], required: tuple[str, ...]) -> dict:
+    """Each ``flags`` attribute's value: the flag when given, else the ``-c`` file / ``-o`` override of its
+    config key (``flags``: attribute → key of shunted/config_schema.py, segmentation), else the schema's
+    default; the config checked against the schema. ``required``: attributes that must end up set."""
+    from ..config import ConfigError, get, layered_config
+    from ..config_schema import SEG, seg_train_defaults
+
+    given = {}
+    for attr, key in flags.items():
+        value = getattr(args, attr, None)
+        given[key] = list(value) if isinstance(value, tuple) else value  # (h, w) flags: [h, w] keys
+    cfg = layered_config(
+        SEG, seg_train_defaults, getattr(args, "config", None), getattr(args, "override", None), given,
+        {key: "--" + attr.replace("_", "-") for attr, key in flags.items()},
+    )  # fmt: skip
+    values = {attr: get(cfg, key) for attr, key in flags.items()}
+    for attr in ("crop_size", "stride"):
+        if isinstance(values.get(attr), list):
+            values[attr] = tuple(values[attr])
+    for attr in required:
+        if values.get(attr) is None:
+            raise ConfigError(
+                f"--{attr.replace('_', '-')} is required (or set {flags[attr]} in the -c config)"
+            )
+    return values
+
+
+# seg-eval / seg-predict flag → key of the one config schema (PaddleClas's sections)
+SEG_INFER_KEYS = {
+    "model": "Arch.name",
+    "weights": "Global.pretrained_model",
+    "num_classes": "Arch.class_num",
+    "batch_size": "DataLoader.Eval.sampler.batch_size",
+    "scale": "DataLoader.Eval.transform.scale",
+    "mode": "Infer.mode",
+    "crop_size": "Infer.crop_size",
+    "stride": "Infer.stride",
+}
+
+
+def seg_inference(values: dict, max_memory: int | None = None):
+    """The ``SegInference`` of mode / crop_size / stride / batch_size (``seg_settings``) and --max-memory (their
+    rules: one-line errors)."""
     from ..engine.seg.evaluate import SegInference
 
-    return SegInference(args.mode, args.crop_size, args.stride, args.batch_size)
+    return SegInference(
+        values["mode"], values["crop_size"], values["stride"], values["batch_size"], model=values["model"],
+        max_memory=max_memory,
+    )  # fmt: skip
+
+
+UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_size(text: str) -> int:
+    """A size in bytes from ``4G``, ``512M``, ``1.5GB``, ``2GiB`` (a unit is required)."""
+    import re
+
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT])(?:i?B)?\s*", text, re.I)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size with a unit, e.g. 4G or 512M")
+    value = float(found.group(1)) * UNITS[found.group(2).upper()]
+    if value < 64 * UNITS["M"]:
+        raise argparse.ArgumentTypeError(f"{text}: at least 64M (Paddle and the model alone need more)")
+    return int(value)

@@ -43,7 +43,7 @@ def assets() -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..convert import convert_file, sidecar_path
     from ..data.transforms import EvalTransform
-    from ..engine.evaluate import evaluate_checkpoint, format_table
+    from ..engine.evaluate import EvalConfig, evaluate_checkpoint, format_table
     from ..engine.predict import format_predictions, predict
     from ..engine.session import open_model
     from ..fileio import check_output_dir, check_outputs
@@ -71,17 +71,17 @@ def run(args: argparse.Namespace) -> int:
         f"2. evaluate on {expected['n_images']:,} CIFAR-10 test images ({subset.name}, {IMG_SIZE} px, resize {RESIZE_SHORT})"
     )
     opened = open_model(MODEL, pdparams)  # built once, for the evaluation and the predictions
-    result = evaluate_checkpoint(
+    cfg = EvalConfig(
         MODEL,
         pdparams,
         subset,
-        opened=opened,
         img_size=IMG_SIZE,
         resize_short=RESIZE_SHORT,
         batch_size=args.batch_size,
         workers=args.workers,
         output=evaluation,
     )
+    result = evaluate_checkpoint(cfg, opened=opened)
     print(format_table(result))
     print()
     print(comparison_table(result, expected))

@@ -118,16 +118,19 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import evaluate_checkpoint, format_table
+    from ..engine.evaluate import EvalConfig, evaluate_checkpoint, format_table
     from ..engine.world import init_world, threads_per_process
+    from ..fileio import lock_output
     from .common import runtime_banner
 
     merged = settings(args)
     world = init_world()
+    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
+    lock_output(args.save_logits, "--save-logits")
     threads = args.threads if args.threads is not None else threads_per_process(world)
     if world.main:
         print(runtime_banner(args, threads, world.size), flush=True)
-    result = evaluate_checkpoint(
+    cfg = EvalConfig(
         **merged,
         limit=args.limit,
         skip_bad=args.skip_bad,
@@ -137,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         cache=not args.no_cache,
         threads=threads,
-        world=world,
     )
+    result = evaluate_checkpoint(cfg, world=world)
     if result is None:  # a process other than 0: process 0 prints and writes
         return 0
     print(format_table(result))

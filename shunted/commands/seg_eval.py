@@ -29,18 +29,25 @@ HELP = "evaluate a segmentation model: mIoU, per-class IoU, pixel accuracy, conf
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_backend_arguments, nonnegative_int, num_classes, positive_int
+    from .common import (
+        add_backend_arguments,
+        add_config_arguments,
+        add_inference_arguments,
+        nonnegative_int,
+        num_classes,
+        positive_int,
+    )
 
-    parser.add_argument("--model", required=True, help="shunted_t_fpn, shunted_s_fpn or shunted_b_fpn")
-    parser.add_argument("--weights", required=True, help="segmentation weights (.pdparams or .safetensors)")
-    parser.add_argument("--data", required=True, help="dataset folder (the --list paths are relative to it)")
+    add_config_arguments(parser, "YAML in the one schema's sections (Arch, Global.pretrained_model, "
+                         "DataLoader.Eval, Infer; see seg-train's configs)")  # fmt: skip
+    parser.add_argument("--model", help="shunted_t_fpn, shunted_s_fpn or shunted_b_fpn")
+    parser.add_argument("--weights", help="segmentation weights (.pdparams or .safetensors)")
+    parser.add_argument("--data", help="dataset folder (the --list paths are relative to it)")
     parser.add_argument(
         "--list", dest="list_file", metavar="FILE", help="PaddleSeg list of 'image label' lines"
     )
     parser.add_argument("--num-classes", type=num_classes, help="class count (default: the checkpoint's)")
-    parser.add_argument(
-        "--ignore-index", type=ignore_index, default=255, help="label value not counted (default 255)"
-    )
+    parser.add_argument("--ignore-index", type=ignore_index, help="label value not counted (default 255)")
     parser.add_argument("--reduce-zero-label", action="store_true", help=REDUCE_ZERO_LABEL_HELP)
     parser.add_argument(
         "--class-names", metavar="FILE", help="class names, one per line in index order (table and JSON)"
@@ -49,41 +56,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save-masks", metavar="DIR", help="write one index PNG per image (the label's size)"
     )
-    from .common import add_inference_arguments
-
     add_inference_arguments(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="images (or windows) per batch")
+    parser.add_argument("--batch-size", type=positive_int, help="images (or windows) per batch (default 1)")
     parser.add_argument(
-        "--workers",
-        type=nonnegative_int,
-        default=2,
-        help="decoding worker processes (default 2; 0 in-process)",
+        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 in-process)"
     )
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_arguments(parser)
 
 
+FLAGS = {
+    "data": "DataLoader.Eval.dataset.image_root",
+    "list_file": "DataLoader.Eval.dataset.list",
+    "ignore_index": "Arch.ignore_index",
+    "reduce_zero_label": "DataLoader.Eval.dataset.reduce_zero_label",
+    "workers": "DataLoader.Eval.loader.num_workers",
+}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.evaluate import SegEvalConfig, evaluate_seg_checkpoint, format_table
     from ..engine.world import init_world, threads_per_process
-    from .common import seg_inference
+    from ..fileio import lock_output
+    from .common import SEG_INFER_KEYS, seg_inference, seg_settings
 
-    inference = seg_inference(args)
+    values = seg_settings(args, {**SEG_INFER_KEYS, **FLAGS}, required=("model", "weights", "data"))
+    inference = seg_inference(values, args.max_memory)
     world = init_world()
+    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
+    lock_output(args.save_masks, "--save-masks")
     cfg = SegEvalConfig(
-        model=args.model,
-        weights=args.weights,
-        data=args.data,
-        list_file=args.list_file,
-        num_classes=args.num_classes,
-        ignore_index=args.ignore_index,
-        reduce_zero_label=args.reduce_zero_label,
+        model=values["model"],
+        weights=values["weights"],
+        data=values["data"],
+        list_file=values["list_file"],
+        num_classes=values["num_classes"],
+        ignore_index=values["ignore_index"],
+        reduce_zero_label=bool(values["reduce_zero_label"]),
         class_names=args.class_names,
         limit=args.limit,
-        scale=args.scale,
+        scale=values["scale"],
         inference=inference,
-        workers=args.workers,
+        workers=2 if values["workers"] is None else values["workers"],
         backend=args.backend,
         cache=not args.no_cache,
         threads=args.threads if args.threads is not None else threads_per_process(world),

@@ -23,13 +23,21 @@ HELP = "segment images: index mask, colour mask with legend, overlay"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_backend_arguments, add_inference_arguments, fraction, num_classes, positive_int
+    from .common import (
+        add_backend_arguments,
+        add_config_arguments,
+        add_inference_arguments,
+        fraction,
+        num_classes,
+        positive_int,
+    )
 
     parser.add_argument(
         "inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images"
     )
-    parser.add_argument("--model", required=True, help="shunted_t_fpn, shunted_s_fpn or shunted_b_fpn")
-    parser.add_argument("--weights", required=True, help="segmentation weights (.pdparams or .safetensors)")
+    add_config_arguments(parser, "YAML in the one schema's sections (Arch, Global.pretrained_model, Infer)")
+    parser.add_argument("--model", help="shunted_t_fpn, shunted_s_fpn or shunted_b_fpn")
+    parser.add_argument("--weights", help="segmentation weights (.pdparams or .safetensors)")
     parser.add_argument(
         "--output-dir", required=True, metavar="DIR", help="folder for the masks and overlays"
     )
@@ -43,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alpha", type=fraction, default=0.5, help="weight of the colour mask in the overlay (default 0.5)"
     )
     add_inference_arguments(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="windows per batch (--mode slide)")
+    parser.add_argument("--batch-size", type=positive_int, help="windows per batch (--mode slide; default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_arguments(parser)
 
@@ -51,20 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.predict import SegPredictConfig, format_summary, segment_images
     from ..engine.world import init_world, threads_per_process
-    from .common import seg_inference
+    from ..fileio import lock_output
+    from .common import SEG_INFER_KEYS, seg_inference, seg_settings
 
-    inference = seg_inference(args)
+    values = seg_settings(args, SEG_INFER_KEYS, required=("model", "weights"))
+    inference = seg_inference(values, args.max_memory)
     world = init_world()
+    lock_output(args.output_dir, "--output-dir")  # one writer per output (cli.py releases it)
     cfg = SegPredictConfig(
         inputs=args.inputs,
         output_dir=args.output_dir,
-        model=args.model,
-        weights=args.weights,
-        num_classes=args.num_classes,
+        model=values["model"],
+        weights=values["weights"],
+        num_classes=values["num_classes"],
         class_names=args.class_names,
         palette=args.palette,
         alpha=args.alpha,
-        scale=args.scale,
+        scale=values["scale"],
         inference=inference,
         backend=args.backend,
         cache=not args.no_cache,

@@ -1,7 +1,7 @@
 """Train a semantic segmentation model: a Shunted backbone with a Semantic FPN head (shunted_{t,s,b}_fpn).
 
 The paper's Semantic FPN setting by default (AdamW, lr 1e-4, weight decay 1e-4, poly schedule with power 1.0,
-per iteration); every knob is a key of shunted/engine/seg/config.py; -c FILE and -o Section.key=value override
+per iteration); every knob is a key of shunted/config_schema.py (the segmentation keys); -c FILE and -o Section.key=value override
 the defaults (an unknown key is an error) and the flags below override the config.
 
 Data: PaddleSeg file lists ('image label' lines relative to --data; labels are single-channel class-index PNGs),
@@ -77,19 +77,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "YAML config (configs/shunted_t_fpn_camvid.yaml lists every key)")
 
 
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The resolved, checked seg-train config of the command line (shunted/engine/seg/config.py)."""
+    from ..engine.seg.config import FLAGS, seg_train_config
+    from .common import flag_values
+
+    return seg_train_config(
+        getattr(args, "config", None), getattr(args, "override", None), flag_values(args, FLAGS)
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..config import get
-    from ..engine.seg.config import resolve_seg_config
     from ..engine.seg.train import seg_train
     from ..engine.train.state import OUTPUTS
-    from ..fileio import check_output_dir, check_outputs
+    from ..fileio import check_output_dir, check_outputs, lock_output
 
-    cfg = resolve_seg_config(args)  # flags and config checked before any work
+    cfg = resolve_config(args)  # flags and config checked before any work
     out = get(cfg, "Global.output_dir")
     check_output_dir(out)
-    root = get(cfg, "DataLoader.Train.dataset.data_root")
+    root = get(cfg, "DataLoader.Train.dataset.image_root")
     check_outputs(
         [(None, Path(out) / name) for name in OUTPUTS],
         [
@@ -99,5 +108,6 @@ def run(args: argparse.Namespace) -> int:
         ],
         [("--data", root)],
     )
+    lock_output(out, "--output")  # one writer per run folder (cli.py releases it)
     seg_train(cfg)
     return 0

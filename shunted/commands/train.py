@@ -68,12 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "YAML config over the recipe (configs/<model>_train.yaml lists every key)")
 
 
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The resolved, checked training config of the command line (shunted/engine/train/config.py)."""
+    from ..engine.train.config import FLAGS, train_config
+    from .common import flag_values
+
+    return train_config(args.config, args.override, flag_values(args, FLAGS))
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..engine.train import train_from_args
+    from ..engine.train import train
+    from ..engine.train.classification import ClassificationTask
     from ..engine.train.state import OUTPUTS
-    from ..fileio import check_output_dir, check_outputs
+    from ..fileio import check_output_dir, check_outputs, lock_output
 
     check_output_dir(args.output)  # before the data is listed and the model built
     # the run's files must not replace an input (--pretrained runs/x/last.pdparams) nor go into the data
@@ -83,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
         [("--pretrained", args.pretrained), ("--labels", args.labels), ("--val-labels", args.val_labels)],
         [("--data", args.data), ("--val-data", args.val_data)],
     )
-    train_from_args(args)
+    lock_output(args.output, "--output")  # one writer per run folder (cli.py releases it)
+    train(resolve_config(args), ClassificationTask)
     return 0

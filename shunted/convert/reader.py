@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointFormatError, WeightsError
-from ..fileio import sha256_file
+from ..fileio import not_regular, sha256_file
 from .detect import Detected, detect
 from .mapping import TORCH_TO_PADDLE_BUFFERS, strip_key, torch_item_to_paddle, torch_shape_to_paddle
 from .safe_pickle import NumpyArray, TensorRef, safe_loads, short_repr
@@ -61,9 +61,7 @@ def check_readable(path: Path) -> None:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a checkpoint file", str(path))
     if not path.is_file():
-        raise CheckpointFormatError(
-            f"{path}: not a regular file (a device, pipe or socket); give the path of a checkpoint file"
-        )
+        raise CheckpointFormatError(not_regular(path, path.stat().st_mode, hint="give a checkpoint file"))
 
 
 def _is_tensor(value: Any) -> bool:

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+from ..fileio import InputError, read_input_text
 
 
 def _asset_lines(name: str) -> list[str]:
@@ -45,7 +46,7 @@ def read_names_file(path: str | os.PathLike) -> list[str]:
     """One class name per line (blank lines ignored); a DataError if the file is unreadable or empty."""
     path = Path(path)
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in read_input_text(path, "names").splitlines() if line.strip()]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file of class names (one per line)") from None
     if not names:
@@ -162,7 +163,7 @@ def _small_json(path: Path) -> dict | None:
     try:
         if not path.is_file() or path.stat().st_size > _MAX_JSON:
             return None
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        value = json.loads(read_input_text(path, "record"))
+    except (OSError, InputError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

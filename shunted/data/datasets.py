@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import IMAGE_EXTENSIONS
+from ..fileio import IMAGE_EXTENSIONS, read_input_text
 from .inputs import is_image_file  # noqa: F401 (part of this module's API)
 from .transforms import load_rgb
 
@@ -232,7 +232,7 @@ def _walk_class(root: Path, cls: str, skipped: list[str]):
 
 def _from_label_file(root: Path, label_file: Path) -> Samples:
     try:
-        text = label_file.read_text(encoding="utf-8")
+        text = read_input_text(label_file, "list")
     except UnicodeDecodeError:
         raise DataError(f"{label_file}: not a UTF-8 text file of 'relative/path label' lines") from None
     paths, labels = [], []

@@ -15,12 +15,13 @@ Items are ``(path, error)``: ``error`` None for a file to read, else the one-lin
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import DataError
-from ..fileio import IMAGE_EXTENSIONS
+from ..fileio import IMAGE_EXTENSIONS, not_regular, open_input
 
 BOM = "\ufeff"
 
@@ -75,21 +76,26 @@ def _walk(folder: str, ancestors: set[tuple[int, int]]) -> Iterator[tuple[str, s
 
 
 def _not_regular(path: str) -> str:
-    if not os.path.lexists(path) or not os.path.exists(path):
-        return f"{path}: cannot read image (a broken link)"
-    return f"{path}: cannot read image (not a regular file: a FIFO, device or socket is never opened)"
+    """The walker's error item for an image name that is not a regular file, worded as ``open_regular`` words it
+    (shunted/fileio.py ``not_regular``: "is a named pipe (FIFO), not a regular file")."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # a broken link
+        return f"{path}: cannot read image ({exc.strerror or exc})"
+    reason = not_regular("", mode).split(": ", 1)[-1].split(";")[0]
+    return f"{path}: cannot read image ({reason})"
 
 
 def read_list_lines(list_file: str | os.PathLike, flag: str = "--list") -> Iterator[tuple[int, str]]:
     """``(line number, stripped line)`` per non-blank line of ``list_file``, lazily, the UTF-8 BOM removed; a
     list that cannot be opened is a one-line DataError naming ``flag``. The one reader of list files: the place
-    a size-bounded, regular-files-only opener plugs in."""
+    regular files only (shunted/fileio.py ``open_input``)."""
     list_file = Path(list_file)
-    try:
-        fh = open(list_file, encoding="utf-8", errors="surrogateescape", newline=None)  # noqa: SIM115
+    try:  # the one input opener: a FIFO or a device is refused at once (read line by line: no size bound)
+        raw = open_input(list_file, flag)
     except OSError as exc:
         raise DataError(f"{flag} {list_file}: cannot read ({exc.strerror or exc})") from None
-    with fh:
+    with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline=None) as fh:
         for number, line in enumerate(fh, start=1):
             if number == 1 and line.startswith(BOM):
                 line = line[1:]
@@ -115,10 +121,10 @@ def check_inputs(inputs: Iterable[str | os.PathLike] = (), lists: Iterable[str |
         elif not os.path.lexists(p):
             raise DataError(f"{p}: no such file or folder")
     for lst in lists:
-        if not Path(lst).is_file():
+        if not os.path.lexists(lst):
             raise DataError(f"--list {lst}: no such file")
         try:
-            with open(lst, "rb") as fh:
+            with open_input(lst, "--list") as fh:  # a FIFO or a device: refused by what it is
                 fh.read(1)
         except OSError as exc:
             raise DataError(f"--list {lst}: cannot read ({exc.strerror or exc})") from None

@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..fileio import IMAGE_EXTENSIONS
-from .transforms import load_rgb
+from ..fileio import IMAGE_EXTENSIONS, read_input_text
+from .transforms import IMAGE_ERRORS, check_pixels, load_rgb
 
 IMAGE_DIRS = ("images", "img")
 LABEL_DIRS = ("labels", "annotations", "ann")
@@ -104,16 +104,17 @@ def list_seg_samples(root: str | os.PathLike, list_file: str | os.PathLike | Non
 
 
 def _find_list(root: Path, list_file: Path) -> Path:
-    if list_file.is_file():
+    if list_file.exists():  # a pipe or device too: the opener refuses it by what it is
         return list_file
-    if not list_file.is_absolute() and (root / list_file).is_file():
+    if not list_file.is_absolute() and (root / list_file).exists():
         return root / list_file
     raise DataError(f"{list_file}: no such list file (looked as given and under {root})")
 
 
 def _from_list(root: Path, list_file: Path) -> SegSamples:
     try:
-        text = list_file.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the path
+        # a BOM (Windows editors) is not part of the path
+        text = read_input_text(list_file, "list", encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{list_file}: not a UTF-8 text file of 'image label' lines") from None
     except OSError as exc:
@@ -192,10 +193,12 @@ def _from_folders(root: Path) -> SegSamples:
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """uint8 H×W class indices of a single-channel label image; a DataError naming the file otherwise."""
-    from .transforms import open_regular
+    from .transforms import open_regular, pil_error_text
 
+    fh = open_regular(path, "label")
     try:
-        with open_regular(path, "label") as fh, Image.open(fh) as img:
+        with fh, Image.open(fh) as img:
+            check_pixels(img)
             img.load()
             mode, bands = img.mode, len(img.getbands())
             if mode in ("L", "P"):
@@ -208,10 +211,8 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
                 raise DataError(f"{path}: label image is {mode} ({bands} channels); {SINGLE_CHANNEL_HINT}")
     except DataError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"{path}: cannot read label ({' '.join(str(exc).split()) or type(exc).__name__})"
-        ) from None
+    except IMAGE_ERRORS as exc:
+        raise DataError(f"{path}: cannot read label ({pil_error_text(exc, fh, path)})") from None
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise DataError(
             f"{path}: label values {int(arr.min())}..{int(arr.max())} do not fit 0..255 ({mode}); {SINGLE_CHANNEL_HINT}"

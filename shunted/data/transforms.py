@@ -18,6 +18,7 @@ normalised array the model takes. Pillow's resampling is not bit-stable across r
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,6 +26,18 @@ from PIL import Image
 
 from ..errors import DataError
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+
+# Pillow only warns for an image between its pixel limit and twice that (a 144 MP photo): an error instead, so such an
+# image gets the one-line "cannot read image" (or is skipped with --skip-bad) like a larger one, never a raw warning
+# on stderr followed by gigabytes of decoding.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+IMAGE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -41,24 +54,30 @@ def pillow_version() -> str:
     return PIL.__version__
 
 
+def check_pixels(img: Image.Image) -> None:
+    """Pillow's decompression-bomb limit as an error even where warnings are filtered otherwise (an application
+    that embeds the package, pytest)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({img.width * img.height} pixels) exceeds limit of {limit} pixels, "
+            "could be decompression bomb DOS attack."
+        )
+
+
 def open_regular(path: str | os.PathLike, what: str = "image"):
     """``path`` opened for binary reading, only if it is a regular file: a FIFO, device or socket named like an
-    image is never read (opening a FIFO blocks until a writer comes; a device never ends). Checked on the opened
-    descriptor (no race with a file swapped in between); a DataError naming the file otherwise."""
-    import stat
+    image is never read (opening a FIFO blocks until a writer comes; a device never ends). The one input opener
+    (shunted/fileio.py ``open_input``), its refusal worded for an image or label: a DataError naming the file."""
+    from ..fileio import InputError, open_input
 
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        return open_input(path)
+    except InputError as exc:
+        reason = str(exc).split(": ", 1)[-1].split(";")[0]
+        raise DataError(f"{path}: cannot read {what} ({reason})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
-        raise DataError(f"{path}: cannot read {what} (not a regular file: {kind})")
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -71,11 +90,16 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 def _decode_rgb(path, fh) -> Image.Image:
     try:
         with Image.open(fh) as img:
+            check_pixels(img)
             return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(
-            f"{path}: cannot read image ({' '.join(str(exc).split()) or type(exc).__name__})"
-        ) from None
+    except IMAGE_ERRORS as exc:
+        raise DataError(f"{path}: cannot read image ({pil_error_text(exc, fh, path)})") from None
+
+
+def pil_error_text(exc: BaseException, fh, path) -> str:
+    """Pillow's message on one line, naming the path (it names the file object it was given: ``open_regular``)."""
+    text = str(exc).replace(repr(fh), repr(os.fspath(path)))
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def resize_shorter_size(width: int, height: int, size: int) -> tuple[int, int]:

@@ -3,7 +3,8 @@
 ``evaluate(dataset, predict_batch, ...)`` is backend-agnostic: ``predict_batch`` maps a float32 NCHW batch to
 logits (any runtime of ``shunted/runtime/``). ``run_evaluation(predict_batch, dataset, num_classes, record)``
 adds the outputs (JSON, logits) to one pass; ``evaluate_checkpoint`` is ``shunted eval`` as a function: it opens
-the checkpoint once (``shunted/engine/session.py``), lists the data and calls ``run_evaluation``. Images are decoded in ``workers`` loader processes while the main process runs the model; the
+the checkpoint once (``shunted/engine/session.py``), lists the data and calls ``run_evaluation``. The pass itself is
+the one inference loop of every task (``shunted/engine/infer.py``) with ``TopkAccumulator``. Images are decoded in ``workers`` loader processes while the main process runs the model; the
 result records how long the main process waited for data and how long the model took, so it shows which of the
 two set the pace.
 
@@ -40,7 +41,7 @@ from ..fileio import atomic_path, check_output_file, check_outputs, write_json_a
 from ..runtime import DEFAULT_MARGIN
 from .infer import Source, numpy, run_inference
 from .session import open_model
-from .world import World
+from .world import World, first_different
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 
@@ -132,29 +133,40 @@ class TopkAccumulator:
         return self.out
 
 
+@dataclass(kw_only=True)
+class EvalRun:
+    """How one evaluation pass runs and what it writes (``run_evaluation``); keyword-only."""
+
+    batch_size: int = 64
+    workers: int = 2
+    skip_bad: bool = False
+    save_logits_to: str | os.PathLike | None = None
+    output: str | os.PathLike | None = None
+    progress: bool = True
+
+
 def evaluate(
     dataset: ImageDataset,
     predict_batch: PredictBatch,
     num_classes: int,
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad: bool = False,
+    run: EvalRun | None = None,
     keep_logits: bool = False,
-    progress: bool = True,
     indices: range | None = None,
 ) -> EvalOutcome:
     """One pass in sample order; see the module docstring. ``dataset`` must use ``on_error="mark"``.
 
-    indices: a contiguous shard of the samples (``World.shard``) to evaluate instead of all of them.
+    run: batch size, workers, skip_bad, progress (its output paths are ``run_evaluation``'s). keep_logits: the
+    outcome holds the logits rows. indices: a contiguous shard of the samples (``World.shard``) instead of all.
     """
+    run = run or EvalRun()
     if dataset.on_error != "mark":
         raise ValueError("evaluate() needs ImageDataset(..., on_error='mark') to report bad files itself")
     indices = range(len(dataset)) if indices is None else indices
     if indices.step != 1 or not (0 <= indices.start <= indices.stop <= len(dataset)):
         raise ValueError(f"indices {indices} is not a contiguous part of the {len(dataset)} samples")
-    acc = TopkAccumulator(dataset, num_classes, indices, skip_bad, keep_logits)
-    source = Source(dataset, marked_sample(dataset), _collate, indices, batch_size, workers)
-    part = run_inference(source, acc, predict_batch, progress)
+    acc = TopkAccumulator(dataset, num_classes, indices, run.skip_bad, keep_logits)
+    source = Source(dataset, marked_sample(dataset), _collate, indices, run.batch_size, run.workers)
+    part = run_inference(source, acc, predict_batch, run.progress)
     out = acc.out
     out.wall_s, out.model_s, out.data_wait_s = (
         part.timing.wall_s,
@@ -326,12 +338,7 @@ def run_evaluation(
     dataset: ImageDataset,
     num_classes: int,
     record: dict,
-    batch_size: int = 64,
-    workers: int = 2,
-    skip_bad: bool = False,
-    save_logits_to: str | os.PathLike | None = None,
-    output: str | os.PathLike | None = None,
-    progress: bool = True,
+    run: EvalRun | None = None,
     world: World | None = None,
 ) -> dict | None:
     """Evaluate ``predict_batch`` on ``dataset``, write the outputs, return the result.
@@ -344,6 +351,8 @@ def run_evaluation(
     from ..errors import DataError
 
     world = world or World()
+    run = run or EvalRun()
+    batch_size, workers, save_logits_to, output = run.batch_size, run.workers, run.save_logits_to, run.output
     check_outputs([("--output", output), ("--save-logits", save_logits_to)])  # one would be lost
     for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
         if out_path is not None:
@@ -354,11 +363,8 @@ def run_evaluation(
         dataset,
         predict_batch,
         num_classes,
-        batch_size=batch_size,
-        workers=workers,
-        skip_bad=skip_bad,
+        run,
         keep_logits=save_logits_to is not None,
-        progress=progress,
         indices=world.shard(len(dataset), unit=batch_size),  # the batches of a one-process run
     )
     parts = world.gather(part)
@@ -386,87 +392,75 @@ def run_evaluation(
     return result
 
 
-def evaluate_checkpoint(
-    model: str,
-    weights: str | os.PathLike,
-    data: str | os.PathLike,
-    labels: str | os.PathLike | None = None,
-    num_classes: int | None = None,
-    img_size: int | None = None,
-    crop_pct: float | None = None,
-    resize_short: int | None = None,
-    interpolation: str | None = None,
-    batch_size: int = 64,
-    workers: int = 2,
-    limit: int | None = None,
-    skip_bad: bool = False,
-    save_logits_to: str | os.PathLike | None = None,
-    output: str | os.PathLike | None = None,
-    progress: bool = True,
-    class_names: str | os.PathLike | None = None,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    recheck_margin: float = DEFAULT_MARGIN,
-    opened=None,
-    world: World | None = None,
-    cache: bool = True,
-) -> dict | None:
-    """``shunted eval`` as a function: open the checkpoint on ``backend``, list the data, evaluate, write.
+@dataclass
+class EvalConfig(EvalRun):
+    """What ``shunted eval`` runs (and, as an ``EvalRun``, how the pass runs) (``commands/eval.py`` builds it from ``-c`` / ``-o`` and the flags).
 
-    ``world``: the processes sharing the work (``run_evaluation``); None on ranks other than 0.
-
-    ``opened``: a checkpoint already opened (``shunted/engine/session.py``: ``open_model``, ``given_predictor``)
-    instead of opening ``model`` / ``weights`` on ``backend`` here. ``num_classes``, when given, must match the
-    checkpoint's head. Class folders map to class indices by name
+    ``num_classes``, when given, must match the checkpoint's head. Class folders map to class indices by name
     when the names are known (``class_names``, a file of one name per line, or what
     ``data/classnames.py:known_class_names`` finds beside the weights).
+    """
+
+    model: str
+    weights: str | os.PathLike | None
+    data: str | os.PathLike
+    labels: str | os.PathLike | None = None
+    class_names: str | os.PathLike | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    crop_pct: float | None = None
+    resize_short: int | None = None
+    interpolation: str | None = None
+    limit: int | None = None
+    backend: str = "dygraph"
+    threads: int | None = None
+    recheck_margin: float = DEFAULT_MARGIN
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
+
+
+def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None) -> dict | None:
+    """``shunted eval`` as a function: open the checkpoint on ``cfg.backend``, list the data, evaluate, write.
+
+    ``world``: the processes sharing the work (``run_evaluation``); None on ranks other than 0.
+    ``opened``: a checkpoint already opened (``shunted/engine/session.py``: ``open_model``, ``given_predictor``)
+    instead of opening ``cfg.model`` / ``cfg.weights`` here.
     """
     from ..data.transforms import EvalTransform
     from ..models import get_pretrained_cfg
 
     # before the work: an output that is an input (the weights, an image), or both outputs one file, fails now
     check_outputs(
-        [("--output", output), ("--save-logits", save_logits_to)],
-        [("--weights", weights), ("--labels", labels), ("--class-names", class_names)],
-        data=[("--data", data)],
+        [("--output", cfg.output), ("--save-logits", cfg.save_logits_to)],
+        [("--weights", cfg.weights), ("--labels", cfg.labels), ("--class-names", cfg.class_names)],
+        data=[("--data", cfg.data)],
     )
-    for out_path in (save_logits_to, output):  # before the work: an unwritable location fails now
+    for out_path in (cfg.save_logits_to, cfg.output):  # before the work: an unwritable location fails now
         if out_path is not None:
             check_output_file(out_path)
     transform = EvalTransform.from_config(
-        get_pretrained_cfg(model),
-        img_size=img_size,
-        crop_pct=crop_pct,
-        resize_short=resize_short,
-        interpolation=interpolation,
+        get_pretrained_cfg(cfg.model),
+        img_size=cfg.img_size,
+        crop_pct=cfg.crop_pct,
+        resize_short=cfg.resize_short,
+        interpolation=cfg.interpolation,
     )
     if opened is None:
         opened = open_model(
-            model,
-            weights,
-            backend,
-            threads=threads,
+            cfg.model,
+            cfg.weights,
+            cfg.backend,
+            threads=cfg.threads,
             img_size=transform.img_size,
-            expect_num_classes=num_classes,
-            recheck_margin=recheck_margin,
-            cache=cache,
+            expect_num_classes=cfg.num_classes,
+            recheck_margin=cfg.recheck_margin,
+            cache=cfg.cache,
         )
-    elif num_classes is not None and num_classes != opened.num_classes:
-        raise ValueError(f"num_classes {num_classes} differs from the opened model's {opened.num_classes}")
-    dataset, record = checkpoint_dataset(opened, data, transform, labels, class_names, limit)
-    return run_evaluation(
-        opened.predictor,
-        dataset,
-        opened.num_classes,
-        record,
-        batch_size=batch_size,
-        workers=workers,
-        skip_bad=skip_bad,
-        save_logits_to=save_logits_to,
-        output=output,
-        progress=progress,
-        world=world,
-    )
+    elif cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
+        raise ValueError(
+            f"num_classes {cfg.num_classes} differs from the opened model's {opened.num_classes}"
+        )
+    dataset, record = checkpoint_dataset(opened, cfg.data, transform, cfg.labels, cfg.class_names, cfg.limit)
+    return run_evaluation(opened.predictor, dataset, opened.num_classes, record, cfg, world=world)
 
 
 def check_same_samples(dataset: ImageDataset, world: World) -> None:
@@ -481,13 +475,14 @@ def check_same_samples(dataset: ImageDataset, world: World) -> None:
         digest.update(f"{dataset.samples.relative(i)}\0{label}\n".encode("utf-8", "surrogateescape"))
     mine = [len(dataset), int.from_bytes(digest.digest()[:7], "big")]
     listed = world.gather_ints(mine)
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
-                f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
-                "same --data (the same files on every node)"
-            )
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"{dataset.samples.root}: process {rank} lists {theirs[0]} samples, process 0 {listed[0][0]}"
+            f"{'' if theirs[0] != listed[0][0] else ' (other files or labels)'}: every process must see the "
+            "same --data (the same files on every node)"
+        )
 
 
 def checkpoint_dataset(

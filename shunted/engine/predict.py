@@ -3,11 +3,10 @@
 ``shunted predict`` (``shunted/commands/predict.py``) calls ``stream_predictions``. Nothing grows with the
 number of images:
 
-- **Inputs** (``iter_inputs``): the positional files and folders in the order given, then each ``--list`` file.
-  A folder is walked lazily in the order of its images' sorted relative paths (``a/10.png`` < ``a/2.png`` <
-  ``b/1.jpg``, as ``sorted(rglob)`` would give) holding one sorted directory listing per level of the walk;
-  symbolic links to folders are followed unless they lead back to a folder being walked. A list file is read
-  line by line: one path per line, relative to the list's folder or absolute; blank lines are skipped.
+- **Inputs** (``iter_inputs``, shunted/data/inputs.py: the one walker): the positional files and folders in the
+  order given, then each ``--list`` file. Folders are walked lazily in sorted relative-path order, linked folders
+  followed once; lists are read line by line (a UTF-8 BOM removed); only regular files are opened (a FIFO named
+  like an image is an unreadable item, never a hang).
 - **Decoding** runs in ``workers`` threads (Pillow releases the GIL while decoding and resizing) at most
   two batches ahead of the model.
 - **Results** go out per batch: ``F.jsonl`` gets one JSON object per image (``path`` and the top-k ``index``,
@@ -31,8 +30,10 @@ error. Without ``resume`` an existing non-empty output is an error.
 ``F.rank{r}.jsonl`` (and its meta file), each resumable on its own; at the end rank 0 writes ``F.index.json``
 listing the shards with their counts. The union of the shards' lines is the one-process output;
 ``merged_lines(F.index.json)`` yields them in input order (``batch_size`` lines from each shard in turn).
-Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; a resume needs the
-same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
+Every rank walks the whole listing (cheap beside decoding) and decodes only its batches; the ranks compare their
+listings (count and SHA-256 of the paths, ``Listing``) before any work and again at the end, so a folder that changes
+during the run ends in a one-line error without ``F.index.json`` rather than in shards of two listings. A resume
+needs the same process count and batch size (recorded in the meta files). On several machines (``--ips``) each rank
 writes its shard on its own machine's file system at the path given; rank 0's index names them all.
 """
 
@@ -60,7 +61,7 @@ from ..data.inputs import (  # noqa: F401 (iter_folder, iter_list, expand_inputs
     iter_list,
 )
 from ..errors import DataError, ShuntedError
-from ..fileio import atomic_path, finite_json, write_json_atomic
+from ..fileio import atomic_path, finite_json, open_input, read_input_text, write_json_atomic
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
 FORMAT = "shunted-predict-jsonl/1"
@@ -304,7 +305,7 @@ class JsonlWriter:
                         f"--output {self.shown}: holds {number} or more images but the inputs have only "
                         f"{number - 1} for it: the inputs changed; choose another file"
                     )
-                if item[0] != written:
+                if item[0] != written and os.path.realpath(item[0]) != os.path.realpath(written):
                     raise ShuntedError(
                         f"--output {self.shown}: line {number} is {written!r} but image {number} of the inputs is "
                         f"{item[0]!r}: the inputs changed since it was written; choose another file"
@@ -354,12 +355,46 @@ def check_fresh(path: str | os.PathLike, resume: bool, shown: str | None = None)
         raise ShuntedError(f"--output {shown or path}: is not a regular file")
     if not path.is_file() or path.stat().st_size == 0:
         return False
+    if not _ours(path):
+        raise ShuntedError(
+            f"--output {shown or path}: is not a prediction stream of shunted ({meta_path(path).name} beside it "
+            "is missing or not ours); nothing was changed: choose another file"
+        )
     if not resume:
         raise ShuntedError(
             f"--output {shown or path}: already holds predictions; pass --resume to continue it, "
             "or remove it / choose another file"
         )
     return True
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is a ``.jsonl`` of ours: its meta file beside it names our format (written first)."""
+    try:
+        meta = json.loads(read_input_text(meta_path(path), "record"))
+    except (OSError, ShuntedError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+JSON_HEAD = b'{\n  "model": '  # how JsonWriter starts F.json (its header's first key)
+
+
+def check_replaceable(path: str | os.PathLike, shown: str | None = None) -> None:
+    """An existing ``F.json`` is replaced only when it is an earlier output of ours (a user's notes.json is not)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open_input(path) as fh:
+            head = fh.read(1 << 16)
+    except (OSError, ShuntedError):
+        head = b""
+    if not (head.startswith(JSON_HEAD) and b'"predictions": [' in head):
+        raise ShuntedError(
+            f"--output {shown or path}: exists and is not an earlier prediction output of shunted; nothing was "
+            "changed: choose another file"
+        )
 
 
 def _short(value) -> str:
@@ -453,19 +488,27 @@ class Summary:
         return (self.images - self.unreadable) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class Streaming:
+    """How ``stream_predictions`` runs: top-k, class names, images per batch, decoding threads, the progress bar
+    (``total``: the image count when known)."""
+
+    topk: int = 5
+    class_names: list[str] | None = None
+    batch_size: int = 32
+    workers: int = 0
+    progress: bool = True
+    total: int | None = None
+
+
 def stream_predictions(
     items: Iterator[tuple[str, str | None]],
     transform,
     predict_batch: PredictBatch,
+    how: Streaming | None = None,
     *,
-    topk: int = 5,
-    class_names: list[str] | None = None,
-    batch_size: int = 32,
-    workers: int = 0,
     writer: JsonlWriter | JsonWriter | None = None,
     show: Callable[[list[dict]], None] | None = None,
-    progress: bool = True,
-    total: int | None = None,
     errors_to: TextIO | None = None,
 ) -> Summary:
     """Predict the images of ``items`` (``iter_inputs``, already ``shard``-ed) batch by batch into ``writer``
@@ -479,14 +522,16 @@ def stream_predictions(
         summary.resumed = writer.done
     if writer is not None:
         writer.open()
+    how = how or Streaming()
+    class_names = how.class_names
     bar = tqdm(
-        total=total, initial=summary.resumed, unit="img", disable=None if progress else True,
+        total=how.total, initial=summary.resumed, unit="img", disable=None if how.progress else True,
         dynamic_ncols=True, leave=False, file=sys.stderr,
     )  # fmt: skip
     start = time.perf_counter()
     complete = False
     try:
-        for rows in predict_batches(items, transform, predict_batch, topk, batch_size, workers):
+        for rows in predict_batches(items, transform, predict_batch, how.topk, how.batch_size, how.workers):
             if writer is not None:
                 writer.write(rows, class_names)
             if show is not None:
@@ -600,7 +645,7 @@ class PredictConfig:
 def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
     """Before the model is built: the flags, the inputs, the outputs (one line each). Returns this rank's
     results file."""
-    from ..fileio import check_output_file, check_outputs
+    from ..fileio import check_output_file, check_outputs, lock_output
 
     if cfg.topk < 1:
         raise ShuntedError(f"--topk {cfg.topk}: must be at least 1")
@@ -618,6 +663,7 @@ def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
             f"{world.size} processes: give --output F.jsonl (each process writes its own shard)"
         )
     results = shard_path(cfg.output, world.rank, world.size) if suffix == ".jsonl" else cfg.output
+    lock_output(results, "--output")  # one writer per output (cli.py releases it)
     outputs = [("--output", cfg.output)]
     if suffix == ".jsonl":
         outputs = [("--output", results), (None, meta_path(results))]
@@ -637,6 +683,8 @@ def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
     # an output that needs --resume fails before the model is built (several processes: later, together)
     if suffix == ".jsonl" and world.size == 1:
         check_fresh(results, cfg.resume)
+    elif suffix == ".json":
+        check_replaceable(cfg.output)  # a user's notes.json is never replaced
     return results
 
 
@@ -720,13 +768,16 @@ class Listing:
 
 def agree_on_listing(listed: list[list[int]], when: str) -> None:
     """Every process must have walked the same listing (``Listing.words`` per rank): else one line."""
-    for rank, theirs in enumerate(listed):
-        if theirs != listed[0]:
-            raise DataError(
-                f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
-                f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
-                "it was read (or is not the same on every node): run again on a folder that does not change"
-            )
+    from .world import first_different
+
+    rank = first_different(listed)
+    if rank is not None:
+        theirs = listed[rank]
+        raise DataError(
+            f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
+            f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
+            "it was read (or is not the same on every node): run again on a folder that does not change"
+        )
 
 
 def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) -> dict:
@@ -766,12 +817,14 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
         show(runtime_line(opened.backend, threads, world.size))
     listing = Listing(iter_inputs(cfg.inputs, cfg.lists))
     human = cfg.suffix != ".jsonl"
-    summary = stream_predictions(
-        shard(listing, world.rank, world.size, cfg.batch_size), transform, opened.predictor,
-        topk=cfg.topk, class_names=names, batch_size=cfg.batch_size, workers=cfg.workers, writer=writer,
-        show=(lambda recs: show(format_predictions(recs))) if human else None, progress=world.main,
-        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
+    how = Streaming(
+        cfg.topk, names, cfg.batch_size, cfg.workers, progress=world.main,
         total=count_inputs(cfg.inputs, cfg.lists) if world.size == 1 else None,
+    )  # fmt: skip
+    summary = stream_predictions(
+        shard(listing, world.rank, world.size, cfg.batch_size), transform, opened.predictor, how, writer=writer,
+        show=(lambda recs: show(format_predictions(recs))) if human else None,
+        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
     )  # fmt: skip
     totals = summary.totals
     if world.size > 1:

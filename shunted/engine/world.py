@@ -150,6 +150,11 @@ class _peer_errors:
         return False
 
 
+def first_different(per_rank: list) -> int | None:
+    """The first rank whose value (from ``gather_ints``) differs from rank 0's, or None when all agree."""
+    return next((r for r, v in enumerate(per_rank) if v != per_rank[0]), None)
+
+
 def threads_per_process(world: World) -> int | None:
     """CPU threads for each of ``world.local_size`` processes on one machine to share its cores; None (the
     runtime's default: every core) for a single process."""

@@ -21,7 +21,7 @@ normal, fan_out, ReLU gain (mmcv ``ConvModule``; the same rule as the backbone's
 State dict: ``backbone.*`` (the classification names of ``shunted.py``, head excluded) and ``decode_head.*``:
 ``decode_head.lateral_convs.{i}``, ``decode_head.fpn_convs.{i}`` (the neck, kept inside the decode head so that
 ``model.decode_head`` is everything that is not the backbone), ``decode_head.scale_heads.{i}.{k}.conv`` /
-``.gn`` and ``decode_head.conv_seg``. ``shunted/runtime/torch_seg_reference.py`` is the PyTorch transcription.
+``.gn`` and ``decode_head.conv_seg``. ``tests/reference/torch_seg_reference.py`` is the PyTorch transcription.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ShuntedError
+from ..fileio import read_input_text
 
 FORMATS = ("paddle", "onnx")
 PADDLE_PREFIX = "model"  # → model.json + model.pdiparams
@@ -77,7 +78,7 @@ def read_info(export_dir: str | os.PathLike) -> ExportInfo | None:
     path = (folder if folder.is_dir() else folder.parent) / META_FILE
     if not path.is_file():
         return None
-    return ExportInfo(**json.loads(path.read_text()))
+    return ExportInfo(**json.loads(read_input_text(path, "record")))
 
 
 def write_info(export_dir: str | os.PathLike, info: ExportInfo) -> Path:
@@ -91,8 +92,8 @@ def previous_export_files(folder: str | os.PathLike) -> set[str] | None:
     """The files a previous export in ``folder`` wrote (from its export.json), or None if it is not one."""
     folder = Path(folder)
     try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, ValueError):
+        meta = json.loads(read_input_text(folder / META_FILE, "record"))
+    except (OSError, ShuntedError, ValueError):
         return None
     if not (isinstance(meta, dict) and meta.get("format") in FORMATS and "model" in meta):
         return None

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shunted.cli import main
-from shunted.engine.evaluate import evaluate_checkpoint
+from shunted.engine.evaluate import EvalConfig, evaluate_checkpoint
 from shunted.engine.session import given_predictor
 from shunted.errors import DataError
 
@@ -44,7 +44,9 @@ def test_cat_and_dog_only_score_the_real_accuracy(shared_dir, tmp_path):
     ckpt = shared_dir / "demo" / "ckpt_T_cifar10_fp16.pth"
     data = _copy(shared_dir / "data" / "cifar10" / "test", tmp_path / "D", ("cat", "dog"), 5)
     r = evaluate_checkpoint(
-        "shunted_t", ckpt, data, **PRE, workers=0, progress=False, save_logits_to=tmp_path / "l.npy"
+        EvalConfig(
+            "shunted_t", ckpt, data, **PRE, workers=0, progress=False, save_logits_to=tmp_path / "l.npy"
+        )
     )
     logits = np.load(tmp_path / "l.npy")
     truth = np.array([CIFAR10.index("cat")] * 5 + [CIFAR10.index("dog")] * 5)  # sorted paths: cats first
@@ -76,19 +78,23 @@ def test_class_names_flag_maps_by_name_and_unknown_names_are_an_error(tmp_path):
         _image(data / "cat" / f"{i}.png", i)
     _image(data / "dog" / "0.png", 9)
     opened = given_predictor("shunted_t", weights, 10, _constant(3))
-    common = dict(num_classes=10, **PRE, workers=0, progress=False, opened=opened)
+    common = dict(num_classes=10, **PRE, workers=0, progress=False)
     with pytest.raises(DataError, match="2 class folders, but the model has 10 classes .*--class-names FILE"):
-        evaluate_checkpoint("shunted_t", weights, data, **common)
+        evaluate_checkpoint(EvalConfig("shunted_t", weights, data, **common), opened=opened)
     names = tmp_path / "names.txt"
     names.write_text("\n".join(CIFAR10) + "\n")
-    r = evaluate_checkpoint("shunted_t", weights, data, class_names=names, **common)
+    r = evaluate_checkpoint(
+        EvalConfig("shunted_t", weights, data, class_names=names, **common), opened=opened
+    )
     assert r["top1"]["correct"] == 3  # the three cats: class 3
     assert r["data"]["class_index"] == {"cat": 3, "dog": 5}
     assert r["data"]["class_names_source"] == f"--class-names {names}"
     # a folder that is not one of the named classes
     _image(data / "kitten" / "0.png", 1)
     with pytest.raises(DataError, match="folder 'kitten' is not one of the model's classes"):
-        evaluate_checkpoint("shunted_t", weights, data, class_names=names, **common)
+        evaluate_checkpoint(
+            EvalConfig("shunted_t", weights, data, class_names=names, **common), opened=opened
+        )
 
 
 def test_eval_command_class_names_flag_is_recorded(tmp_path):
@@ -153,8 +159,9 @@ def test_train_single_class_and_unknown_val_folder_are_errors(tmp_path, capsys):
 
 def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     """Validation on dog/ only: label 1 (dog's index in training), not 0 (its position among val folders)."""
+    from shunted.commands.train import resolve_config
     from shunted.engine.train import Trainer
-    from shunted.engine.train.config import resolve_config
+    from shunted.engine.train.classification import ClassificationTask
 
     train = tmp_path / "train"
     for cls, base in (("cat", 0), ("dog", 10)):
@@ -164,8 +171,8 @@ def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     _image(val / "dog" / "0.png", 30)
     _image(val / "dog" / "1.png", 31)
     args = shunted_args(_train_argv(train, tmp_path / "run", "--val-data", str(val)))
-    trainer = Trainer(resolve_config(args))
-    samples = trainer.val_set.samples
+    trainer = Trainer(resolve_config(args), ClassificationTask)
+    samples = trainer.task.val_set.samples
     assert samples.labels == [1, 1] and samples.class_index == {"dog": 1}
 
 

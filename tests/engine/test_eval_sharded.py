@@ -21,7 +21,7 @@ from rank_spy import spy_launch
 from shunted.cli import main
 from shunted.data.datasets import ImageDataset, list_samples
 from shunted.data.transforms import EvalTransform
-from shunted.engine.evaluate import merge_outcomes, run_evaluation
+from shunted.engine.evaluate import EvalRun, merge_outcomes, run_evaluation
 from shunted.engine.world import World, shard_bounds, threads_per_process
 from shunted.errors import DataError
 from shunted.models import get_pretrained_cfg
@@ -109,14 +109,10 @@ def _run(dataset, world, out: Path) -> dict | None:
         dataset,
         10,
         {"model": "batch-sensitive"},
-        batch_size=5,
-        workers=0,
-        skip_bad=True,
-        save_logits_to=out / "logits.npy",
-        output=out / "r.json",
-        progress=False,
+        EvalRun(batch_size=5, workers=0, skip_bad=True, save_logits_to=out / "logits.npy", output=out / "r.json",
+                progress=False),
         world=world,
-    )
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("size", [2, 3, 4, 6])
@@ -157,7 +153,11 @@ def test_merge_refuses_shards_out_of_order(dataset):
 
     parts = [
         evaluate(
-            dataset, batch_sensitive, 10, batch_size=5, workers=0, skip_bad=True, progress=False, indices=r
+            dataset,
+            batch_sensitive,
+            10,
+            EvalRun(batch_size=5, workers=0, skip_bad=True, progress=False),
+            indices=r,
         )
         for r in (range(10, 23), range(0, 10))
     ]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shunted.cli import main
-from shunted.engine.evaluate import evaluate_checkpoint, run_evaluation, topk_correct
+from shunted.engine.evaluate import EvalConfig, EvalRun, evaluate_checkpoint, run_evaluation, topk_correct
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET = REPO / "shunted" / "assets" / "cifar10-demo"
@@ -73,8 +73,12 @@ def test_logits_match_the_pytorch_reference(tmp_path, label_list):
 def test_class_folders_limit_and_workers(tmp_path):
     """Layout (a) in sorted order; 0 or 2 loader workers give the same logits; --limit takes the first N."""
     kwargs = dict(img_size=64, resize_short=73, limit=30, batch_size=16, progress=False)
-    a = evaluate_checkpoint("shunted_t", CKPT, SUBSET, workers=0, save_logits_to=tmp_path / "a.npy", **kwargs)
-    b = evaluate_checkpoint("shunted_t", CKPT, SUBSET, workers=2, save_logits_to=tmp_path / "b.npy", **kwargs)
+    a = evaluate_checkpoint(
+        EvalConfig("shunted_t", CKPT, SUBSET, workers=0, save_logits_to=tmp_path / "a.npy", **kwargs)
+    )
+    b = evaluate_checkpoint(
+        EvalConfig("shunted_t", CKPT, SUBSET, workers=2, save_logits_to=tmp_path / "b.npy", **kwargs)
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     assert a["n"] == b["n"] == 30 and a["top1"] == b["top1"]
     assert a["data"]["layout"] == "folders" and a["data"]["samples"] == 30
@@ -152,7 +156,7 @@ def test_paddleclas_config_with_overrides(tmp_path):
     assert result["model"] == "shunted_t" and result["batch_size"] == 10 and result["workers"] == 2
     assert (result["preprocessing"]["img_size"], result["preprocessing"]["resize_short"]) == (64, 73)
     direct = evaluate_checkpoint(
-        "shunted_t", CKPT, SUBSET, img_size=64, resize_short=73, limit=20, progress=False
+        EvalConfig("shunted_t", CKPT, SUBSET, img_size=64, resize_short=73, limit=20, progress=False)
     )
     assert result["top1"] == direct["top1"]
 
@@ -190,7 +194,11 @@ def test_backend_seam_takes_any_predict_batch(tmp_path):
     transform = EvalTransform.from_config(get_pretrained_cfg("shunted_t"), img_size=64, resize_short=73)
     dataset = ImageDataset(list_samples(SUBSET, num_classes=10), transform, on_error="mark")
     r = run_evaluation(
-        always_class_3, dataset, 10, {"model": "any runtime"}, batch_size=100, progress=False, workers=0
+        always_class_3,
+        dataset,
+        10,
+        {"model": "any runtime"},
+        EvalRun(batch_size=100, progress=False, workers=0),
     )
     assert r["n"] == 1000 and r["top1"]["correct"] == 100  # the 100 cats
     assert seen[0] == (100, 3, 64, 64)

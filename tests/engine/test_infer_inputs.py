@@ -22,7 +22,7 @@ from shunted.data.inputs import iter_inputs, iter_list
 from shunted.data.seg_datasets import SegDataset, list_seg_samples
 from shunted.data.seg_transforms import SegEvalTransform
 from shunted.data.transforms import EvalTransform, load_rgb
-from shunted.engine.evaluate import evaluate
+from shunted.engine.evaluate import EvalRun, evaluate
 from shunted.engine.predict import predict_batches
 from shunted.engine.seg.evaluate import evaluate_segmentation
 from shunted.engine.seg.outputs import MANIFEST, PARTIAL
@@ -83,9 +83,11 @@ def transform():
 
 def test_an_image_named_fifo_is_never_opened(tmp_path):
     """#1: load_rgb opened ``b.jpg`` (a FIFO) and waited for a writer for good."""
-    with pytest.raises(DataError, match=r"b\.jpg: cannot read image \(not a regular file: a FIFO\)"):
+    with pytest.raises(
+        DataError, match=r"b\.jpg: cannot read image \(is a named pipe \(FIFO\), not a regular file\)"
+    ):
         finishes(lambda: load_rgb(fifo(tmp_path / "b.jpg")))
-    with pytest.raises(DataError, match="not a regular file: a folder"):
+    with pytest.raises(DataError, match="is a folder"):
         load_rgb(tmp_path)
 
 
@@ -116,9 +118,16 @@ def test_eval_stops_or_skips_a_fifo(tmp_path, transform, skip_bad):
     dataset = ImageDataset(
         list_samples(tmp_path, num_classes=10, class_names=["cat", "dog"]), transform, "mark"
     )
-    run = lambda: evaluate(dataset, logits10, 10, batch_size=2, workers=0, skip_bad=skip_bad, progress=False)  # noqa: E731
+
+    def run():
+        return evaluate(
+            dataset, logits10, 10, EvalRun(batch_size=2, workers=0, skip_bad=skip_bad, progress=False)
+        )
+
     if not skip_bad:
-        with pytest.raises(DataError, match=r"dog/b\.jpg: cannot read image \(not a regular file"):
+        with pytest.raises(
+            DataError, match=r"dog/b\.jpg: cannot read image \(is a named pipe \(FIFO\), not a regular file"
+        ):
             finishes(run)
         return
     out = finishes(run)
@@ -137,13 +146,17 @@ def test_seg_eval_stops_on_a_fifo_image_or_label(tmp_path):
     os.unlink(tmp_path / "labels" / "a.png")
     fifo(tmp_path / "labels" / "a.png")
     dataset = SegDataset(list_seg_samples(tmp_path), SegEvalTransform())
-    with pytest.raises(DataError, match=r"a\.png: cannot read label \(not a regular file"):
+    with pytest.raises(
+        DataError, match=r"a\.png: cannot read label \(is a named pipe \(FIFO\), not a regular file"
+    ):
         finishes(lambda: dataset[0])
-    with pytest.raises(DataError, match=r"b\.jpg: cannot read image \(not a regular file"):
+    with pytest.raises(
+        DataError, match=r"b\.jpg: cannot read image \(is a named pipe \(FIFO\), not a regular file"
+    ):
         finishes(lambda: dataset[1])
     # the loop reports the first one in one line (it would hang here before the fix, so checked above first)
     with pytest.raises(DataError, match=r"a\.png: cannot read label"):
-        evaluate_segmentation(fake_opened().predictor, dataset, K, 255, workers=0, progress=False)
+        evaluate_segmentation(fake_opened().predictor, dataset, K, workers=0, progress=False)
 
 
 def test_predict_list_with_a_bom(tmp_path):
@@ -258,3 +271,17 @@ def test_predict_on_a_folder_that_grows_between_the_ranks_walks(tmp_path, capsys
     ):
         run_predict(cfg, SequentialWorld(0, mailbox), show=lambda text: None)
     assert not index_path(out).exists()
+
+
+def test_seg_eval_with_worker_processes_names_an_unreadable_image(tmp_path):
+    """The loader's placeholder for an unreadable sample was an empty array, which Paddle's worker processes cannot
+    pass: seg-eval --workers 2 on a corrupt image ended in a SystemError traceback ("Blocking queue is killed")."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for name in ("a", "b"):
+        photo(tmp_path / "images" / f"{name}.jpg", 0)
+        Image.fromarray(np.zeros((30, 40), np.uint8), "L").save(tmp_path / "labels" / f"{name}.png")
+    (tmp_path / "images" / "b.jpg").write_bytes(b"not an image")
+    dataset = SegDataset(list_seg_samples(tmp_path), SegEvalTransform())
+    with pytest.raises(DataError, match=r"b\.jpg: cannot read image \(cannot identify image file"):
+        evaluate_segmentation(fake_opened().predictor, dataset, K, workers=2, progress=False)

@@ -11,7 +11,7 @@ from PIL import Image
 from shunted.data.seg_datasets import SegDataset, list_seg_samples
 from shunted.data.seg_transforms import SegEvalTransform
 from shunted.engine.infer import Part, Source, run_inference
-from shunted.engine.seg.evaluate import evaluate_segmentation
+from shunted.engine.seg.evaluate import SegInference, evaluate_segmentation
 from shunted.engine.world import World, shard_bounds
 
 K = 4
@@ -55,16 +55,16 @@ def dataset(tmp_path_factory) -> SegDataset:
 
 @pytest.mark.parametrize("size", [2, 3, 8])
 def test_sharded_segmentation_gives_the_one_process_confusion_matrix(dataset, size):
-    one = evaluate_segmentation(colour_model, dataset, K, 255, batch_size=2, progress=False)
+    one = evaluate_segmentation(colour_model, dataset, K, SegInference(batch_size=2), progress=False)
     mailbox: dict = {}
     shares = {}
     for rank in reversed(range(size)):
         world = SimulatedWorld(rank, size, mailbox)
         shares[rank] = world.shard(len(dataset))
         got = evaluate_segmentation(
-            colour_model, dataset, K, 255, batch_size=2, progress=False, world=world, everyone=False
+            colour_model, dataset, K, SegInference(batch_size=2), progress=False, world=world
         )
-        assert (got is None) == (rank > 0)
+        assert got is None if rank > 0 else got is mailbox["broadcast"]  # rank 0 broadcasts it to the others
     assert [len(shares[r]) for r in range(size)] == np.diff(shard_bounds(7, size)).tolist()
     assert [mailbox[r].state["images"] for r in range(size)] == [len(shares[r]) for r in range(size)]
     assert got["confusion"] == one["confusion"] and got["images"] == one["images"] == 7
@@ -75,9 +75,9 @@ def test_sharded_segmentation_gives_the_one_process_confusion_matrix(dataset, si
 
 def test_every_rank_gets_the_result_when_asked(dataset):
     mailbox: dict = {}
-    evaluate_segmentation(colour_model, dataset, K, 255, progress=False, world=SimulatedWorld(1, 2, mailbox))
+    evaluate_segmentation(colour_model, dataset, K, progress=False, world=SimulatedWorld(1, 2, mailbox))
     main = evaluate_segmentation(
-        colour_model, dataset, K, 255, progress=False, world=SimulatedWorld(0, 2, mailbox)
+        colour_model, dataset, K, progress=False, world=SimulatedWorld(0, 2, mailbox)
     )
     assert mailbox["broadcast"] is main and main["images"] == 7  # what World.broadcast hands to rank 1
 

@@ -10,7 +10,7 @@ import pytest
 
 from shunted.cli import main
 from shunted.data.classnames import imagenet_class_names
-from shunted.engine.evaluate import evaluate_checkpoint
+from shunted.engine.evaluate import EvalConfig, evaluate_checkpoint
 from shunted.engine.predict import expand_inputs, softmax
 from shunted.errors import DataError
 
@@ -52,10 +52,10 @@ def test_predict_matches_evaluation_logits_with_names(tmp_path, names_file, caps
     # the same images through `shunted eval` (a label file of the two) give the same logits
     lst = tmp_path / "two.txt"
     lst.write_text("cat/0000.jpg 3\nship/0001.jpg 8\n")
-    evaluate_checkpoint(
+    evaluate_checkpoint(EvalConfig(
         "shunted_t", CKPT, SUBSET, labels=lst, img_size=64, resize_short=73, workers=0,
         save_logits_to=tmp_path / "l.npy", progress=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     logits = np.load(tmp_path / "l.npy")
     probs = softmax(logits)
     for pred, row, prow in zip(preds, logits, probs, strict=True):

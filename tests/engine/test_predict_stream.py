@@ -206,7 +206,7 @@ def test_sigkill_then_resume_gives_every_image_exactly_once(tmp_path, cifar):
 RSS_CHILD = r"""
 import os, re, sys
 from shunted.data.transforms import EvalTransform
-from shunted.engine.predict import JsonlWriter, iter_inputs, stream_predictions
+from shunted.engine.predict import FORMAT, JsonlWriter, Streaming, iter_inputs, stream_predictions
 
 lst, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 
@@ -217,9 +217,9 @@ def predict_batch(batch):  # a cheap stand-in for the model: 10 "logits" from th
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")
 summary = stream_predictions(
-    iter_inputs(lists=[lst]), EvalTransform(img_size=32, resize_short=32), predict_batch, topk=5,
-    class_names=[f"class{i}" for i in range(10)], batch_size=128, workers=0,
-    writer=JsonlWriter(out, {"format": "rss-test"}, resume=resume), progress=False,
+    iter_inputs(lists=[lst]), EvalTransform(img_size=32, resize_short=32), predict_batch,
+    Streaming(topk=5, class_names=[f"class{i}" for i in range(10)], batch_size=128, workers=0, progress=False),
+    writer=JsonlWriter(out, {"format": FORMAT}, resume=resume),  # ours: a resume checks the meta's format
 )
 peak_kb = int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1))
 print(summary.images, summary.resumed, peak_kb)

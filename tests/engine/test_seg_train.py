@@ -149,7 +149,7 @@ def test_loss_goes_down_on_a_fixed_batch(camvid, tmp_path):
         "DataLoader.Train.transform.base_size=[64,48]",
         "DataLoader.Train.transform.scale_range=[1.0,1.0]",
     ]
-    fixed += ["DataLoader.Train.transform.flip_prob=0", "DataLoader.Train.transform.photometric=false"]
+    fixed += ["DataLoader.Train.transform.hflip=0", "DataLoader.Train.transform.photometric=false"]
     fixed += ["DataLoader.Train.transform.cat_max_ratio=1.0", "Arch.drop_path_rate=0.0"]
     argv = seg_argv(camvid, train, tmp_path / "run", "--epochs", "2", "--lr", "1e-3", *TINY)
     assert main(argv + [x for o in fixed for x in ("-o", o)]) == 0
@@ -197,9 +197,24 @@ def test_bad_flags_and_config_keys_are_one_line_errors(camvid, tmp_path, capsys)
     msg = _error(capsys, [*base, "-o", "Arch.class_names=[a,b]"])
     assert "2 names for 11 classes" in msg
     bad = tmp_path / "bad.yaml"
-    bad.write_text("Arch:\n  num_class: 11\n")
+    bad.write_text("Arch:\n  clas_num: 11\n")
     msg = _error(capsys, [*base, "-c", str(bad)])
-    assert str(bad) in msg and "unknown key Arch.num_class (did you mean Arch.num_classes?)" in msg
+    assert str(bad) in msg and "unknown key Arch.clas_num (did you mean Arch.class_num?)" in msg
+    # seg-train's keys before the one schema (PaddleClas's convention, as shunted train): one line naming the new key
+    for old, new in (
+        ("Arch.num_classes: 11", "Arch.class_num"),
+        ("Optimizer.learning_rate: 0.001", "Optimizer.lr.learning_rate"),
+        ("DataLoader.Train.dataset.data_root: x", "DataLoader.Train.dataset.image_root"),
+    ):
+        key, _, value = old.partition(": ")
+        *sections, leaf = key.split(".")
+        bad.write_text(
+            "".join(f"{'  ' * i}{s}:\n" for i, s in enumerate(sections))
+            + f"{'  ' * len(sections)}{leaf}: {value}\n"
+        )
+        assert f"{key}: this key moved to {new}" in _error(capsys, [*base, "-c", str(bad)])
+    msg = _error(capsys, [*base, "-o", "Loss.label_smoothing=0.1"])
+    assert "Loss.label_smoothing: a classification key; segmentation training does not read it" in msg
     bad.write_text("DataLoader:\n  Train:\n    transform:\n      crop_size: [64]\n")
     assert "DataLoader.Train.transform.crop_size: expected two integers" in _error(
         capsys, [*base, "-c", str(bad)]
@@ -212,16 +227,13 @@ def test_bad_flags_and_config_keys_are_one_line_errors(camvid, tmp_path, capsys)
 def test_shipped_camvid_config_is_generated_and_resolves(repo_root, camvid, tmp_path):
     import argparse
 
-    from shunted.engine.seg.config import (
-        camvid_defaults,
-        load_seg_config,
-        render_camvid_yaml,
-        resolve_seg_config,
-    )
+    from shunted.commands.seg_train import resolve_config as resolve_seg_config
+    from shunted.config import load_config
+    from shunted.engine.seg.config import camvid_defaults, render_camvid_yaml
 
     path = repo_root / "configs" / "shunted_t_fpn_camvid.yaml"
     assert path.read_text() == render_camvid_yaml("shunted_t_fpn")
-    assert load_seg_config(path) == camvid_defaults("shunted_t_fpn")
+    assert load_config(path) == camvid_defaults("shunted_t_fpn")
     args = argparse.Namespace(
         config=str(path),
         override=["Global.seed=3"],
@@ -230,16 +242,16 @@ def test_shipped_camvid_config_is_generated_and_resolves(repo_root, camvid, tmp_
         crop_size=96,
     )
     cfg = resolve_seg_config(args)
-    assert cfg["Arch"]["num_classes"] == 11 and cfg["Arch"]["ignore_index"] == 11
+    assert cfg["Arch"]["class_num"] == 11 and cfg["Arch"]["ignore_index"] == 11
     assert cfg["DataLoader"]["Train"]["transform"]["crop_size"] == [96, 96]  # the flag wins
     assert cfg["Global"]["seed"] == 3
-    assert cfg["Optimizer"]["learning_rate"] == 1e-4 and cfg["Optimizer"]["weight_decay"] == 1e-4
+    assert cfg["Optimizer"]["lr"]["learning_rate"] == 1e-4 and cfg["Optimizer"]["weight_decay"] == 1e-4
     assert cfg["Optimizer"]["lr"]["power"] == 1.0
 
 
 @pytest.mark.slow  # integration (full runs): the marked stage, make test-slow
 def test_resume_after_interrupt_equals_uninterrupted_run(camvid, tmp_path, monkeypatch):
-    from shunted.engine.seg import train as seg_engine
+    from shunted.engine.train import loop as train_loop
     from shunted.engine.train.state import load_checkpoint
 
     train = subset(camvid, "train.txt", 4, tmp_path / "train.txt")
@@ -248,17 +260,17 @@ def test_resume_after_interrupt_equals_uninterrupted_run(camvid, tmp_path, monke
     full, stopped = tmp_path / "full", tmp_path / "stopped"
     assert main(seg_argv(camvid, train, full, *extra)) == 0
 
-    original = seg_engine.SegTrainer.train_epoch
+    original = train_loop.Trainer.train_epoch
 
     def interrupt_second_epoch(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt
         return original(self, epoch)
 
-    monkeypatch.setattr(seg_engine.SegTrainer, "train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(train_loop.Trainer, "train_epoch", interrupt_second_epoch)
     assert main(seg_argv(camvid, train, stopped, *extra)) == 130
     assert load_checkpoint(stopped / "last.pdckpt")["epoch"] == 1
-    monkeypatch.setattr(seg_engine.SegTrainer, "train_epoch", original)
+    monkeypatch.setattr(train_loop.Trainer, "train_epoch", original)
     assert main(seg_argv(camvid, train, stopped, *extra, "--resume")) == 0
 
     a, b = _pdparams(full / "last.pdparams"), _pdparams(stopped / "last.pdparams")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from shunted.cli import build_parser
+from shunted.commands.train import resolve_config
 from shunted.config import ConfigError, eval_settings, load_config
-from shunted.engine.train.config import default_train_config, resolve_config
+from shunted.engine.train.config import default_train_config
 from shunted.models.registry import VARIANTS
 
 
@@ -143,11 +144,11 @@ def test_schema_sections_are_the_parameters_the_trainer_passes_them_to():
     """DataLoader.Train.transform / mixup are splatted into TrainTransform / Mixup: same names, no more, no less."""
     import dataclasses
 
-    from shunted.config_schema import SCHEMA
+    from shunted.config_schema import CLS, defaults
     from shunted.data.mixup import Mixup
     from shunted.data.train_transforms import TrainTransform
 
-    train = SCHEMA["DataLoader"]["Train"]
+    train = defaults(CLS)["DataLoader"]["Train"]  # the keys classification reads
     fields = {f.name for f in dataclasses.fields(TrainTransform)} - {"mean", "std"}  # mean/std: the model's
     assert set(train["transform"]) == fields
     assert set(train["mixup"]) == {f.name for f in dataclasses.fields(Mixup)} - {

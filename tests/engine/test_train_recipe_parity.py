@@ -32,6 +32,7 @@ torch = pytest.importorskip("torch")
 import paddle  # noqa: E402
 
 from shunted.convert.mapping import torch_to_paddle  # noqa: E402
+from shunted.engine.train import classification as train_task  # noqa: E402
 from shunted.engine.train import loop as train_engine  # noqa: E402
 from shunted.engine.train import optim as train_optim  # noqa: E402
 
@@ -121,7 +122,7 @@ def train_argv(s: Setup, data: Path, labels: Path, weights: Path, out: Path) -> 
 def port_config(s: Setup, data: Path, labels: Path, weights: Path, out: Path) -> dict:
     """The configuration ``shunted train`` resolves from :func:`train_argv` (its own parser and resolver)."""
     from shunted.cli import build_parser
-    from shunted.engine.train.config import resolve_config
+    from shunted.commands.train import resolve_config
 
     return resolve_config(build_parser().parse_args(train_argv(s, data, labels, weights, out)))
 
@@ -140,11 +141,12 @@ def spy_on_train_step():
     steps: list = []
     original = train_engine.Trainer.train_step
 
-    def spy(self, x, y, rng):
+    def spy(self, batch, rng):
+        x, y = batch[0], batch[1]
         steps.append(
             (self._spy_epoch, x.numpy().copy(), y.numpy().copy(), copy.deepcopy(rng.bit_generator.state))
         )
-        return original(self, x, y, rng)
+        return original(self, batch, rng)
 
     original_epoch = train_engine.Trainer.train_epoch
 
@@ -164,7 +166,7 @@ def spy_on_train_step():
 def run_port(cfg: dict) -> PortRun:
     """``Trainer.train_epoch`` for every epoch (the command minus validation and file writing)."""
     with spy_on_train_step() as steps:
-        trainer = train_engine.Trainer(cfg)
+        trainer = train_engine.Trainer(cfg, train_task.ClassificationTask)
         rows = [trainer.train_epoch(epoch) for epoch in range(trainer.epochs)]
     ema = {k: v.numpy() for k, v in trainer.ema.state.items()} if trainer.ema else None
     return PortRun(steps, rows, trainer.model, ema)
@@ -392,7 +394,7 @@ def test_parity_check_catches_recipe_mutations(
     if name is None:
         edit = lambda cfg: cfg["Loss"].update(label_smoothing=0.0)  # noqa: E731 -- the port only
     else:
-        monkeypatch.setattr(train_engine if name == "schedule_t" else train_optim, name, fake)
+        monkeypatch.setattr(train_task if name == "schedule_t" else train_optim, name, fake)
     reference = (finetune_parity.ref_model, finetune_parity.ref_out)
     p = parity(Setup(), tmp_path, cifar_train, demo_weights, reference=reference, edit_cfg=edit)
     with pytest.raises(AssertionError):

@@ -1,6 +1,6 @@
 """The segmentation model (shunted/models/fpn.py): parity with its PyTorch transcription, weights, errors.
 
-The transcription (shunted/runtime/torch_seg_reference.py) is the independent yardstick: backbone from
+The transcription (tests/reference/torch_seg_reference.py) is the independent yardstick: backbone from
 torch_reference.py, neck/head written from the Semantic FPN description, every weight — GroupNorm affine included —
 drawn at random. Mutated Paddle heads (align_corners=True, nearest instead of bilinear and the converse) must miss
 it by far more than the tolerance, so the comparison can tell those details apart.
@@ -46,7 +46,7 @@ def _maps(height: int = 64, width: int = 96) -> list[np.ndarray]:
 def pair():
     """A randomised torch transcription and the Paddle model that received its weights (eval mode)."""
     pytest.importorskip("torch")
-    from shunted.runtime import torch_seg_reference as ref
+    from reference import torch_seg_reference as ref
 
     torch_model = ref.randomize_(ref.build("shunted_t_fpn", NUM_CLASSES), seed=15)
     model = shunted.create_model("shunted_t_fpn", num_classes=NUM_CLASSES)

@@ -1,6 +1,6 @@
 """Semantic segmentation evaluation: mIoU, per-class IoU and accuracy, pixel accuracy, the confusion matrix.
 
-``evaluate_segmentation(predict_fn, dataset, num_classes, ignore_index)`` is backend-agnostic: ``predict_fn`` maps a
+``evaluate_segmentation(predict_fn, dataset, num_classes, inference)`` is backend-agnostic: ``predict_fn`` maps a
 float32 N×3×H×W batch to logits N×K×H×W (the dygraph model, or a runtime of shunted/runtime/). Every image is
 evaluated at full resolution, as mmseg and PaddleSeg do: the whole image at once (``mode="whole"``), or a sliding
 window of ``crop_size`` moved by ``stride`` whose overlapping logits are averaged (``mode="slide"``, mmseg's
@@ -19,6 +19,7 @@ writes the JSON and, with ``save_masks``, one index PNG per image at the label's
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ from ...data.loader_guard import failure_of
 from ...errors import DataError, ShuntedError
 from ...fileio import check_output_file, check_outputs, write_json_atomic
 from ..infer import numpy
+from . import memory
+from .config import check_ignore_index
 
 SegPredict = Callable[[np.ndarray], np.ndarray]
-MODES = ("whole", "slide")
+MODES = ("auto", "whole", "slide")
 MASK_SUFFIX = ".png"
 
 
@@ -170,9 +173,18 @@ def predicted_labels(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- evaluation
 
 
+UNREADABLE = -1  # the second field of a sample the loader could not produce: no label or image is negative
+
+
 def _unreadable(index: int) -> tuple:
-    """A sample the loader could not produce: an empty image (a real one never is) and its index."""
-    return np.zeros((3, 0, 0), np.float32), np.zeros((0, 0), np.int64), np.int64(index)
+    """A sample the loader could not produce: a 1×1 image and a 1×1 int64 ``UNREADABLE`` second field (a label is
+    never negative, an RGB image is uint8), with its index. Not empty: Paddle's worker processes cannot pass
+    empty arrays (the old empty placeholder crashed seg-eval --workers 2 with a traceback)."""
+    return np.zeros((3, 1, 1), np.float32), np.full((1, 1), UNREADABLE, np.int64), np.int64(index)
+
+
+def _marked(extra) -> bool:
+    return extra.dtype == np.int64 and extra.shape == (1, 1) and int(extra[0, 0]) == UNREADABLE
 
 
 def _single(batch):
@@ -182,13 +194,17 @@ def _single(batch):
 @dataclass
 class SegInference:
     """How an image goes through the model: whole, or by sliding window (``crop_size``, ``stride``), with
-    ``batch_size`` images of one size (whole) or windows (slide) per model call. ``mode_for`` is the one place
-    the mode of an image is chosen."""
+    ``batch_size`` images of one size (whole) or windows (slide) per model call. ``plan_for`` is the one place
+    the mode of an image is chosen: ``auto`` (the default) runs the whole image when the estimate of its peak
+    memory (shunted/engine/seg/memory.py, for ``model``) fits ``max_memory`` (default: a share of the memory
+    available), else slides, and says so in one line; ``whole`` above the budget is refused before it runs."""
 
-    mode: str = "whole"
+    mode: str = "auto"
     crop_size: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None
     batch_size: int = 1
+    model: str | None = None
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         """The flags' rules, as one-line errors naming them."""
@@ -196,35 +212,72 @@ class SegInference:
             raise ShuntedError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.mode == "slide" and self.crop_size is None:
             raise ShuntedError("--mode slide needs --crop-size")
-        if self.mode != "slide" and (self.crop_size is not None or self.stride is not None):
-            raise ShuntedError("--crop-size and --stride are for --mode slide")
+        if self.mode == "whole" and (self.crop_size is not None or self.stride is not None):
+            raise ShuntedError("--crop-size and --stride are for --mode slide (or auto)")
+        if self.stride is not None and self.crop_size is None:
+            raise ShuntedError("--stride needs --crop-size")
         if self.stride is not None and (
             self.stride[0] > self.crop_size[0] or self.stride[1] > self.crop_size[1]
         ):
             raise ShuntedError(
                 f"--stride {self.stride[0]}x{self.stride[1]}: larger than --crop-size, the windows would leave gaps"
             )
-        if self.mode == "slide" and self.stride is None:
+        if self.crop_size is not None and self.stride is None:
             self.stride = default_stride(self.crop_size)
+        if self.max_memory is None and self.mode != "slide":
+            self.max_memory = memory.default_budget()
+        self._plans: dict[tuple[int, ...], memory.Plan] = {}
+
+    def plan_for(self, shape: tuple[int, ...], num_classes: int = 19) -> memory.Plan:
+        """The plan (mode, window) for a network input of ``shape`` (…×H×W, N images when 4-D)."""
+        key = tuple(shape)
+        if key not in self._plans:
+            h, w = shape[-2:]
+            n = shape[0] if len(shape) == 4 else 1
+            if self.mode == "slide":
+                self._plans[key] = memory.Plan("slide", self.crop_size, self.stride, 0, 0, 0)
+            else:
+                self._plans[key] = memory.plan(
+                    self.model or "",
+                    h,
+                    w,
+                    self.max_memory,
+                    self.mode,
+                    self.crop_size,
+                    self.stride,
+                    n,
+                    num_classes,
+                )
+        return self._plans[key]
 
     def mode_for(self, shape: tuple[int, ...]) -> str:
         """The mode for a network input of ``shape`` (…×H×W)."""
-        return self.mode
+        return self.plan_for(shape).mode
 
     def logits(self, run: SegPredict, images: np.ndarray, num_classes: int, where) -> np.ndarray:
         """N×K×H×W logits of ``images`` (one size); out of memory is one line naming ``where``."""
-        mode = self.mode_for(images.shape)
+        fresh = tuple(images.shape) not in self._plans
+        plan = self.plan_for(images.shape, num_classes)
+        if self.mode == "whole" and self.model is not None and plan.whole_bytes > plan.budget:
+            raise ShuntedError(
+                f"{where}: the whole-image pass at {images.shape[-1]}×{images.shape[-2]} would need about "
+                f"{memory.gb(plan.whole_bytes)}, more than the {memory.gb(plan.budget)} budget (--max-memory): "
+                "use --mode auto (a sliding window) or a smaller --scale"
+            )
+        if fresh and self.mode == "auto" and plan.mode == "slide":
+            print(plan.note(str(where), images.shape[-2:]), file=sys.stderr, flush=True)
         try:
-            return batch_logits(run, images, num_classes, mode, self.crop_size, self.stride, self.batch_size)
+            return batch_logits(run, images, num_classes, plan.mode, plan.crop, plan.stride, self.batch_size)
         except MemoryError:
-            raise out_of_memory(where, images.shape, mode) from None
+            raise out_of_memory(where, images.shape, plan.mode) from None
 
     def describe(self) -> dict:
-        slide = self.mode == "slide"
+        slide = self.mode == "slide" or (self.mode == "auto" and self.crop_size is not None)
         return {
             "mode": self.mode,
             "crop_size": list(self.crop_size) if slide else None,
             "stride": list(self.stride) if slide and self.stride else None,
+            "max_memory": self.max_memory,
         }
 
 
@@ -242,8 +295,8 @@ class SegAccumulator:
     def add(self, item, run) -> int:
         image, extra, index = item
         i = int(numpy(index))
-        image = numpy(image)
-        if image.size == 0:  # marked by MarkFailures (_unreadable): its error, in one line
+        image, extra = numpy(image), numpy(extra)
+        if _marked(extra):  # marked by MarkFailures (_unreadable): its error, in one line
             raise failure_of(self.image_path(i), partial(self.read, i))
         image = np.asarray(image, np.float32)
         done = 0
@@ -303,25 +356,21 @@ def evaluate_segmentation(
     predict_fn: SegPredict,
     dataset,
     num_classes: int,
-    ignore_index: int,
-    batch_size: int = 1,
+    inference: SegInference | None = None,
     workers: int = 0,
-    mode: str = "whole",
-    crop_size: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
     on_mask: Callable[[int, np.ndarray], None] | None = None,
     progress: bool = True,
     world=None,
-    everyone: bool = True,
-) -> dict | None:
+) -> dict:
     """Evaluate ``predict_fn`` on ``dataset`` (a SegDataset, shunted/data/seg_datasets.py: ``[i] -> (image
-    float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``); see the module docstring.
+    float32 3×H'×W', label int64 H×W, i)``, ``.samples.images``; its ``ignore_index`` pixels are not counted);
+    see the module docstring.
 
-    batch_size: images per model call in ``whole`` mode (consecutive images of one size), windows per call in
-    ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W uint8 mask at its label's size.
-    world: shunted/engine/world.py ``World``; each process evaluates its contiguous share of the images
-    (``World.shard``), rank 0 gathers and sums the confusion matrices; ``everyone``: every rank returns the
-    result (training's validation), else only rank 0 (the others None).
+    inference: whole or slide, and ``batch_size`` images per model call in ``whole`` mode (consecutive images of
+    one size), windows per call in ``slide`` mode. on_mask(i, mask): called with each image's predicted H×W
+    uint8 mask at its label's size. world: shunted/engine/world.py ``World``; each process evaluates its
+    contiguous share of the images (``World.shard``), rank 0 gathers and sums the confusion matrices, every rank
+    returns the result.
 
     Returns shunted/engine/seg/metrics.py's ``seg_scores`` of the split's confusion matrix plus ``confusion``
     (K×K pixel counts, rows = label), ``images``, ``pixels`` (counted pixels) and timings.
@@ -330,10 +379,10 @@ def evaluate_segmentation(
     from ..world import World
     from .metrics import seg_scores
 
-    inference = SegInference(mode, crop_size, stride, batch_size)
+    inference = inference or SegInference()
     world = world or World()
     indices = world.shard(len(dataset))
-    acc = ConfusionAccumulator(dataset, inference, num_classes, ignore_index, on_mask)
+    acc = ConfusionAccumulator(dataset, inference, num_classes, dataset.ignore_index, on_mask)
     source = Source(dataset, _unreadable, _single, indices, batch_size=1, workers=workers)
     start = time.perf_counter()
     parts = gather_parts(run_inference(source, acc, predict_fn, progress), world)
@@ -356,9 +405,7 @@ def evaluate_segmentation(
         )
         if world.size > 1:
             result["timing"]["per_rank"] = per_rank(parts, images=lambda s: s["images"])
-    if everyone and world.size > 1:
-        result = world.broadcast(result)
-    return result
+    return world.broadcast(result) if world.size > 1 else result
 
 
 # ------------------------------------------------------------------------------------------ the checkpoint
@@ -444,8 +491,6 @@ def _check_seg_eval_outputs(cfg: SegEvalConfig):
     )
     if cfg.output is not None:
         check_output_file(cfg.output)
-    if cfg.ignore_index < 0:
-        raise ShuntedError(f"--ignore-index {cfg.ignore_index}: must be 0 or more")
     if cfg.save_masks is None:
         return None
     if cfg.output is not None and _inside(cfg.output, cfg.save_masks):
@@ -505,7 +550,6 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     """
     from ...data.seg_datasets import SegDataset
     from ...data.seg_transforms import SegEvalTransform
-    from ..evaluate import versions
     from ..world import World
     from .palette import read_class_names
 
@@ -517,10 +561,12 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     names_list = read_class_names(cfg.class_names, num_classes) if cfg.class_names is not None else None
     if masks is not None and num_classes > 256:
         raise ShuntedError(f"--save-masks: {num_classes} classes do not fit an 8-bit index PNG")
+    check_ignore_index(cfg.ignore_index, num_classes)
     pre = opened.pretrained_cfg
     dataset = SegDataset(
         samples,
         SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale),
+        ignore_index=cfg.ignore_index,
         reduce_zero_label=cfg.reduce_zero_label,
     )
     on_mask = None
@@ -532,47 +578,18 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
         def on_mask(i: int, mask: np.ndarray) -> None:
             masks.write_image(names[i], Image.fromarray(mask, "L"))
 
-    inf = cfg.inference
+    progress = cfg.progress and world.main
     try:
         scores = evaluate_segmentation(
-            opened.predictor, dataset, num_classes, cfg.ignore_index, batch_size=inf.batch_size,
-            workers=cfg.workers, mode=inf.mode, crop_size=inf.crop_size, stride=inf.stride, on_mask=on_mask,
-            progress=cfg.progress and world.main, world=world, everyone=False,
-        )  # fmt: skip
+            opened.predictor, dataset, num_classes, cfg.inference, cfg.workers, on_mask, progress, world
+        )
     except BaseException:  # a bad label, a full disk, Ctrl-C: no partial --save-masks output
         if masks is not None:
             masks.abort()
         raise
-    if scores is None:  # a rank other than 0
+    if not world.main:  # rank 0 writes the result
         return None
-    result = {
-        "model": opened.model_name,
-        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
-        "backend": opened.backend,
-        "num_classes": num_classes,
-        "class_names": names_list,
-        "ignore_index": cfg.ignore_index,
-        "reduce_zero_label": cfg.reduce_zero_label,
-        "data": {
-            "root": str(samples.root),
-            "list": str(cfg.list_file) if cfg.list_file is not None else None,
-            "samples": len(samples),
-            "limit": cfg.limit,
-        },
-        "evaluation": {
-            **inf.describe(),
-            "scale": cfg.scale,
-            "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-            "batch_size": inf.batch_size,
-            "workers": cfg.workers,
-        },
-        "world_size": world.size,
-        **_rounded(scores),
-        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
-        "versions": versions(),
-    }
+    result = _seg_eval_result(cfg, opened, samples, names_list, scores, world.size)
     if masks is not None:
         masks.finish(
             {
@@ -587,6 +604,40 @@ def evaluate_seg_checkpoint(cfg: SegEvalConfig, opened=None, world=None) -> dict
     if cfg.output is not None:
         write_json_atomic(cfg.output, result)
     return result
+
+
+def _seg_eval_result(cfg: SegEvalConfig, opened, samples, names_list, scores: dict, world_size: int) -> dict:
+    """The JSON of ``shunted seg-eval``: what was run on what, then the scores (``_rounded``)."""
+    from ..evaluate import versions
+
+    return {
+        "model": opened.model_name,
+        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
+        "backend": opened.backend,
+        "num_classes": opened.num_classes,
+        "class_names": names_list,
+        "ignore_index": cfg.ignore_index,
+        "reduce_zero_label": cfg.reduce_zero_label,
+        "data": {
+            "root": str(samples.root),
+            "list": str(cfg.list_file) if cfg.list_file is not None else None,
+            "samples": len(samples),
+            "limit": cfg.limit,
+        },
+        "evaluation": {
+            **cfg.inference.describe(),
+            "scale": cfg.scale,
+            "metrics_at": "the label's size (logits resized back bilinearly when --scale is given)",
+            "mean": list(opened.pretrained_cfg.mean),
+            "std": list(opened.pretrained_cfg.std),
+            "batch_size": cfg.inference.batch_size,
+            "workers": cfg.workers,
+        },
+        "world_size": world_size,
+        **_rounded(scores),
+        "masks": str(cfg.save_masks) if cfg.save_masks is not None else None,
+        "versions": versions(),
+    }
 
 
 def _rounded(scores: dict) -> dict:

@@ -27,7 +27,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ShuntedError
-from ...fileio import OutputError, atomic_path, check_output_dir, sha256_file, write_json_atomic
+from ...fileio import (
+    InputError,
+    OutputError,
+    atomic_path,
+    check_output_dir,
+    read_input_text,
+    sha256_file,
+    write_json_atomic,
+)
 
 MANIFEST = "seg_outputs.json"
 PARTIAL = ".shunted-partial"
@@ -40,8 +48,8 @@ def _previous(folder: Path) -> dict | None:
     if not path.is_file() or path.is_symlink():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        record = json.loads(read_input_text(path, "record"))
+    except (OSError, InputError, UnicodeDecodeError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("written_by") not in WRITERS:
         return None

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ...errors import ShuntedError
+from ...fileio import read_input_text
 
 MAX_CLASSES = 256  # index masks are 8-bit PNGs
 
@@ -87,8 +88,8 @@ def default_class_names(palette: str, num_classes: int) -> list[str]:
 def read_class_names(path: str | os.PathLike, num_classes: int) -> list[str]:
     """One name per line in class-index order (trailing blank lines ignored); the count must be ``num_classes``."""
     try:
-        with open(path, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of a name
-            text = fh.read()
+        # a BOM (Windows editors) is not part of a name
+        text = read_input_text(path, "names", "--class-names", encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ShuntedError(f"--class-names {path}: not a UTF-8 text file") from None
     lines = [line.strip() for line in text.splitlines()]

@@ -3,29 +3,19 @@
 The recipe and every key are defined once, in shunted/config_schema.py (``train_defaults``); the shipped
 ``configs/shunted_{t,s,b}_train.yaml`` are generated from it (tools/gen_configs.py; a test checks), so a wheel
 without configs/ trains with the same defaults. The per-variant values (drop path, gradient clipping) come from
-the registry. Unknown keys and unimplemented choices in ``-c`` files and ``-o`` overrides are errors.
+the registry. Unknown keys, segmentation keys and unimplemented choices in ``-c`` files and ``-o`` overrides are
+errors. Layering and checks: ``shunted.config.layered_config``, shared with ``shunted seg-train``.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 from typing import Any
 
-from ...config import (
-    ConfigError,
-    apply_flags,
-    apply_overrides,
-    check,
-    eval_settings,
-    get,
-    load_config,
-    merge,
-    parse_override,
-    set_value,
-)
-from ...config_schema import ALL_KEYS, Key, train_defaults
+from ...config import ConfigError, eval_settings, get, layered_config
+from ...config_schema import CLS, train_defaults
 
-# flag → config key
+# command-line flag (argparse attribute) → config key
 FLAGS = {
     "model": "Arch.name",
     "data": "DataLoader.Train.dataset.image_root",
@@ -44,7 +34,9 @@ FLAGS = {
     "amp": "Global.amp",
     "max_steps": "Global.max_steps_per_epoch",
     "resume": "Global.resume",
+    "workers": "DataLoader.Train.loader.num_workers",
 }
+FLAG_OF = {key: "--" + flag.replace("_", "-") for flag, key in FLAGS.items()}
 
 
 def default_train_config(name: str) -> dict:
@@ -52,42 +44,25 @@ def default_train_config(name: str) -> dict:
     return train_defaults(name)
 
 
-def resolve_config(args: argparse.Namespace) -> dict:
-    """Defaults of the variant ← ``-c`` file ← ``-o`` overrides ← command-line flags, checked against the schema."""
-    file_cfg = load_config(args.config) if args.config else {}
-    named = [parse_override(item) for item in args.override or []]
-    name = args.model or dict(named).get("Arch.name") or get(file_cfg, "Arch.name", None)
+def _defaults(name: str | None) -> dict:
     if not name:
         raise ConfigError("--model: which variant to train? (shunted_t, shunted_s or shunted_b)")
     try:
-        cfg = default_train_config(name)
+        return default_train_config(name)
     except ValueError as exc:
         raise ConfigError(f"--model: {exc}") from None
-    cfg = merge(cfg, file_cfg)
-    apply_overrides(cfg, args.override)
-    apply_flags(cfg, args, FLAGS)
-    if args.workers is not None:
-        set_value(cfg, "DataLoader.Train.loader.num_workers", args.workers)
-        set_value(cfg, "DataLoader.Eval.loader.num_workers", args.workers)
-    check_config(cfg)
-    return cfg
 
 
-_NONE = object()
-_FLAG_OF = {key: "--" + flag.replace("_", "-") for flag, key in FLAGS.items()}
-
-
-def check_config(cfg: dict) -> None:
-    try:
-        check(cfg)
-    except ConfigError as exc:
-        key = str(exc).partition(":")[0]
-        raise ConfigError(f"{exc} ({_FLAG_OF[key]})" if key in _FLAG_OF else str(exc)) from None
-    missing = [
-        key for key, spec in ALL_KEYS.items() if isinstance(spec, Key) and get(cfg, key, _NONE) is _NONE
-    ]
-    if missing:
-        raise ConfigError(f"{missing[0]}: missing (a section was replaced by a partial one)")
+def train_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> dict:
+    """Defaults of the variant ← ``-c`` file ← ``-o`` overrides ← ``flags`` (config key → value), checked."""
+    flags = dict(flags or {})
+    if flags.get("DataLoader.Train.loader.num_workers") is not None:  # --workers: both loaders
+        flags["DataLoader.Eval.loader.num_workers"] = flags["DataLoader.Train.loader.num_workers"]
+    cfg = layered_config(CLS, _defaults, path, overrides, flags, FLAG_OF)
     for key in ("DataLoader.Train.dataset.image_root", "Global.output_dir"):
         if not get(cfg, key, None):
             raise ConfigError(f"{key}: required (--data / --output)")
@@ -99,6 +74,7 @@ def check_config(cfg: dict) -> None:
             "(or set -o DataLoader.Train.mixup.prob=0)"
         )
     eval_settings(cfg)  # the evaluation ops, checked before any work
+    return cfg
 
 
 def section(cfg: dict, key: str) -> dict[str, Any]:

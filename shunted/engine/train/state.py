@@ -46,6 +46,7 @@ OUTPUTS = (
     "metrics.png",
     "summary.json",
     "config.yaml",
+    "label_counts.json",  # shunted seg-train: the labels' values, checked before training
 )
 # shunted/fileio.py atomic_path: tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp") — 8 random characters
 # from tempfile's alphabet (lowercase letters, digits, underscore) between them

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import torch_reference
+from shunted.runtime import torch_reference
 
 STRIDES = (4, 8, 16, 32)
 TOTAL_STRIDE = 32
@@ -131,7 +131,7 @@ def _describe(state) -> tuple[str, int, int, int]:
 
 def from_state_dict(state):
     """The torch model holding a Paddle-layout numpy state dict (``ShuntedFPN.state_dict()`` as arrays), strictly."""
-    from ..convert.mapping import paddle_to_torch
+    from shunted.convert.mapping import paddle_to_torch
 
     name, num_classes, channels, fpn_channels = _describe(state)
     model = build(name, num_classes, channels, fpn_channels)
@@ -143,7 +143,7 @@ def from_state_dict(state):
 
 def paddle_state_dict(model) -> dict[str, np.ndarray]:
     """The torch model's weights as numpy arrays in the Paddle layout (``apply_state_dict`` loads them)."""
-    from ..convert.mapping import torch_to_paddle
+    from shunted.convert.mapping import torch_to_paddle
 
     return torch_to_paddle(torch_reference.state_dict_numpy(model))
 
