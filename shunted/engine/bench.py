@@ -27,6 +27,7 @@ import numpy as np
 from ..cpu_memory import memory_kept
 from ..runtime import BENCH_BACKENDS as ALL_BACKENDS
 from ..runtime import DEFAULT_BENCH_BACKENDS, DEFAULT_MARGIN, TORCH_BACKENDS
+from ..runtime.cpu_peak import GEMM_SIZE, cpu_info, gemm_peak
 from ..runtime.dygraph import set_paddle_threads
 from ..runtime.torch_worker import TorchPredictor
 from ..runtime.torch_worker import available as torch_available
@@ -178,8 +179,8 @@ class BenchConfig:
     By default a seeded fresh model times a random input. ``weights`` (a checkpoint, one model only) and ``data``
     (an image folder: a different batch of real images in each round, and the mean time per call instead of
     the median) measure what the data changes: the bf16 backend's fp32 recheck of near-tied rows, whose margin
-    is ``recheck_margin``. ``gemm_peak``: also measure the GEMM peak (``shunted/runtime/cpu_peak.py``) and each
-    backend's share of it.
+    is ``recheck_margin``. ``gemm_peak``: also measure the GEMM peak (``shunted/runtime/cpu_peak.py``) before and
+    after the timings and each backend's share of the higher one (the CPU line is printed either way).
     """
 
     models: Sequence[str] = ("shunted_t",)
@@ -198,20 +199,29 @@ class BenchConfig:
     peaks: dict = field(default_factory=dict)  # filled by run_bench: {"f32": GFLOP/s, "bf16": GFLOP/s}
 
 
-def measure_peaks(threads: int, log: Callable[[str], None] = print) -> dict:
-    """The CPU line and the GEMM fp32 / bf16 peaks on ``threads`` threads (GFLOP/s; {} without OpenVINO)."""
-    from ..runtime.cpu_peak import GEMM_SIZE, cpu_info, gemm_peak
-
-    log(cpu_info().describe())
+def measure_peaks(threads: int, log: Callable[[str], None] = print, when: str = "before the timings") -> dict:
+    """The GEMM fp32 / bf16 peaks on ``threads`` threads (GFLOP/s; {} without OpenVINO), logged."""
     peaks = {p: gemm_peak(threads, p) for p in ("f32", "bf16")}
     if peaks["f32"] is None:
         log("GEMM peak: not measured (OpenVINO is not installed)")
         return {}
     log(
-        f"GEMM peak ({GEMM_SIZE}³ MatMul, OpenVINO, {threads} threads, best of 16): "
+        f"GEMM peak {when} ({GEMM_SIZE}³ MatMul, OpenVINO, {threads} threads, best of 16): "
         f"fp32 {peaks['f32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
     )
     return peaks
+
+
+def _report_shares(records: list[Record], gmacs: dict, peaks: dict, log: Callable[[str], None]) -> None:
+    """Each record's share of the GEMM peak of its precision (peaks: the higher of the two measurements)."""
+    if not peaks:
+        return
+    log(
+        f"share of the GEMM peak (fp32 {peaks['f32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s: the higher of two):"
+    )
+    for r in records:
+        r.share_of_gemm_peak = _share(r.backend, r.img_per_s, gmacs[r.model], peaks)
+        log(f"{r.model:10s} bs {r.batch_size:<3d} {r.backend:15s} {100 * r.share_of_gemm_peak:5.0f} %")
 
 
 def _share(backend: str, img_per_s: float, gmacs: float, peaks: dict) -> float | None:
@@ -229,16 +239,17 @@ def run_bench(
     from .summary import count_macs
 
     c = config
-    records = []
-    if c.gemm_peak and not c.peaks:
-        c.peaks = measure_peaks(c.threads, log)
+    records: list[Record] = []
+    gmacs: dict[str, float] = {}
+    log(cpu_info().describe())
+    before = measure_peaks(c.threads, log) if c.gemm_peak and not c.peaks else {}
     set_paddle_threads(c.threads)
     for name in c.models:
         paddle.seed(SEED)
         model = (preloaded or {}).get(name)
         if model is None:
             model = open_model(name, c.weights).model
-        gmacs = count_macs(model, c.img_size).total / 1e9
+        gmacs[name] = count_macs(model, c.img_size).total / 1e9
         predictors = build_predictors(
             model, c.backends, c.threads, c.img_size, c.stock_torch_allocator, c.recheck_margin
         )
@@ -257,25 +268,16 @@ def run_bench(
                 err = rel_err(outputs[b], reference) if reference is not None else None
                 stats = getattr(predictors[b], "stats", None)
                 share = stats["rechecked"] / stats["rows"] if stats and stats["rows"] else None
-                records.append(
-                    Record(
-                        name,
-                        bs,
-                        b,
-                        bs / sec,
-                        sec * 1e3,
-                        c.img_size,
-                        c.threads,
-                        err,
-                        share,
-                        _share(b, bs / sec, gmacs, c.peaks),
-                    )  # fmt: skip
-                )
+                records.append(Record(name, bs, b, bs / sec, sec * 1e3, c.img_size, c.threads, err, share))
             log(format_rows(records[-len(c.backends) :]))
         for p in predictors.values():
             if hasattr(p, "close"):
                 p.close()
         del predictors
+    if before:  # measured again after the timings: a busy machine lowers one measurement, rarely both
+        after = measure_peaks(c.threads, log, "after the timings")
+        c.peaks = {p: max(before[p], after.get(p, 0.0)) for p in before}
+    _report_shares(records, gmacs, c.peaks, log)
     return records
 
 
