@@ -118,9 +118,10 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import EvalConfig, evaluate_checkpoint, format_table, runtime_line
+    from ..engine.evaluate import EvalConfig, evaluate_checkpoint, format_table
     from ..engine.world import init_world, threads_per_process
     from ..fileio import lock_output
+    from .common import runtime_banner
 
     merged = settings(args)
     world = init_world()
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     lock_output(args.save_logits, "--save-logits")
     threads = args.threads if args.threads is not None else threads_per_process(world)
     if world.main:
-        print(runtime_line(args.backend, threads, world.size), flush=True)
+        print(runtime_banner(args, threads, world.size), flush=True)
     cfg = EvalConfig(
         **merged,
         limit=args.limit,
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         progress=not args.no_progress,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=threads,
     )
     result = evaluate_checkpoint(cfg, world=world)

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         resume=args.resume,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=args.threads,
     )
     run_predict(cfg, init_world(), show=lambda text: print(text, flush=True))

@@ -415,6 +415,7 @@ class EvalConfig(EvalRun):
     backend: str = "dygraph"
     threads: int | None = None
     recheck_margin: float = DEFAULT_MARGIN
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
 
 
 def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None) -> dict | None:
@@ -452,6 +453,7 @@ def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None
             img_size=transform.img_size,
             expect_num_classes=cfg.num_classes,
             recheck_margin=cfg.recheck_margin,
+            cache=cfg.cache,
         )
     elif cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
         raise ValueError(

@@ -635,6 +635,7 @@ class PredictConfig:
     resume: bool = False
     backend: str = "dygraph"
     threads: int | None = None
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
 
     @property
     def suffix(self) -> str | None:
@@ -802,7 +803,9 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
         interpolation=cfg.interpolation,
     )  # fmt: skip
     threads = cfg.threads if cfg.threads is not None else threads_per_process(world)
-    opened = open_model(cfg.model, cfg.weights, cfg.backend, threads, img_size=transform.img_size)
+    opened = open_model(
+        cfg.model, cfg.weights, cfg.backend, threads, img_size=transform.img_size, cache=cfg.cache
+    )
     names, labels = _class_names(cfg, opened)
     writer = _writer(cfg, results, opened, transform, names, labels, world)
     if world.size > 1:
@@ -811,7 +814,7 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
             pass
         agree_on_listing(world.gather_ints(before.words()), "before the run")
     if world.main:
-        show(runtime_line(cfg.backend, threads, world.size))
+        show(runtime_line(opened.backend, threads, world.size))
     listing = Listing(iter_inputs(cfg.inputs, cfg.lists))
     human = cfg.suffix != ".jsonl"
     how = Streaming(

@@ -58,7 +58,9 @@ def seg_data(d: Path, ctx: Context) -> None:
 
 def seg_eval_args(*extra: str):
     def argv(d: Path, ctx: Context) -> list[str]:
-        return ["seg-eval", "--model", "shunted_t_fpn", "--weights", str(ctx.seg), "--data", "cv"] + [
+        return ["seg-eval", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(ctx.seg)] + [
+            "--data",
+            "cv",
             "--num-classes",
             "11",
             "--workers",
@@ -183,7 +185,7 @@ LAUNCHER_KILL = textwrap.dedent(
     for i in range(3000):
         os.link(img, f"imgs/{i:04}.jpg") if not os.path.exists(f"imgs/{i:04}.jpg") else None
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", "log",
-           f"{repo}/tools/launch.py", "predict", "--model", "shunted_t", "--weights", weights, "--img-size", "32",
+           f"{repo}/tools/launch.py", "predict", "--backend=dygraph", "--model", "shunted_t", "--weights", weights, "--img-size", "32",
            "--workers", "0", "--batch-size", "1", "--threads", "1", "--output", "p.jsonl", "imgs"]
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}  # "" sends the launcher to GPUs
     launcher = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -313,7 +315,8 @@ def cases() -> list[Case]:
             "seg-predict a 1280×960 photo (4.2 GB whole) under ulimit -v 4 GB, defaults: slides (20#4)",
             9,
             lambda d, ctx: (
-                ["seg-predict", "--model", "shunted_t_fpn", "--weights", str(ctx.seg), "photo.jpg"]
+                ["seg-predict", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(ctx.seg)]
+                + ["photo.jpg"]
                 + ["--output-dir", "out", "--no-progress"]
             ),
             photo("photo.jpg", 1280, 960),
