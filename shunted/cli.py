@@ -30,6 +30,7 @@ COMMANDS = (
     "seg-train",
     "seg-eval",
     "seg-predict",
+    "serve",
 )
 
 

@@ -62,7 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.classnames import known_class_names, resolve_class_names
     from ..data.transforms import EvalTransform
     from ..engine import predict as engine
     from ..engine.evaluate import runtime_line
@@ -125,12 +124,9 @@ def run(args: argparse.Namespace) -> int:
     )
     threads = args.threads if args.threads is not None else threads_per_process(world)
     opened = open_model(args.model, args.weights, args.backend, threads, img_size=transform.img_size)
-    names = resolve_class_names(args.labels, opened.num_classes)
-    known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
-    if names is None:
-        known = known_class_names(args.weights, opened.num_classes, sha256=opened.weights_sha256)
-        names = list(known.names) if known and len(known.names) == opened.num_classes else None
-    labels = args.labels or (known.source if known and names else "imagenet" if names else None)
+    names, labels = engine.class_names_for(
+        args.labels, args.weights, opened.num_classes, opened.weights_sha256
+    )
 
     writer = None
     if suffix == ".jsonl":

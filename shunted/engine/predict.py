@@ -216,6 +216,22 @@ def predict(
     ]
 
 
+def class_names_for(
+    labels: str | None, weights, num_classes: int, sha256: str | None
+) -> tuple[list[str] | None, str | None]:
+    """(names, where they come from) as ``shunted predict`` and ``serve`` show them: ``labels`` (``imagenet`` or a
+    FILE; ImageNet's by default for 1,000 classes), else the names recorded beside the weights (the convert
+    sidecar, a training run, the bundled demo), else None."""
+    from ..data.classnames import known_class_names, resolve_class_names
+
+    names = resolve_class_names(labels, num_classes)
+    known = None
+    if names is None:
+        known = known_class_names(weights, num_classes, sha256=sha256)
+        names = list(known.names) if known and len(known.names) == num_classes else None
+    return names, labels or (known.source if known and names else "imagenet" if names else None)
+
+
 def format_predictions(results: list[dict]) -> str:
     lines = []
     for r in results:

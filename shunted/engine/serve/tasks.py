@@ -1,0 +1,212 @@
+"""What a request's image goes through, per task, with the functions the commands use.
+
+- **Decoding** (``decode_image``): the ``image`` field is the base64 of an image file (a ``data:…;base64,``
+  prefix and line breaks are allowed); URLs and paths are refused, never fetched or opened. The bytes are
+  decoded as ``shunted predict`` decodes a file (``data/transforms.py``: ``convert('RGB')``, EXIF orientation
+  ignored), refusing more than ``max_pixels`` from the header before any pixel is decoded.
+- **Classification** (``Classify``): ``EvalTransform`` (resize, centre crop, normalise) as ``shunted predict``;
+  a batch's logits → top-k by ``engine/predict.py:_run_batch`` (softmax, stable sort), the same code as
+  ``predict`` runs; ``categories`` = ``[{"id", "name", "score"}]`` highest first (score = probability).
+- **Segmentation** (``Segment``): ``SegEvalTransform`` and ``SegInference.logits`` (whole image) then
+  ``predicted_labels`` at the image's size, as ``shunted seg-predict``; images of one network-input size are run
+  together. ``labelMap``: the 8-bit index PNG (what seg-predict writes as ``IMAGE.png``) in base64, or PaddleX's
+  flat row-major list with ``"inferenceParams": {"labelMapFormat": "list"}``; ``size`` = [height, width].
+
+A task's ``prepare`` runs in the request's thread (decoding in parallel); ``run`` runs a batch on the one
+worker thread (``batcher.py``) and returns one result (or Exception) per item.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import DataError, ShuntedError
+
+
+class RequestError(Exception):
+    """A request the server refuses: the HTTP ``status`` and a one-line message; ``reason`` counts it in
+    ``shunted_serve_rejections_total``; ``headers`` go with the answer (``Retry-After``)."""
+
+    def __init__(self, status: int, message: str, reason: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.reason, self.headers = status, message, reason, headers or {}
+
+
+def bad(message: str) -> RequestError:
+    return RequestError(400, message)
+
+
+def parse_request(body: bytes) -> tuple[str, dict]:
+    """(the ``image`` string, the inference parameters) of a JSON body; a 400 in one line otherwise.
+
+    Parameters: ``inferenceParams`` (an object) merged over the top-level ones PaddleX 3 takes (``topk``)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad(f"the body is not JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(payload, dict):
+        raise bad('the body must be a JSON object: {"image": "<base64 of an image file>"}')
+    image = payload.get("image")
+    if not isinstance(image, str) or not image:
+        raise bad('"image" must be a string: the base64 of an image file')
+    params = payload.get("inferenceParams", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise bad('"inferenceParams" must be a JSON object')
+    top = {k: payload[k] for k in ("topk", "topK") if k in payload}
+    return image, {**top, **params}
+
+
+def decode_image(text: str, max_pixels: int | None):
+    """The RGB PIL image of the base64 ``text`` (module docstring); a 400 in one line otherwise."""
+    from ...data.transforms import decode_rgb_bytes
+
+    head = text[:16].lower()
+    if "://" in head or head.startswith("file:"):
+        raise bad("image: URLs and paths are not fetched; send the image file's bytes in base64")
+    if text.startswith("data:") and ";base64," in text[:100]:
+        text = text.split(",", 1)[1]
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad(f"image: not valid base64 ({exc})") from None
+    if not data:
+        raise bad("image: empty")
+    try:
+        return decode_rgb_bytes(data, "image", max_pixels)
+    except DataError as exc:
+        if "cannot identify image file" in str(exc):  # Pillow names the in-memory buffer: say what it means
+            raise bad("image: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP…)") from None
+        raise bad(str(exc)) from None
+    except MemoryError:
+        raise RequestError(507, "image: out of memory while decoding it") from None
+
+
+def _int_param(params: dict, names: tuple[str, ...], default: int, low: int, high: int) -> int:
+    for name in names:
+        if name in params:
+            value = params[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(
+                    f"inferenceParams.{name}: {json.dumps(value)[:40]} is not an integer in {low}..{high}"
+                )
+            return value
+    return default
+
+
+@dataclass
+class Classify:
+    """Image classification (module docstring)."""
+
+    opened: Any  # engine/session.py Opened
+    transform: Any  # data/transforms.py EvalTransform
+    names: list[str] | None = None
+    default_topk: int = 5
+    name: str = "image-classification"
+
+    @property
+    def route(self) -> str:
+        return "/" + self.name
+
+    def prepare(self, image, params: dict) -> tuple[np.ndarray, int]:
+        k = _int_param(params, ("topk", "topK"), self.default_topk, 1, self.opened.num_classes)
+        return np.asarray(self.transform(image), np.float32), k
+
+    def run(self, items: list[tuple[np.ndarray, int]]) -> list:
+        from ..predict import _run_batch
+
+        k = max(topk for _, topk in items)
+        rows = _run_batch([("request", x, None) for x, _ in items], self.opened.predictor, k)
+        return [
+            {
+                "categories": [
+                    {"id": i, "name": self.names[i] if self.names else str(i), "score": p}
+                    for i, p in zip(row.index[:topk], row.prob[:topk], strict=True)
+                ]
+            }
+            for row, (_, topk) in zip(rows, items, strict=True)
+        ]
+
+    def warm(self, max_batch: int) -> None:
+        """Each batch size the worker will meet most (1 and ``max_batch``) run once before ``/health`` is 200."""
+        for n in sorted({1, max_batch}):
+            self.opened.predictor(np.zeros((n, *self.transform.output_shape), np.float32))
+
+    def describe(self) -> dict:
+        return {"numClasses": self.opened.num_classes, "classNames": self.names}
+
+
+@dataclass
+class Segment:
+    """Semantic segmentation (module docstring)."""
+
+    opened: Any
+    transform: Any  # data/seg_transforms.py SegEvalTransform
+    names: list[str]
+    palette: np.ndarray
+    inference: Any = None  # engine/seg/evaluate.py SegInference (whole image)
+    name: str = "semantic-segmentation"
+    formats: tuple[str, ...] = field(default=("png", "list"))
+
+    @property
+    def route(self) -> str:
+        return "/" + self.name
+
+    def prepare(self, image, params: dict) -> tuple[np.ndarray, tuple[int, int], str]:
+        fmt = params.get("labelMapFormat", "png")
+        if fmt not in self.formats:
+            raise bad(f'inferenceParams.labelMapFormat: {json.dumps(fmt)[:40]} is not "png" or "list"')
+        return np.asarray(self.transform(image), np.float32), (image.height, image.width), fmt
+
+    def run(self, items: list) -> list:
+        from ..seg.evaluate import predicted_labels
+
+        results: list = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, (x, _, _) in enumerate(items):
+            groups.setdefault(x.shape, []).append(i)
+        for members in groups.values():
+            try:
+                logits = self.inference.logits(
+                    self.opened.predictor, np.stack([items[i][0] for i in members]),
+                    self.opened.num_classes, "the request's image",
+                )  # fmt: skip
+            except ShuntedError as exc:  # out of memory at this size: these requests fail, the others go on
+                for i in members:
+                    results[i] = RequestError(507, str(exc))
+                continue
+            for i, lg in zip(members, logits, strict=True):
+                _, size, fmt = items[i]
+                results[i] = self._result(predicted_labels(lg, size), fmt)
+        return results
+
+    def _result(self, mask: np.ndarray, fmt: str) -> dict:
+        from ..seg.predict import _index_image
+
+        h, w = mask.shape
+        if fmt == "list":
+            label_map: Any = mask.ravel().tolist()
+        else:
+            buffer = io.BytesIO()
+            _index_image(mask).save(buffer, format="PNG")
+            label_map = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return {"labelMap": label_map, "size": [h, w]}
+
+    def warm(self, max_batch: int) -> None:
+        self.inference.logits(self.opened.predictor, np.zeros((1, 3, 64, 64), np.float32),
+                              self.opened.num_classes, "warm-up")  # fmt: skip
+
+    def describe(self) -> dict:
+        return {
+            "numClasses": self.opened.num_classes,
+            "classNames": self.names,
+            "palette": self.palette.tolist(),
+        }

@@ -1,0 +1,92 @@
+"""Helpers of the ``shunted serve`` tests: images as base64, a fast stand-in model, an app under TestClient."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
+CIFAR = REPO / "shunted" / "assets" / "cifar10-demo"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def cifar_images(n: int) -> list[Path]:
+    """``n`` bundled CIFAR-10 images, one class after the other (different answers per image)."""
+    classes = sorted(p for p in CIFAR.iterdir() if p.is_dir())
+    return [sorted(classes[i % len(classes)].glob("*.jpg"))[i // len(classes)] for i in range(n)]
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Opened:
+    """What a task needs of ``engine/session.py:Opened``: a predictor (numpy, blocking while ``gate`` is
+    clear), the class count, the backend name."""
+
+    def __init__(self, num_classes: int = 4):
+        self.num_classes, self.backend, self.weights_sha256 = num_classes, "stand-in", None
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[int] = []
+        self.fail = False
+
+    def predictor(self, x: np.ndarray) -> np.ndarray:
+        assert self.gate.wait(30), "the test never opened the gate"
+        if self.fail:
+            raise RuntimeError("the runtime broke\nsecond line")
+        self.calls.append(len(x))
+        # class c's logit: the mean of channel c % 3 times (c + 1): depends on each image alone
+        means = x.reshape(len(x), 3, -1).mean(axis=2)
+        return np.stack([means[:, c % 3] * (c + 1) for c in range(self.num_classes)], axis=1)
+
+
+@pytest.fixture
+def stand_in():
+    """(service factory, opened): a Classify task at 32 px on the stand-in model; the service is not started."""
+    from shunted.data.transforms import EvalTransform
+    from shunted.engine.serve.batcher import BatchLimits
+    from shunted.engine.serve.service import HttpLimits, Service
+    from shunted.engine.serve.tasks import Classify
+
+    opened = Opened()
+
+    def make(http: HttpLimits | None = None, **batch) -> Service:
+        task = Classify(opened, EvalTransform(img_size=32, resize_short=32), ["a", "b", "c", "d"])
+        return Service(task, BatchLimits(**batch), http or HttpLimits(), {"model": "stand-in"})
+
+    return make, opened
+
+
+@pytest.fixture
+def client_of():
+    """``client_of(service)``: a started TestClient on the service's app (closed at the end)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from shunted.engine.serve.app import make_app
+
+    clients = []
+
+    def make(service):
+        client = TestClient(make_app(service))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
