@@ -43,6 +43,7 @@ def bind(host: str, port: int) -> socket.socket:
         raise ShuntedError(
             f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})"
         ) from None
+    sock.listen(2048)  # connections wait in the backlog from now on, until uvicorn accepts them
     sock.set_inheritable(True)
     return sock
 

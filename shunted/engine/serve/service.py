@@ -74,13 +74,13 @@ def open_service(cfg: ServeConfig) -> Service:
     from ...models.registry import is_seg_model
     from ..session import open_model
 
-    try:
-        pretrained = get_pretrained_cfg(cfg.model)
-    except ValueError as exc:
-        raise ShuntedError(f"--model: {exc}") from None
     if is_seg_model(cfg.model):
         task = _segment_task(cfg)
     else:
+        try:
+            pretrained = get_pretrained_cfg(cfg.model)
+        except ValueError as exc:
+            raise ShuntedError(f"--model: {exc}") from None
         from ...data.transforms import EvalTransform
         from ..predict import class_names_for
         from .tasks import Classify

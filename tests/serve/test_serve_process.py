@@ -1,0 +1,138 @@
+"""``shunted serve`` as a process on 127.0.0.1 (an ephemeral port) and segmentation against ``seg-predict``
+(slow stage): SIGTERM answers the request in flight and exits 0; a body that trickles in is 408 while other
+clients are served; no traceback ever reaches stderr."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import DEMO, b64, cifar_images
+
+pytest.importorskip("fastapi")
+pytestmark = pytest.mark.slow
+
+
+def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
+    cmd = [sys.executable, "-m", "shunted", "serve", "--model", "shunted_t", "--weights", str(DEMO),
+           "--img-size", "64", "--port", "0", "--backend", "dygraph", *extra]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    line = proc.stdout.readline()  # the server prints it once it accepts requests (or exits)
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        raise AssertionError(f"no serving line: {line!r} {proc.stderr.read()[-2000:]}")
+    return proc, int(match.group(1))
+
+
+def post(port: int, payload: dict, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/image-classification",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_sigterm_answers_the_request_in_flight_and_exits_0():
+    proc, port = start_server("--max-wait-ms", "3000")  # a lone request waits 3 s for company: in flight
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as r:
+            assert r.status == 200
+        image = b64(cifar_images(1)[0].read_bytes())
+        answer: dict = {}
+        sender = threading.Thread(
+            target=lambda: answer.update(zip(("status", "body"), post(port, {"image": image}), strict=True))
+        )
+        sender.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the request has reached the queue
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+                if "shunted_serve_queue_depth 1" in r.read().decode():
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        sender.join(60)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert answer["status"] == 200 and answer["body"]["result"]["categories"][0]["name"] == "airplane"
+    assert proc.returncode == 0, err
+    assert "queue drained" in out and "Traceback" not in err
+
+
+def test_a_trickling_body_is_408_and_the_others_are_served():
+    proc, port = start_server("--timeout", "2")
+    try:
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        slow.sendall(b"POST /image-classification HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")  # fmt: skip
+        image = b64(cifar_images(1)[0].read_bytes())
+        for _ in range(3):
+            slow.sendall(b" ")  # one byte now and then: never the whole body
+            status, body = post(port, {"image": image})
+            assert status == 200, body
+        slow.settimeout(30)
+        reply = slow.recv(4096).decode()
+        slow.close()
+        assert reply.startswith("HTTP/1.1 408") and "did not arrive within 2 s" in reply
+        for bad in ({"image": "%%%"}, {"image": b64(b"not an image")}, {"nothing": 1}):
+            assert post(port, bad)[0] == 400
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_segmentation_equals_seg_predict(tmp_path, client_of):
+    """A random shunted_t_fpn (11 classes): the label map of each image equals seg-predict's IMAGE.png, as PNG
+    and as PaddleX's flat list."""
+    import paddle
+    from PIL import Image
+
+    from shunted.engine.seg.predict import SegPredictConfig, segment_images
+    from shunted.engine.serve.service import ServeConfig, open_service
+    from shunted.factory import create_model
+
+    paddle.seed(3)
+    weights = tmp_path / "fpn.pdparams"
+    paddle.save(create_model("shunted_t_fpn", num_classes=11).state_dict(), str(weights))
+    images = tmp_path / "in"
+    images.mkdir()
+    for i, path in enumerate(cifar_images(3)):  # 32×32 → 96×64: a size that is not square
+        Image.open(path).convert("RGB").resize((96, 64 + 32 * (i % 2))).save(images / f"{i}.png")
+    segment_images(SegPredictConfig([images], tmp_path / "out", "shunted_t_fpn", weights, progress=False))
+    client = client_of(open_service(ServeConfig("shunted_t_fpn", weights)))
+    assert client.get("/info").json()["result"]["task"] == "semantic-segmentation"
+    for path in sorted(images.iterdir()):
+        expected = np.asarray(Image.open(tmp_path / "out" / path.name))
+        body = client.post("/semantic-segmentation", json={"image": b64(path.read_bytes())}).json()["result"]
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["labelMap"]))))
+        assert body["size"] == list(expected.shape) and np.array_equal(got, expected), path
+        flat = client.post(
+            "/semantic-segmentation",
+            json={"image": b64(path.read_bytes()), "inferenceParams": {"labelMapFormat": "list"}},
+        ).json()["result"]
+        assert flat["labelMap"] == expected.ravel().tolist()
+    assert len(np.unique(expected)) > 1  # a mask of one class would compare nothing
