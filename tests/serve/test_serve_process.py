@@ -6,50 +6,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 import numpy as np
 import pytest
-from conftest import DEMO, b64, cifar_images
+from conftest import b64, cifar_images, post, start_server
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
-
-
-def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "shunted", "serve", "--model", "shunted_t", "--weights", str(DEMO),
-           "--img-size", "64", "--port", "0", "--backend", "dygraph", *extra]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
-    )
-    line = proc.stdout.readline()  # the server prints it once it accepts requests (or exits)
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    if not match:
-        proc.kill()
-        raise AssertionError(f"no serving line: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, int(match.group(1))
-
-
-def post(port: int, payload: dict, timeout: float = 60) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/image-classification",
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_sigterm_answers_the_request_in_flight_and_exits_0():
