@@ -36,3 +36,18 @@ def test_bench_cpu_quick_writes_every_backend(repo_root, tmp_path):
 def test_train_step_quick_times_paddle(repo_root):
     done = _run(repo_root, "benchmarks/train_step.py", "--quick", "--variants", "paddle")
     assert "paddle" in done.stdout and "img/s" in done.stdout
+
+
+@pytest.mark.slow  # starts shunted serve and loads it for a few seconds
+def test_serve_load_quick_reports_every_level(repo_root, tmp_path):
+    pytest.importorskip("fastapi")
+    out = tmp_path / "serve.json"
+    done = _run(
+        repo_root, "benchmarks/serve_load.py", "--quick", "--backend", "dygraph", "--output", str(out)
+    )
+    record = json.loads(out.read_text())
+    assert [r["clients"] for r in record["levels"]] == [1, 4, 4]
+    assert all(r["ok"] > 0 and not r["errors"] for r in record["levels"])
+    assert set(record["levels"][-1]["bad_answers"]) == {"400"}
+    assert record["offline_batch8_img_per_s"] > 0 and "| 4 + slow + bad |" in done.stdout
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr

@@ -5,7 +5,7 @@ Routes: ``POST /<task>`` (``/image-classification`` or ``/semantic-segmentation`
 ``errorCode`` (0, or the HTTP status), ``errorMsg`` (``Success`` or one line), and ``result`` on success.
 Statuses: 400 bad JSON / base64 / image / parameters, 404 / 405 unknown route or method, 408 the body did not
 arrive in time, 413 body too large, 503 queue full or shutting down (with ``Retry-After``), 504 no answer in
-time, 507 out of memory for this image, 500 anything else (one line on stderr, never a traceback).
+time, 507 out of memory for this image, 499 (counted, not sent) the client left, 500 anything else (one line on stderr, never a traceback).
 """
 
 # no "from __future__ import annotations": FastAPI reads the handlers' annotations (Request) at run time
@@ -47,8 +47,12 @@ async def read_body(request, limit: int, seconds: float) -> bytes:
                 raise RequestError(413, f"the body is larger than {limit:,} bytes", "body_too_large")
             chunks.append(chunk)
 
+    from starlette.requests import ClientDisconnect
+
     try:
         await asyncio.wait_for(receive(), max(seconds, 0.0))
+    except ClientDisconnect:  # nobody to answer; counted (499, as nginx logs it)
+        raise RequestError(499, "the client closed the connection", "disconnected") from None
     except asyncio.TimeoutError:
         raise RequestError(408, f"the body did not arrive within {seconds:.0f} s", "read_timeout") from None
     return b"".join(chunks)

@@ -2,7 +2,7 @@
 
 shunted_serve_requests_total{route, status}, shunted_serve_request_seconds (histogram, by route),
 shunted_serve_batch_size (histogram), shunted_serve_queue_depth (gauge), shunted_serve_rejections_total{reason}
-(queue_full, body_too_large, timeout, read_timeout, shutting_down), shunted_serve_images_total.
+(queue_full, body_too_large, timeout, read_timeout, disconnected, shutting_down), shunted_serve_images_total.
 """
 
 from __future__ import annotations
