@@ -6,7 +6,11 @@ alone: Paddle prints a multi-line warning to stderr when it is not 1, which subp
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -23,6 +27,12 @@ REPO_ROOT = TESTS_DIR.parent
 SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
 NUM_THREADS = 2
 PADDLE_SEED = 2022
+
+# The start-up cache (shunted/runtime/cache.py) of this test session: never the user's ~/.cache/shunted. Shared by
+# the session's tests and their subprocesses (they inherit the variable), removed at exit.
+TEST_CACHE_HOME = tempfile.mkdtemp(prefix="shunted-test-cache-")
+os.environ["XDG_CACHE_HOME"] = TEST_CACHE_HOME
+atexit.register(shutil.rmtree, TEST_CACHE_HOME, True)
 
 if str(TESTS_DIR) not in sys.path:  # makes ``reference`` importable from every test directory
     sys.path.insert(0, str(TESTS_DIR))

@@ -67,7 +67,9 @@ ITEMS = {
     6: "one line, not a traceback",
     7: "Pillow 13",
 }
+# The cases are about input handling, not runtimes: dygraph (--backend auto would export the model first).
 EVAL_64 = [
+    "--backend=dygraph",
     "--model",
     "shunted_t",
     "--img-size",
@@ -557,7 +559,9 @@ def export_args(output: str, *extra: str, weights: bool = True) -> Callable:
 
 def predict_args(*inputs: str, extra: tuple[str, ...] = ()) -> Callable:
     def argv(d: Path, ctx: Context) -> list[str]:
-        return ["predict", "--model", "shunted_t", "--weights", str(ctx.good), "--img-size", "64"] + [
+        return ["predict", "--backend=dygraph", "--model", "shunted_t", "--weights", str(ctx.good)] + [
+            "--img-size",
+            "64",
             "--resize-short",
             "73",
             *extra,

@@ -3,7 +3,9 @@
 All backends of one model share its weights (fresh, seeded: speed does not depend on their values) and the thread
 count; they are timed interleaved after a warm-up, and medians are reported with the ratio to PyTorch eager (the
 independent transcription of the official code in shunted/runtime/torch_reference.py, when torch is importable).
-Parameters and FLOPs (MACs of the layers and of the attention products) are printed next to the paper's figures.
+Parameters and FLOPs (MACs of the layers and of the attention products) are printed next to the paper's figures;
+then the CPU (name, AVX-512 BF16 / AMX) and a GEMM microbenchmark's fp32 and bf16 peak on the same threads, and
+each backend's share of that peak for the model's FLOPs.
 
 Backends: dygraph, inference (Paddle Inference + oneDNN, fp32), inference_bf16 (oneDNN bfloat16), onnxruntime,
 openvino, openvino_bf16 (OpenVINO on the ONNX export, fp32 / bfloat16), torch, torch_compile (opt-in: compiles
@@ -73,32 +75,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="time PyTorch with glibc's default allocator settings instead of the ones shunted uses",
     )
+    parser.add_argument(
+        "--no-gemm-peak",
+        action="store_true",
+        help="skip the CPU's GEMM peak (fp32 and bf16, measured first) and each backend's share of it",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the records to this JSON file")
     parser.add_argument("--markdown", action="store_true", help="also print the README table")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.bench import available_backends, markdown_table, open_inputs, run_bench
+    from ..engine.bench import BenchConfig, available_backends, markdown_table, open_inputs, run_bench
     from ..engine.summary import variant_summary
     from ..errors import ShuntedError
     from ..fileio import check_output_file, check_outputs, write_json_atomic
+    from ..runtime import DEFAULT_MARGIN
     from .info import format_table
 
-    if args.img_size % 32:
-        raise ShuntedError(f"--img-size {args.img_size}: must be a multiple of 32")
     if args.json:
         check_output_file(args.json)
         check_outputs([("--json", args.json)], [("--weights", args.weights)])
     if args.quick:
         args.repeats, args.warmup, args.pause = 2, 1, 0.0
-    from ..runtime import DEFAULT_MARGIN
-
-    margin = DEFAULT_MARGIN if args.bf16_recheck_margin is None else args.bf16_recheck_margin
     if args.weights is not None and len(args.models) != 1:
         raise ShuntedError(f"--weights {args.weights}: give the one model it holds with --models")
     backends, skipped = available_backends(args.backends)
     if not backends:
         raise ShuntedError("--backends: none of them is available here: " + "; ".join(skipped))
+    config = BenchConfig(
+        models=args.models,
+        batch_sizes=args.batch_sizes,
+        img_size=args.img_size,
+        threads=args.threads,
+        backends=backends,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        pause=args.pause,
+        stock_torch_allocator=args.stock_torch_allocator,
+        weights=args.weights,
+        data=args.data,
+        recheck_margin=DEFAULT_MARGIN if args.bf16_recheck_margin is None else args.bf16_recheck_margin,
+        gemm_peak=not args.no_gemm_peak,
+    )
     preloaded = open_inputs(args.models, args.weights, args.data, args.batch_sizes, args.repeats)
     print(
         format_table([variant_summary(m, args.img_size) for m in args.models], args.img_size, markdown=False)
@@ -109,22 +127,7 @@ def run(args: argparse.Namespace) -> int:
         f"timing {', '.join(backends)} at {args.img_size}×{args.img_size}, {args.threads} threads, "
         f"median of {args.repeats} interleaved calls after {args.warmup} warm-up"
     )
-    records = run_bench(
-        args.models,
-        args.batch_sizes,
-        args.img_size,
-        args.threads,
-        backends,
-        args.repeats,
-        args.warmup,
-        args.pause,
-        stock_torch_allocator=args.stock_torch_allocator,
-        weights=args.weights,
-        data=args.data,
-        recheck_margin=margin,
-        preloaded=preloaded,
-    )
-    dicts = [r.to_dict() for r in records]
+    dicts = [r.to_dict() for r in run_bench(config, preloaded=preloaded)]
     if args.json:
         write_json_atomic(args.json, dicts)
         print(f"wrote {len(dicts)} records to {args.json}")

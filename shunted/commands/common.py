@@ -144,18 +144,35 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--threads`` for the commands that run a model (eval, predict)."""
+    """``--backend``, ``--threads`` and ``--no-cache`` for the commands that run a model (eval, predict, seg-*)."""
     from ..runtime import BACKENDS
 
     parser.add_argument(
         "--backend",
-        choices=BACKENDS,
-        default="dygraph",
-        help="runtime (default dygraph); the static ones export the model to a temporary folder first",
+        choices=("auto", *BACKENDS),
+        default="auto",
+        help="runtime (default auto: the fastest float32 runtime installed whose parity with dygraph the tests "
+        "check: openvino, else onnxruntime, else inference, else dygraph); the static ones run an export of the "
+        "model, made once and kept in the start-up cache",
     )
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads (default: every core)"
     )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="export to a temporary folder instead of reading or writing the start-up cache "
+        "($XDG_CACHE_HOME/shunted, default ~/.cache/shunted)",
+    )
+
+
+def runtime_banner(args: argparse.Namespace, threads: int | None, processes: int = 1) -> str:
+    """The ``runtime:`` line of a command with ``add_backend_arguments``: the runtime ``--backend`` resolves to."""
+    from ..engine.evaluate import runtime_line
+    from ..engine.session import AUTO, resolve_backend
+
+    line = runtime_line(resolve_backend(args.backend), threads, processes)
+    return line + (" (chosen by --backend auto)" if args.backend == AUTO else "")
 
 
 def ignore_index(text: str) -> int:

@@ -118,14 +118,15 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.evaluate import evaluate_checkpoint, format_table, runtime_line
+    from ..engine.evaluate import evaluate_checkpoint, format_table
     from ..engine.world import init_world, threads_per_process
+    from .common import runtime_banner
 
     merged = settings(args)
     world = init_world()
     threads = args.threads if args.threads is not None else threads_per_process(world)
     if world.main:
-        print(runtime_line(args.backend, threads, world.size), flush=True)
+        print(runtime_banner(args, threads, world.size), flush=True)
     result = evaluate_checkpoint(
         **merged,
         limit=args.limit,
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         progress=not args.no_progress,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=threads,
         world=world,
     )

@@ -20,9 +20,6 @@ F.jsonl only the progress (stderr) and a summary. Under ``paddle.distributed.lau
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import sys
 
 HELP = "top-k predictions with class names for image files, folders or file lists (streamed)"
 
@@ -62,152 +59,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.transforms import EvalTransform
-    from ..engine import predict as engine
-    from ..engine.evaluate import runtime_line
-    from ..engine.session import open_model
-    from ..engine.world import init_world, threads_per_process
-    from ..errors import DataError, ShuntedError
-    from ..fileio import check_output_file, check_outputs
-    from ..models import get_pretrained_cfg
+    from ..engine.predict import PredictConfig, run_predict
+    from ..engine.world import init_world
 
-    if args.topk < 1:
-        raise ShuntedError(f"--topk {args.topk}: must be at least 1")
-    if not args.inputs and not args.lists:
-        raise ShuntedError("give image files or folders, or --list FILE")
-    suffix = os.path.splitext(args.output)[1].lower() if args.output else None
-    if args.output and suffix not in (".jsonl", ".json"):
-        raise ShuntedError(
-            f"--output {args.output}: give a .jsonl file (streamed, resumable) or a .json file (one document)"
-        )
-    if args.resume and suffix != ".jsonl":
-        raise ShuntedError("--resume: continues an --output F.jsonl; give one")
-    world = init_world()
-    if world.size > 1 and suffix != ".jsonl":
-        raise ShuntedError(
-            f"{world.size} processes: give --output F.jsonl (each process writes its own shard)"
-        )
-    try:
-        cfg = get_pretrained_cfg(args.model)
-    except ValueError as exc:
-        raise ShuntedError(f"--model: {exc}") from None
-    results = engine.shard_path(args.output, world.rank, world.size) if suffix == ".jsonl" else args.output
-    outputs = [("--output", args.output)]
-    if suffix == ".jsonl":
-        outputs = [("--output", results), (None, engine.meta_path(results))]
-        if world.size > 1 and world.main:
-            outputs.append((None, engine.index_path(args.output)))
-    for _, path in outputs:
-        if path is not None:
-            check_output_file(path)
-    engine.check_inputs(args.inputs, args.lists)
-    # an output that is an input image (or the weights, the labels, a list) or an image in an input folder
-    check_outputs(
-        outputs,
-        [
-            ("--weights", args.weights),
-            ("--labels", args.labels),
-            *(("--list", p) for p in args.lists),
-            *((None, p) for p in args.inputs),
-        ],
-        data=[(None, p) for p in args.inputs if os.path.isdir(p)],
-    )
-    # an output that needs --resume fails before the model is built (several processes: below, together)
-    if suffix == ".jsonl" and world.size == 1:
-        engine.check_fresh(results, args.resume)
-    transform = EvalTransform.from_config(
-        cfg,
+    cfg = PredictConfig(
+        model=args.model,
+        weights=args.weights,
+        inputs=args.inputs,
+        lists=args.lists,
+        labels=args.labels,
+        topk=args.topk,
         img_size=args.img_size,
         crop_pct=args.crop_pct,
         resize_short=args.resize_short,
         interpolation=args.interpolation,
-    )
-    threads = args.threads if args.threads is not None else threads_per_process(world)
-    opened = open_model(args.model, args.weights, args.backend, threads, img_size=transform.img_size)
-    names, labels = engine.class_names_for(
-        args.labels, args.weights, opened.num_classes, opened.weights_sha256
-    )
-
-    writer = None
-    if suffix == ".jsonl":
-        meta = {
-            "format": engine.FORMAT,
-            "model": args.model,
-            "weights": str(args.weights),
-            "weights_sha256": opened.weights_sha256,
-            "num_classes": opened.num_classes,
-            "labels": labels,
-            "class_names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest() if names else None,
-            "preprocessing": transform.describe(),
-            "topk": args.topk,
-            "batch_size": args.batch_size,
-            "world_size": world.size,
-            "rank": world.rank,
-            "backend": opened.backend,
-            "inputs": [str(p) for p in args.inputs],
-            "lists": [str(p) for p in args.lists],
-        }
-        failure = None
-        try:
-            writer = engine.JsonlWriter(results, meta, args.resume)
-        except ShuntedError as exc:
-            failure = exc
-        # every process checks its own shard; all stop if one cannot go on (none waits for the others later)
-        if world.sum([float(failure is not None)])[0] and failure is None:
-            raise ShuntedError("another process cannot continue its shard (its log names the problem)")
-        if failure is not None:
-            raise failure
-    elif suffix == ".json":
-        header = {
-            "model": args.model,
-            "weights": {"path": str(args.weights), "sha256": opened.weights_sha256},
-            "num_classes": opened.num_classes,
-            "labels": labels,
-            "preprocessing": transform.describe(),
-        }
-        writer = engine.JsonWriter(args.output, header)
-
-    if world.main:
-        print(runtime_line(args.backend, threads, world.size), flush=True)
-    items = engine.shard(engine.iter_inputs(args.inputs, args.lists), world.rank, world.size, args.batch_size)
-    human = suffix != ".jsonl"
-    summary = engine.stream_predictions(
-        items,
-        transform,
-        opened.predictor,
-        topk=args.topk,
-        class_names=names,
         batch_size=args.batch_size,
         workers=args.workers,
-        writer=writer,
-        show=(lambda recs: print(engine.format_predictions(recs), flush=True)) if human else None,
-        progress=world.main,
-        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
-        total=engine.count_inputs(args.inputs, args.lists) if world.size == 1 else None,
+        output=args.output,
+        resume=args.resume,
+        backend=args.backend,
+        cache=not args.no_cache,
+        threads=args.threads,
     )
-    totals = summary.totals
-    if world.size > 1:
-        per_rank = world.gather_ints([totals["images"], totals["unreadable"]])
-        if world.main:
-            engine.write_index(args.output, writer.meta, per_rank)
-        totals = {
-            "images": sum(c[0] for c in per_rank),
-            "unreadable": sum(c[1] for c in per_rank),
-        }
-        totals["predicted"] = totals["images"] - totals["unreadable"]
-    if world.main:
-        where = (
-            f" -> {engine.index_path(args.output) if world.size > 1 else args.output}" if args.output else ""
-        )
-        resumed = f", {summary.resumed:,} already in the output" if summary.resumed else ""
-        line = (
-            f"predicted {totals['predicted']:,} images, {totals['unreadable']:,} unreadable{resumed}; "
-            f"this run {summary.images:,} in {summary.seconds:.1f} s ({summary.img_s:.1f} img/s"
-            f"{' on rank 0' if world.size > 1 else ''}){where}"
-        )
-        if totals["predicted"] or not totals["unreadable"]:
-            print(line, flush=True)
-    if totals["predicted"] == 0 and totals["unreadable"]:
-        first = f"; {summary.first_error}" if summary.first_error else ""
-        raise DataError(f"no image could be read ({totals['unreadable']:,} unreadable{first})")
+    run_predict(cfg, init_world(), show=lambda text: print(text, flush=True))
     return 0

@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         inference=inference,
         workers=args.workers,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=args.threads if args.threads is not None else threads_per_process(world),
         output=args.output,
         save_masks=args.save_masks,

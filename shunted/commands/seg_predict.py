@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
         inference=inference,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=args.threads if args.threads is not None else threads_per_process(world),
         progress=not args.no_progress,
     )

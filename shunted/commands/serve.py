@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         weights=args.weights,
         backend=args.backend,
+        cache=not args.no_cache,
         threads=args.threads,
         img_size=args.img_size,
         labels=args.labels,

@@ -16,28 +16,22 @@ PyTorch with glibc's defaults instead, as a plain ``python`` process runs it.
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..cpu_memory import memory_kept
-from ..runtime import (
-    BENCH_BACKENDS as ALL_BACKENDS,
-)
-from ..runtime import (
-    DEFAULT_MARGIN,
-    ONNX_BACKENDS,
-    TORCH_BACKENDS,
-)
+from ..runtime import BENCH_BACKENDS as ALL_BACKENDS
+from ..runtime import DEFAULT_BENCH_BACKENDS, DEFAULT_MARGIN, TORCH_BACKENDS
 from ..runtime.dygraph import set_paddle_threads
 from ..runtime.torch_worker import TorchPredictor
 from ..runtime.torch_worker import available as torch_available
 from .export import rel_err
-from .session import model_predictor, open_model
+from .session import missing_for, model_predictor, open_model
 
 SEED = 0
 
@@ -55,6 +49,8 @@ class Record:
     threads: int = 2
     rel_err_vs_dygraph: float | None = None
     rechecked: float | None = None  # *_bf16 backends: fraction of rows recomputed in fp32
+    # the model's FLOPs per second (2 × MACs × img/s) as a share of the GEMM peak at this precision (cpu_peak.py)
+    share_of_gemm_peak: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,13 +77,8 @@ def available_backends(requested: Sequence[str]) -> tuple[list[str], list[str]]:
     for b in requested:
         if b in TORCH_BACKENDS and not torch_available():
             skipped.append(f"{b} (torch is not installed)")
-        elif b in ONNX_BACKENDS and (
-            importlib.util.find_spec(ONNX_BACKENDS[b]) is None
-            or importlib.util.find_spec("paddle2onnx") is None
-        ):
-            skipped.append(
-                f"{b} (pip install 'shunted-paddle[{'onnx' if b == 'onnxruntime' else 'openvino'}]')"
-            )
+        elif b not in TORCH_BACKENDS and missing_for(b) is not None:
+            skipped.append(f"{b} ({missing_for(b)})")
         else:
             usable.append(b)
     return usable, skipped
@@ -180,59 +171,107 @@ def open_inputs(models: Sequence[str], weights, data, batch_sizes: Sequence[int]
     return {name: open_model(name, weights).model for name in models}
 
 
-def run_bench(
-    models: Sequence[str],
-    batch_sizes: Sequence[int],
-    img_size: int,
-    threads: int,
-    backends: Sequence[str],
-    repeats: int,
-    warmup: int = 2,
-    pause: float = 0.25,
-    log: Callable[[str], None] = print,
-    stock_torch_allocator: bool = False,
-    weights=None,
-    data=None,
-    recheck_margin: float = DEFAULT_MARGIN,
-    preloaded: dict | None = None,
-) -> list[Record]:
-    """Measure every (model, batch size, backend); returns the records (also logged as they are measured).
+@dataclass
+class BenchConfig:
+    """What ``shunted bench`` measures (``run_bench``).
 
     By default a seeded fresh model times a random input. ``weights`` (a checkpoint, one model only) and ``data``
     (an image folder: a different batch of real images in each round, and the mean time per call instead of
     the median) measure what the data changes: the bf16 backend's fp32 recheck of near-tied rows, whose margin
-    is ``recheck_margin``. ``preloaded``: models already opened by :func:`open_inputs` (by name).
+    is ``recheck_margin``. ``gemm_peak``: also measure the GEMM peak (``shunted/runtime/cpu_peak.py``) and each
+    backend's share of it.
     """
+
+    models: Sequence[str] = ("shunted_t",)
+    batch_sizes: Sequence[int] = (1, 8)
+    img_size: int = 224
+    threads: int = 2
+    backends: Sequence[str] = DEFAULT_BENCH_BACKENDS
+    repeats: int = 15
+    warmup: int = 2
+    pause: float = 0.25
+    stock_torch_allocator: bool = False
+    weights: Path | None = None
+    data: Path | None = None
+    recheck_margin: float = DEFAULT_MARGIN
+    gemm_peak: bool = True
+    peaks: dict = field(default_factory=dict)  # filled by run_bench: {"f32": GFLOP/s, "bf16": GFLOP/s}
+
+
+def measure_peaks(threads: int, log: Callable[[str], None] = print) -> dict:
+    """The CPU line and the GEMM fp32 / bf16 peaks on ``threads`` threads (GFLOP/s; {} without OpenVINO)."""
+    from ..runtime.cpu_peak import GEMM_SIZE, cpu_info, gemm_peak
+
+    log(cpu_info().describe())
+    peaks = {p: gemm_peak(threads, p) for p in ("f32", "bf16")}
+    if peaks["f32"] is None:
+        log("GEMM peak: not measured (OpenVINO is not installed)")
+        return {}
+    log(
+        f"GEMM peak ({GEMM_SIZE}³ MatMul, OpenVINO, {threads} threads, best of 16): "
+        f"fp32 {peaks['f32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
+    )
+    return peaks
+
+
+def _share(backend: str, img_per_s: float, gmacs: float, peaks: dict) -> float | None:
+    peak = peaks.get("bf16" if backend.endswith("_bf16") else "f32")
+    return 2 * gmacs * img_per_s / peak if peak else None
+
+
+def run_bench(
+    config: BenchConfig, log: Callable[[str], None] = print, preloaded: dict | None = None
+) -> list[Record]:
+    """Measure every (model, batch size, backend) of ``config``; returns the records (also logged as they are
+    measured). ``preloaded``: models already opened by :func:`open_inputs` (by name)."""
     import paddle
 
+    from .summary import count_macs
+
+    c = config
     records = []
-    set_paddle_threads(threads)
-    for name in models:
+    if c.gemm_peak and not c.peaks:
+        c.peaks = measure_peaks(c.threads, log)
+    set_paddle_threads(c.threads)
+    for name in c.models:
         paddle.seed(SEED)
         model = (preloaded or {}).get(name)
         if model is None:
-            model = open_model(name, weights).model
+            model = open_model(name, c.weights).model
+        gmacs = count_macs(model, c.img_size).total / 1e9
         predictors = build_predictors(
-            model, backends, threads, img_size, stock_torch_allocator, recheck_margin
+            model, c.backends, c.threads, c.img_size, c.stock_torch_allocator, c.recheck_margin
         )
-        for bs in batch_sizes:
-            if data is None:
-                batches = [
-                    np.random.default_rng(SEED).standard_normal((bs, 3, img_size, img_size), np.float32)
-                ]
+        for bs in c.batch_sizes:
+            if c.data is None:
+                shape = (bs, 3, c.img_size, c.img_size)
+                batches = [np.random.default_rng(SEED).standard_normal(shape, np.float32)]
             else:
-                batches = image_batches(data, name, img_size, bs, repeats)
+                batches = image_batches(c.data, name, c.img_size, bs, c.repeats)
             seconds, outputs = time_interleaved(
-                predictors, batches, repeats, warmup, pause, mean=data is not None
+                predictors, batches, c.repeats, c.warmup, c.pause, mean=c.data is not None
             )
             reference = outputs.get("dygraph")
-            for b in backends:
+            for b in c.backends:
                 sec = seconds[b]
                 err = rel_err(outputs[b], reference) if reference is not None else None
                 stats = getattr(predictors[b], "stats", None)
                 share = stats["rechecked"] / stats["rows"] if stats and stats["rows"] else None
-                records.append(Record(name, bs, b, bs / sec, sec * 1e3, img_size, threads, err, share))
-            log(format_rows(records[-len(backends) :]))
+                records.append(
+                    Record(
+                        name,
+                        bs,
+                        b,
+                        bs / sec,
+                        sec * 1e3,
+                        c.img_size,
+                        c.threads,
+                        err,
+                        share,
+                        _share(b, bs / sec, gmacs, c.peaks),
+                    )  # fmt: skip
+                )
+            log(format_rows(records[-len(c.backends) :]))
         for p in predictors.values():
             if hasattr(p, "close"):
                 p.close()
@@ -249,6 +288,8 @@ def format_rows(records: Sequence[Record]) -> str:
         err = f"rel err {r.rel_err_vs_dygraph:.1e}" if r.rel_err_vs_dygraph is not None else ""
         if r.rechecked is not None:
             err += f"  {100 * r.rechecked:.1f} % rows rechecked in fp32"
+        if r.share_of_gemm_peak is not None:
+            err += f"  {100 * r.share_of_gemm_peak:.0f} % of the GEMM peak"
         lines.append(
             f"{r.model:10s} bs {r.batch_size:<3d} {r.backend:15s} {r.img_per_s:8.2f} img/s "
             f"{r.ms_per_batch:9.1f} ms/batch  {ratio:13s} {err}"

@@ -409,6 +409,7 @@ def evaluate_checkpoint(
     recheck_margin: float = DEFAULT_MARGIN,
     opened=None,
     world: World | None = None,
+    cache: bool = True,
 ) -> dict | None:
     """``shunted eval`` as a function: open the checkpoint on ``backend``, list the data, evaluate, write.
 
@@ -448,6 +449,7 @@ def evaluate_checkpoint(
             img_size=transform.img_size,
             expect_num_classes=num_classes,
             recheck_margin=recheck_margin,
+            cache=cache,
         )
     elif num_classes is not None and num_classes != opened.num_classes:
         raise ValueError(f"num_classes {num_classes} differs from the opened model's {opened.num_classes}")

@@ -69,6 +69,8 @@ __all__ = [
     "find_check_images",
     "is_segmentation",
     "load_batch",
+    "onnx_exporter",
+    "output_names",
     "paddle_files",
     "read_info",
     "rel_err",
@@ -130,36 +132,76 @@ def save_paddle(model, out_dir: str | os.PathLike, img_size: int) -> Path:
     return json_path
 
 
+def onnx_exporter() -> str | None:
+    """The ONNX exporter installed here: ``paddle2onnx`` (wheels up to Python 3.12), else ``p2o`` (a PIR → ONNX
+    converter with wheels for any Python ≥ 3.10; a program, found beside this Python or on PATH), else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("paddle2onnx") is not None:
+        return "paddle2onnx"
+    if _p2o_program() is not None:
+        return "p2o"
+    return None
+
+
+def _p2o_program() -> str | None:
+    beside = Path(sys.executable).parent / "p2o"
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which("p2o")
+
+
+def _convert_with_p2o(json_path: Path, params_path: Path, opset: int) -> bytes | None:
+    """``model.onnx``'s bytes from the ``p2o`` program, or None when it fails (its output is shown)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="shunted-p2o-out-") as out:
+        target = Path(out) / ONNX_FILE
+        run = subprocess.run(
+            [_p2o_program() or "p2o", str(json_path), str(params_path), str(target), "--opset", str(opset)],
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0 or not target.is_file():
+            print((run.stderr or run.stdout).strip()[-2000:], file=sys.stderr)
+            return None
+        return target.read_bytes()
+
+
 def save_onnx(model, out_dir: str | os.PathLike, img_size: int, opset: int = ONNX_OPSET) -> Path:
-    """jit.save into a scratch folder, convert with paddle2onnx (no polygraphy step); returns ``model.onnx``."""
-    try:
-        import paddle2onnx
-    except ImportError as exc:
+    """jit.save into a scratch folder, convert with paddle2onnx (no polygraphy step) or, where paddle2onnx is not
+    installed (no wheel past Python 3.12), with ``p2o``; returns ``model.onnx``."""
+    exporter = onnx_exporter()
+    if exporter is None:
         raise ExportError(
-            "--format onnx needs the optional packages: pip install 'shunted-paddle[onnx]'"
-        ) from exc
+            "--format onnx needs an ONNX exporter, a dependency of shunted-paddle: pip install paddle2onnx (or "
+            "p2o where paddle2onnx has no wheel, Python 3.13)"
+        )
     with tempfile.TemporaryDirectory(prefix="shunted-p2o-") as scratch:
         json_path = save_paddle(model, scratch, img_size)
         _, params_path = paddle_files(scratch)
-        try:
-            data = paddle2onnx.export(
-                str(json_path),
-                str(params_path),
-                save_file=None,  # return the bytes: skips the polygraphy/onnxoptimizer post-step
-                opset_version=opset,
-                auto_upgrade_opset=True,
-                enable_onnx_checker=True,
-                enable_optimize=True,
-                optimize_tool="None",
-            )
-        except (UnboundLocalError, SystemExit):
-            # paddle2onnx logs the conversion error, then fails on its own variable (2.0) or calls sys.exit
-            # (2.1, e.g. on an op attribute of a type it does not expect)
-            data = None
+        if exporter == "p2o":
+            data = _convert_with_p2o(json_path, params_path, opset)
+        else:
+            import paddle2onnx
+
+            try:
+                data = paddle2onnx.export(
+                    str(json_path),
+                    str(params_path),
+                    save_file=None,  # return the bytes: skips the polygraphy/onnxoptimizer post-step
+                    opset_version=opset,
+                    auto_upgrade_opset=True,
+                    enable_onnx_checker=True,
+                    enable_optimize=True,
+                    optimize_tool="None",
+                )
+            except (UnboundLocalError, SystemExit):
+                # paddle2onnx logs the conversion error, then fails on its own variable (2.0) or calls sys.exit
+                # (2.1, e.g. on an op attribute of a type it does not expect)
+                data = None
         if data:
             data = fix_group_norm_epsilon(data, json_path)
     if not data:
-        raise ExportError(f"paddle2onnx could not convert {model.__class__.__name__} (see its log above)")
+        raise ExportError(f"{exporter} could not convert {model.__class__.__name__} (see its log above)")
     path = Path(out_dir) / ONNX_FILE
     path.write_bytes(data)
     return path

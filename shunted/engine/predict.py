@@ -583,3 +583,224 @@ def merged_lines(index: str | os.PathLike) -> Iterator[str]:
     finally:
         for fh in files:
             fh.close()
+
+
+# ---------------------------------------------------------------------------------------------- the command
+@dataclass
+class PredictConfig:
+    """What ``shunted predict`` runs (``commands/predict.py`` builds it from the flags)."""
+
+    model: str
+    weights: str | os.PathLike
+    inputs: list[str] = field(default_factory=list)
+    lists: list[str] = field(default_factory=list)
+    labels: str | None = None
+    topk: int = 5
+    img_size: int | None = None
+    crop_pct: float | None = None
+    resize_short: int | None = None
+    interpolation: str | None = None
+    batch_size: int = 32
+    workers: int = 2
+    output: str | None = None
+    resume: bool = False
+    backend: str = "dygraph"
+    threads: int | None = None
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
+
+    @property
+    def suffix(self) -> str | None:
+        return os.path.splitext(self.output)[1].lower() if self.output else None
+
+
+def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
+    """Before the model is built: the flags, the inputs, the outputs (one line each). Returns this rank's
+    results file."""
+    from ..fileio import check_output_file, check_outputs
+
+    if cfg.topk < 1:
+        raise ShuntedError(f"--topk {cfg.topk}: must be at least 1")
+    if not cfg.inputs and not cfg.lists:
+        raise ShuntedError("give image files or folders, or --list FILE")
+    suffix = cfg.suffix
+    if cfg.output and suffix not in (".jsonl", ".json"):
+        raise ShuntedError(
+            f"--output {cfg.output}: give a .jsonl file (streamed, resumable) or a .json file (one document)"
+        )
+    if cfg.resume and suffix != ".jsonl":
+        raise ShuntedError("--resume: continues an --output F.jsonl; give one")
+    if world.size > 1 and suffix != ".jsonl":
+        raise ShuntedError(
+            f"{world.size} processes: give --output F.jsonl (each process writes its own shard)"
+        )
+    results = shard_path(cfg.output, world.rank, world.size) if suffix == ".jsonl" else cfg.output
+    outputs = [("--output", cfg.output)]
+    if suffix == ".jsonl":
+        outputs = [("--output", results), (None, meta_path(results))]
+        if world.size > 1 and world.main:
+            outputs.append((None, index_path(cfg.output)))
+    for _, path in outputs:
+        if path is not None:
+            check_output_file(path)
+    check_inputs(cfg.inputs, cfg.lists)
+    # an output that is an input image (or the weights, the labels, a list) or an image in an input folder
+    check_outputs(
+        outputs,
+        [("--weights", cfg.weights), ("--labels", cfg.labels), *(("--list", p) for p in cfg.lists),
+         *((None, p) for p in cfg.inputs)],
+        data=[(None, p) for p in cfg.inputs if os.path.isdir(p)],
+    )  # fmt: skip
+    # an output that needs --resume fails before the model is built (several processes: later, together)
+    if suffix == ".jsonl" and world.size == 1:
+        check_fresh(results, cfg.resume)
+    return results
+
+
+def _class_names(cfg: PredictConfig, opened) -> tuple[list[str] | None, str | None]:
+    """(class names or None, where they came from): --labels, else what is recorded beside the weights."""
+    return class_names_for(cfg.labels, cfg.weights, opened.num_classes, opened.weights_sha256)
+
+
+def _writer(cfg: PredictConfig, results, opened, transform, names, labels, world):
+    """The output writer (None without --output); for F.jsonl every rank checks its shard and all stop if one
+    cannot go on (none waits for the others later)."""
+    import hashlib
+
+    if cfg.suffix == ".json":
+        header = {
+            "model": cfg.model,
+            "weights": {"path": str(cfg.weights), "sha256": opened.weights_sha256},
+            "num_classes": opened.num_classes,
+            "labels": labels,
+            "preprocessing": transform.describe(),
+        }
+        return JsonWriter(cfg.output, header)
+    if cfg.suffix != ".jsonl":
+        return None
+    meta = {
+        "format": FORMAT,
+        "model": cfg.model,
+        "weights": str(cfg.weights),
+        "weights_sha256": opened.weights_sha256,
+        "num_classes": opened.num_classes,
+        "labels": labels,
+        "class_names_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest() if names else None,
+        "preprocessing": transform.describe(),
+        "topk": cfg.topk,
+        "batch_size": cfg.batch_size,
+        "world_size": world.size,
+        "rank": world.rank,
+        "backend": opened.backend,
+        "inputs": [str(p) for p in cfg.inputs],
+        "lists": [str(p) for p in cfg.lists],
+    }
+    failure = None
+    try:
+        writer = JsonlWriter(results, meta, cfg.resume)
+    except ShuntedError as exc:
+        failure = exc
+    if world.sum([float(failure is not None)])[0] and failure is None:
+        raise ShuntedError("another process cannot continue its shard (its log names the problem)")
+    if failure is not None:
+        raise failure
+    return writer
+
+
+class Listing:
+    """The input stream with a digest of every path that passed (count and SHA-256 of the paths in order):
+    what processes compare to know they walked the same listing."""
+
+    def __init__(self, items: Iterable[tuple[str, str | None]]):
+        import hashlib
+
+        self.items = iter(items)
+        self.count = 0
+        self._hash = hashlib.sha256()
+
+    def __iter__(self):
+        for item in self.items:
+            self.count += 1
+            self._hash.update(item[0].encode("utf-8", "surrogateescape") + b"\0")
+            yield item
+
+    def words(self) -> list[int]:
+        return [self.count, int.from_bytes(self._hash.digest()[:7], "big")]
+
+
+def agree_on_listing(listed: list[list[int]], when: str) -> None:
+    """Every process must have walked the same listing (``Listing.words`` per rank): else one line."""
+    for rank, theirs in enumerate(listed):
+        if theirs != listed[0]:
+            raise DataError(
+                f"the inputs differ between processes {when}: process {rank} lists {theirs[0]:,} images, process 0 "
+                f"{listed[0][0]:,}{'' if theirs[0] != listed[0][0] else ' (other files)'}; a folder changed while "
+                "it was read (or is not the same on every node): run again on a folder that does not change"
+            )
+
+
+def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) -> dict:
+    """``shunted predict`` as a function (module docstring); ``show`` gets the lines to print. Returns the
+    counts over every process (``images``, ``predicted``, ``unreadable``).
+
+    Several processes: every rank walks the listing first and they compare it (count and digest) before any
+    work; every rank compares again at the end what it walked during the run, so shards from listings that
+    differ (a folder that grew during the run) end in a one-line error and no ``F.index.json``."""
+    from ..data.transforms import EvalTransform
+    from ..models import get_pretrained_cfg
+    from .evaluate import runtime_line
+    from .session import open_model
+    from .world import threads_per_process
+
+    try:
+        pre = get_pretrained_cfg(cfg.model)
+    except ValueError as exc:
+        raise ShuntedError(f"--model: {exc}") from None
+    results = _check_predict(cfg, world)
+    transform = EvalTransform.from_config(
+        pre, img_size=cfg.img_size, crop_pct=cfg.crop_pct, resize_short=cfg.resize_short,
+        interpolation=cfg.interpolation,
+    )  # fmt: skip
+    threads = cfg.threads if cfg.threads is not None else threads_per_process(world)
+    opened = open_model(
+        cfg.model, cfg.weights, cfg.backend, threads, img_size=transform.img_size, cache=cfg.cache
+    )
+    names, labels = _class_names(cfg, opened)
+    writer = _writer(cfg, results, opened, transform, names, labels, world)
+    if world.size > 1:
+        before = Listing(iter_inputs(cfg.inputs, cfg.lists))
+        for _ in before:
+            pass
+        agree_on_listing(world.gather_ints(before.words()), "before the run")
+    if world.main:
+        show(runtime_line(opened.backend, threads, world.size))
+    listing = Listing(iter_inputs(cfg.inputs, cfg.lists))
+    human = cfg.suffix != ".jsonl"
+    summary = stream_predictions(
+        shard(listing, world.rank, world.size, cfg.batch_size), transform, opened.predictor,
+        topk=cfg.topk, class_names=names, batch_size=cfg.batch_size, workers=cfg.workers, writer=writer,
+        show=(lambda recs: show(format_predictions(recs))) if human else None, progress=world.main,
+        errors_to=None if human else sys.stdout,  # printed with the predictions in the human format
+        total=count_inputs(cfg.inputs, cfg.lists) if world.size == 1 else None,
+    )  # fmt: skip
+    totals = summary.totals
+    if world.size > 1:
+        for _ in listing:  # the rest of the listing past this rank's last batch
+            pass
+        agree_on_listing(world.gather_ints(listing.words()), "during the run")
+        per_rank = world.gather_ints([totals["images"], totals["unreadable"]])
+        if world.main:
+            write_index(cfg.output, writer.meta, per_rank)
+        totals = {"images": sum(c[0] for c in per_rank), "unreadable": sum(c[1] for c in per_rank)}
+        totals["predicted"] = totals["images"] - totals["unreadable"]
+    if world.main and (totals["predicted"] or not totals["unreadable"]):
+        where = f" -> {index_path(cfg.output) if world.size > 1 else cfg.output}" if cfg.output else ""
+        resumed = f", {summary.resumed:,} already in the output" if summary.resumed else ""
+        show(
+            f"predicted {totals['predicted']:,} images, {totals['unreadable']:,} unreadable{resumed}; "
+            f"this run {summary.images:,} in {summary.seconds:.1f} s ({summary.img_s:.1f} img/s"
+            f"{' on rank 0' if world.size > 1 else ''}){where}"
+        )
+    if totals["predicted"] == 0 and totals["unreadable"]:
+        first = f"; {summary.first_error}" if summary.first_error else ""
+        raise DataError(f"no image could be read ({totals['unreadable']:,} unreadable{first})")
+    return totals

@@ -3,19 +3,56 @@ export).
 
 ``open_model`` builds the model once with ``shunted.factory.create_model`` (which reads and hashes the weights
 once, ``model.pretrained_sha256``) and puts it on the chosen runtime: ``dygraph`` runs the model itself; the
-static runtimes (``inference*``, ``onnxruntime``, ``openvino*``) get it exported to a temporary folder
-(``shunted/engine/export.py``) that they read completely when their predictor is created
-(``shunted/runtime/``).
+static runtimes (``inference*``, ``onnxruntime``, ``openvino*``) get an export of it, checked against dygraph on
+real images when it is made and kept in the start-up cache (``shunted/runtime/cache.py``), so a second process
+with the same weights, model, input size and library versions reads it instead of exporting again (OpenVINO's
+compiled blobs are cached beside it). ``cache=False`` (``--no-cache``) exports to a temporary folder instead.
+
+``--backend auto`` (the commands' default) picks the fastest runtime whose parity with dygraph the tests check
+and that is installed: OpenVINO fp32, then ONNX Runtime, then Paddle Inference, then dygraph. A runtime that is
+missing, cannot be exported to, or whose export fails the parity check is passed over with one line on stderr
+saying why. bfloat16 is never picked: it is the user's choice (``openvino_bf16``, ``inference_bf16``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
-from ..runtime import DEFAULT_MARGIN, ONNX_BACKENDS, Predictor, check_backend, make_predictor
-from .export import SEG_PAD_TO, is_segmentation, save_onnx, save_paddle
+from ..runtime import BACKENDS, DEFAULT_MARGIN, ONNX_BACKENDS, Predictor, check_backend, make_predictor
+from ..runtime.cache import cached_folder, openvino_cache_dir
+from ..runtime.layout import ExportInfo, write_info
+from .export import (
+    PARITY_TOL,
+    SEG_PAD_TO,
+    ExportError,
+    check_parity,
+    find_check_images,
+    is_segmentation,
+    load_batch,
+    onnx_exporter,
+    output_names,
+    save_onnx,
+    save_paddle,
+)
+
+AUTO = "auto"
+# --backend auto: the fastest first. Only runtimes whose parity with dygraph (within 1e-5) the tests check.
+AUTO_ORDER = ("openvino", "onnxruntime", "inference", "dygraph")
+CHOICES = (AUTO, *BACKENDS)
+# The parity check of a new export: this many bundled images, in one batch (split over the cores by OpenVINO).
+CHECK_BATCH = 2
+SEG_CHECK_SIZE = (
+    128,
+    96,
+)  # a segmentation export takes any size; checked at a small one (96 is padded to 128)
 
 
 @dataclass
@@ -29,9 +66,133 @@ class Opened:
     num_classes: int
     weights: str | None
     weights_sha256: str | None
-    backend: str
+    backend: str  # the runtime used (what ``auto`` resolved to)
     img_size: int
     threads: int | None
+    requested_backend: str | None = None  # what was asked for (``auto`` or the backend itself)
+    cached: bool | None = None  # the export came from the start-up cache (None: dygraph or no cache)
+
+
+def missing_for(backend: str) -> str | None:
+    """Why ``backend`` cannot run here (a package is missing), or None when it can."""
+    if backend in ONNX_BACKENDS:
+        package = ONNX_BACKENDS[backend]
+        if importlib.util.find_spec(package) is None:
+            hint = "pip install openvino" if package == "openvino" else "pip install 'shunted-paddle[onnx]'"
+            return f"{package} is not installed ({hint})"
+        if onnx_exporter() is None:
+            return (
+                "no ONNX exporter: neither paddle2onnx nor p2o is installed (pip install paddle2onnx or p2o)"
+            )
+    return None
+
+
+def resolve_backend(requested: str) -> str:
+    """The runtime ``requested`` means before anything is built: ``auto`` → the first installed of AUTO_ORDER.
+
+    (``open_model`` may still pass over it if its export fails the parity check, saying so.)
+    """
+    if requested != AUTO:
+        return requested
+    return next(b for b in AUTO_ORDER if missing_for(b) is None)
+
+
+def _digest_files(paths) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of the model's weights as loaded (names, shapes, dtypes, values): a fresh head is covered too."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.numpy()
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def export_key(model, fmt: str, img_size: int) -> dict:
+    """The start-up cache key of ``model``'s export in ``fmt`` (``shunted/runtime/cache.py``)."""
+    from ..version import __version__
+
+    package = Path(__file__).resolve().parents[1]
+    code = [
+        *(package / "models").glob("*.py"),
+        Path(__file__).with_name("export.py"),
+        package / "runtime" / "layout.py",
+    ]
+    return {
+        "kind": "export",
+        "format": fmt,
+        "model": type(model).__name__,
+        "variant": getattr(getattr(model, "variant", None), "name", None)
+        or getattr(model, "variant_name", None),
+        "features": bool(getattr(model, "features_only", False)),
+        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "img_size": "dynamic" if is_segmentation(model) else int(img_size),
+        "weights_sha256": weights_digest(model),
+        "exporter": onnx_exporter() if fmt == "onnx" else "paddle.jit",
+        "versions": {
+            p: _version(p) for p in ("paddlepaddle", "paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")
+        }
+        | {"shunted": __version__, "python": sys.version.split()[0]},
+        "code_sha256": _digest_files(code),
+    }
+
+
+def _build_export(
+    model, fmt: str, img_size: int, check_backend_name: str, threads: int, folder: Path
+) -> None:
+    """Write ``model``'s export into ``folder`` and check it against dygraph with ``check_backend_name``."""
+    seg = is_segmentation(model)
+    (save_onnx if fmt == "onnx" else save_paddle)(model, folder, img_size)
+    info = ExportInfo(
+        model=str(getattr(model, "variant_name", None) or type(model).__name__),
+        format=fmt,
+        img_size=list(SEG_CHECK_SIZE) if seg else img_size,
+        features=bool(getattr(model, "features_only", False)),
+        num_classes=int(getattr(model, "num_classes", 0) or 0),
+        outputs=output_names(model),
+        task="segmentation" if seg else "classification",
+        dynamic_hw=seg,
+        pad_to=SEG_PAD_TO if seg else 0,
+    )
+    write_info(folder, info)  # before the predictor: it reads pad_to, so the check runs what users run
+    images = find_check_images(CHECK_BATCH)
+    batch = load_batch(images, model, SEG_CHECK_SIZE if seg else img_size)
+    ov_cache = openvino_cache_dir(folder) if check_backend_name.startswith("openvino") else None
+    predict = make_predictor(check_backend_name, folder, threads, compile_cache=ov_cache)
+    worst = check_parity(
+        predict,
+        model,
+        batch,
+        (CHECK_BATCH,),
+        PARITY_TOL,
+        label=f"{check_backend_name} export (start-up check)",
+    )
+    info.parity = {
+        "images": [p.name for p in images],
+        "batch_sizes": [CHECK_BATCH],
+        "backend": check_backend_name,
+        "max_rel_err": worst,
+        "tolerance": PARITY_TOL,
+    }
+    info.files = sorted(p.name for p in folder.iterdir() if p.is_file())
+    write_info(folder, info)
+
+
+def _warn(line: str) -> None:
+    print(f"shunted: {line}", file=sys.stderr, flush=True)
 
 
 def model_predictor(
@@ -40,24 +201,77 @@ def model_predictor(
     threads: int | None = 2,
     img_size: int = 224,
     recheck_margin: float = DEFAULT_MARGIN,
+    cache: bool = True,
 ) -> Predictor:
-    """``model`` on ``backend``: itself for ``dygraph``, else exported at ``img_size`` to a temporary folder.
+    """``model`` on ``backend``: itself for ``dygraph``, else its export at ``img_size`` (checked against dygraph
+    when made; from the start-up cache unless ``cache`` is False, then a temporary folder).
 
     A segmentation model (``shunted_*_fpn``) is exported with a dynamic height and width, and its predictor takes
     any size (padded to a multiple of 32 and cropped back, ``shunted/runtime/padding.py``), as the dygraph model.
     """
+    return _model_predictor(backend, model, threads, img_size, recheck_margin, cache)[0]
+
+
+def _model_predictor(
+    backend, model, threads, img_size, recheck_margin, cache
+) -> tuple[Predictor, bool | None]:
     check_backend(backend)
     if backend == "dygraph":
-        return make_predictor(backend, model, threads)
+        return make_predictor(backend, model, threads), None
+    missing = missing_for(backend)
+    if missing is not None:
+        raise ExportError(f"--backend {backend}: {missing}")
+    threads_n = threads if threads is not None else (os.cpu_count() or 1)
+    fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
+    checker = backend.removesuffix("_bf16")
+
+    def build(folder: Path) -> None:
+        _build_export(model, fmt, img_size, checker, threads_n, folder)
+
+    if cache:
+        try:
+            folder, found = cached_folder(export_key(model, fmt, img_size), build, log=_warn)
+        except OSError as exc:  # a read-only or full cache folder: this run without it
+            _warn(f"cannot use the start-up cache ({exc}): exporting to a temporary folder")
+        else:
+            ov_cache = openvino_cache_dir(folder) if backend.startswith("openvino") else None
+            return make_predictor(backend, folder, threads, recheck_margin, compile_cache=ov_cache), found
     # Both runtimes read the files completely when the predictor is created.
     with tempfile.TemporaryDirectory(prefix=f"shunted-{backend}-") as folder:
-        (save_onnx if backend in ONNX_BACKENDS else save_paddle)(model, folder, img_size)
-        predict = make_predictor(backend, folder, threads, recheck_margin=recheck_margin)
-    if is_segmentation(model):
-        from ..runtime.padding import padded_predictor
+        build(Path(folder))
+        return make_predictor(backend, folder, threads, recheck_margin=recheck_margin), None
 
-        predict = padded_predictor(predict, SEG_PAD_TO)
-    return predict
+
+def open_backend(
+    backend: str,
+    model,
+    threads: int | None,
+    img_size: int,
+    recheck_margin: float = DEFAULT_MARGIN,
+    cache: bool = True,
+    warn: Callable[[str], None] = _warn,
+) -> tuple[str, Predictor, bool | None]:
+    """(the backend used, its predictor, whether its export came from the cache) for ``backend`` or ``auto``."""
+    if backend != AUTO:
+        predictor, cached = _model_predictor(backend, model, threads, img_size, recheck_margin, cache)
+        return backend, predictor, cached
+    passed = []
+    for candidate in AUTO_ORDER:
+        missing = missing_for(candidate)
+        if missing is not None:
+            passed.append(f"{candidate}: {missing}")
+            continue
+        try:
+            predictor, cached = _model_predictor(candidate, model, threads, img_size, recheck_margin, cache)
+        except Exception as exc:  # an export or runtime failure, or a parity miss: the next runtime
+            if candidate == "dygraph":
+                raise
+            passed.append(f"{candidate}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        if passed:
+            warn(f"--backend auto: using {candidate} ({'; '.join(passed)})")
+        return candidate, predictor, cached
+    raise AssertionError("dygraph always opens")
 
 
 def open_model(
@@ -70,8 +284,9 @@ def open_model(
     num_classes: int | None = None,
     expect_num_classes: int | None = None,
     recheck_margin: float = DEFAULT_MARGIN,
+    cache: bool = True,
 ) -> Opened:
-    """Build ``name`` with ``weights`` once and open it on ``backend``.
+    """Build ``name`` with ``weights`` once and open it on ``backend`` (a runtime, or ``auto``).
 
     num_classes: the head's class count (default the checkpoint's; another count makes a fresh head, as
         ``create_model``). expect_num_classes: the class count the user expects (``--num-classes`` of eval): a
@@ -79,11 +294,13 @@ def open_model(
     img_size: the input size the static runtimes are exported at (default the variant's, 224); a segmentation
         model (``shunted_t_fpn`` …, built by ``create_model`` with ``weights`` as its whole-model weights) is
         exported with a dynamic size and takes any (``model_predictor``).
+    cache: keep the export in the start-up cache (``shunted/runtime/cache.py``) and read it from there.
     """
     from ..errors import WeightsError
     from ..factory import create_model
 
-    check_backend(backend)
+    if backend != AUTO:
+        check_backend(backend)
     kwargs = {"features_only": True} if features_only else {}
     model = create_model(name, pretrained=weights, num_classes=num_classes, **kwargs)
     if expect_num_classes is not None and expect_num_classes != model.num_classes:
@@ -91,7 +308,7 @@ def open_model(
             f"{weights}: has {model.num_classes} classes, but --num-classes is {expect_num_classes}"
         )
     size = img_size or model.pretrained_cfg.input_size[-1]
-    predictor = model_predictor(backend, model, threads, size, recheck_margin)
+    used, predictor, cached = open_backend(backend, model, threads, size, recheck_margin, cache)
     return Opened(
         predictor=predictor,
         model=model,
@@ -100,9 +317,11 @@ def open_model(
         num_classes=int(model.num_classes),
         weights=str(weights) if weights is not None else None,
         weights_sha256=model.pretrained_sha256,
-        backend=backend,
+        backend=used,
         img_size=size,
         threads=threads,
+        requested_backend=backend,
+        cached=cached,
     )
 
 

@@ -8,13 +8,14 @@ One module per runtime:
   fp32 or bfloat16.
 - ``onnxruntime`` (``onnxruntime.py``): ONNX Runtime on an ONNX export (optional extra ``shunted-paddle[onnx]``).
 - ``openvino`` / ``openvino_bf16`` (``openvino.py``): OpenVINO's CPU plugin on the same ONNX export
-  (optional extra ``shunted-paddle[openvino]``).
+  (a dependency of the package).
 
 The ``*_bf16`` backends recompute near-tie rows in fp32 (``recheck.py``, margin ``recheck_margin``). The static
 runtimes read the export folder layout of ``layout.py``; a segmentation export (``export.json`` ``pad_to``) takes
 any input height and width (``padding.py``). This package never imports ``shunted.engine``: turning
 a model into a temporary export for a static runtime is ``shunted/engine/session.py``'s ``model_predictor``.
-``torch_reference.py`` / ``torch_worker.py`` are the PyTorch yardstick of ``shunted bench`` (torch is optional).
+``cache.py`` keeps exports and compiled models between runs (the start-up cache). ``torch_reference.py`` /
+``torch_worker.py`` are the PyTorch yardstick of ``shunted bench`` (torch is optional).
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ def check_backend(backend: str) -> None:
 
 
 def make_predictor(
-    backend: str, source, threads: int | None = 2, recheck_margin: float = DEFAULT_MARGIN
+    backend: str,
+    source,
+    threads: int | None = 2,
+    recheck_margin: float = DEFAULT_MARGIN,
+    compile_cache: str | os.PathLike | None = None,
 ) -> Predictor:
     """A callable NCHW float32 array → output array(s) for ``backend``.
 
@@ -50,6 +55,7 @@ def make_predictor(
     threads: CPU threads; None = every core (dygraph: leave Paddle's setting alone).
     recheck_margin: ``*_bf16``: rows whose top-2 gap is below this many logit standard deviations are
     recomputed in fp32 (0 = plain bf16).
+    compile_cache: ``openvino*``: a folder where OpenVINO keeps its compiled models between runs (``CACHE_DIR``).
     """
     check_backend(backend)
     is_path = isinstance(source, (str, os.PathLike))
@@ -73,7 +79,9 @@ def make_predictor(
     elif backend.startswith("openvino"):
         from .openvino import openvino_predictor
 
-        predict = openvino_predictor(source, threads, bf16=bf16, recheck_margin=recheck_margin)
+        predict = openvino_predictor(
+            source, threads, bf16=bf16, recheck_margin=recheck_margin, compile_cache=compile_cache
+        )
     else:
         from .paddle_inference import inference_predictor
 

@@ -14,7 +14,7 @@ from shunted.factory import create_model
 from shunted.runtime import make_predictor
 from shunted.runtime.dygraph import dygraph_outputs
 from shunted.runtime.paddle_inference import BROKEN_ONEDNN_PASSES
-from shunted.runtime.recheck import uncertain_rows, with_fp32_recheck
+from shunted.runtime.recheck import bucket, uncertain_rows, with_fp32_recheck
 
 # Runtimes with an fp32 and a ``_bf16`` backend. OpenVINO's are checked by tests/engine/openvino_cases.py, in a
 # process of their own (tests/engine/test_openvino.py), with the same functions.
@@ -129,7 +129,8 @@ def test_bf16_recheck_replaces_near_ties_by_fp32(
     assert relative_error(every(cifar_batch), expected) <= 1e-5  # every row is a "near tie"
     never = model_predictor(f"{runtime}_bf16", model, threads=2, img_size=64, recheck_margin=0.0)
     assert relative_error(never(cifar_batch), expected) > 1e-4  # never recheck: plain bfloat16
-    assert every.stats == {"rows": 3, "rechecked": 3} and never.stats == {"rows": 3, "rechecked": 0}
+    assert every.stats == {"rows": 3, "rechecked": 3, "calls": 1}
+    assert never.stats == {"rows": 3, "rechecked": 0, "calls": 0}
 
 
 def test_recheck_margin_is_a_parameter_of_each_predictor():
@@ -148,9 +149,31 @@ def test_recheck_margin_is_a_parameter_of_each_predictor():
     wide = with_fp32_recheck(run, exact, margin=0.15)
     plain = with_fp32_recheck(run, exact, margin=0.0)
     out = wide(rows)
-    np.testing.assert_array_equal(out[[0, 2]], 7.0)  # the two near ties, recomputed one row at a time
+    np.testing.assert_array_equal(out[[0, 2]], 7.0)  # the two near ties, recomputed together
     np.testing.assert_array_equal(out[1], logits[1])
-    assert wide.stats == {"rows": 3, "rechecked": 2}
+    assert wide.stats == {"rows": 3, "rechecked": 2, "calls": 1}
     np.testing.assert_array_equal(plain(rows), logits)  # margin 0: plain bf16, nothing recomputed
-    assert plain.stats == {"rows": 3, "rechecked": 0}
-    assert calls == [1, 1, 1, 1]  # a warm-up row per predictor, then one call per rechecked row
+    assert plain.stats == {"rows": 3, "rechecked": 0, "calls": 0}
+    assert calls == [1, 2, 1]  # a warm-up row per predictor, then one call for all the rechecked rows
+
+
+def test_recheck_rows_run_in_one_padded_batch_and_land_in_their_rows():
+    """Three near ties of five rows: one exact call of 4 rows (a power of two: the last row repeated), and each
+    recomputed row goes back to its own index. Mutation: writing the exact rows in batch order (``y[:3] = ...``)
+    or leaving the padding in breaks the row check."""
+    near = np.array([0.0, 1.0, 1.001, -1.0], np.float32)
+    clear = np.array([0.0, 5.0, 1.0, -1.0], np.float32)
+    logits = np.stack([near, clear, near, near, clear])
+    seen = []
+
+    def exact(x):
+        seen.append(x[:, 0].copy())
+        return np.repeat(x[:, :1], 4, axis=1).astype(np.float32) * 10  # row i → 10·i everywhere
+
+    ids = np.arange(5, dtype=np.float32)[:, None]
+    predict = with_fp32_recheck(lambda x: logits.copy(), exact, margin=0.15)
+    out = predict(ids)
+    assert [len(s) for s in seen] == [1, 4] and seen[1].tolist() == [0, 2, 3, 3]
+    np.testing.assert_array_equal(out[[0, 2, 3], 0], [0, 20, 30])
+    np.testing.assert_array_equal(out[[1, 4]], logits[[1, 4]])
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 33, 64)] == [1, 2, 4, 4, 8, 64, 64]

@@ -152,10 +152,50 @@ def test_bench_passes_its_recheck_margin_to_the_bf16_predictors(monkeypatch):
     command.add_arguments(parser)
     args = parser.parse_args(
         ["--quick", "--batch-sizes", "1", "--img-size", "32", "--backends", "dygraph", "inference_bf16"]
-        + ["--bf16-recheck-margin", "0.3"]
+        + ["--bf16-recheck-margin", "0.3", "--no-gemm-peak"]
     )
     before = dict(vars(recheck)), dict(vars(runtime))
     assert command.run(args) == 0
     assert seen == [("dygraph", 0.3), ("inference_bf16", 0.3)]
     assert (dict(vars(recheck)), dict(vars(runtime))) == before
     assert not hasattr(runtime, "BF16_RECHECK_MARGIN") and recheck.DEFAULT_MARGIN == 0.05
+
+
+def test_bench_entry_points_take_a_config_not_fourteen_parameters():
+    """Issue 19: no engine entry point of the benchmark takes more than 8 parameters; run_bench takes a
+    BenchConfig. Mutation: the former 14-parameter run_bench fails the count."""
+    import inspect
+
+    public = [
+        f
+        for n, f in vars(bench_module).items()
+        if inspect.isfunction(f) and f.__module__ == bench_module.__name__
+    ]
+    assert public
+    for function in public:
+        assert len(inspect.signature(function).parameters) <= 8, function.__name__
+    assert list(inspect.signature(bench_module.run_bench).parameters) == ["config", "log", "preloaded"]
+
+
+def test_cpu_line_names_the_matrix_units(tmp_path):
+    from shunted.runtime.cpu_peak import cpu_info
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx512f avx512_bf16 "
+        "amx_tile amx_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    )
+    info = cpu_info(str(fake))
+    assert info.flags == {"avx512f": True, "avx512_bf16": True, "amx_tile": True, "amx_bf16": True}
+    assert info.describe().startswith("CPU: Intel(R) Xeon(R) Platinum 8480+, ")
+    assert info.describe().endswith("AVX-512 BF16: yes; AMX: yes")
+    fake.write_text("model name\t: AMD EPYC 9R45\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert cpu_info(str(fake)).describe().endswith("AVX-512 BF16: yes; AMX: no")
+
+
+def test_share_of_the_gemm_peak_is_model_flops_over_the_peak_of_its_precision():
+    """2 × MACs × img/s over the peak of the backend's precision: 2 × 2.15 GMAC × 50 img/s = 215 GFLOP/s."""
+    peaks = {"f32": 430.0, "bf16": 860.0}
+    assert bench_module._share("openvino", 50.0, 2.15, peaks) == pytest.approx(0.5)
+    assert bench_module._share("openvino_bf16", 50.0, 2.15, peaks) == pytest.approx(0.25)
+    assert bench_module._share("torch", 50.0, 2.15, {}) is None

@@ -105,7 +105,7 @@ def test_eval_command_class_names_flag_is_recorded(tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("\n".join(CIFAR10) + "\n")
     out = tmp_path / "r.json"
-    argv = ["eval", "--model", "shunted_t", "--weights", str(weights), "--data", str(data)]
+    argv = ["eval", "--backend=dygraph", "--model", "shunted_t", "--weights", str(weights), "--data", str(data)]
     argv += ["--img-size", "64", "--resize-short", "73", "--workers", "0", "--no-progress"]
     assert main([*argv, "--class-names", str(names), "--output", str(out)]) == 0
     record = json.loads(out.read_text())["data"]
@@ -173,6 +173,7 @@ def test_predict_names_the_demo_checkpoint_s_classes(repo_root, tmp_path):
     out = tmp_path / "p.json"
     argv = [
         "predict",
+        "--backend=dygraph",
         "--model",
         "shunted_t",
         "--weights",

@@ -168,7 +168,7 @@ def test_merge_refuses_shards_out_of_order(dataset):
 
 
 LAUNCH_ARGS = ["--model", "shunted_t", "--weights", str(CKPT), "--img-size", "64", "--resize-short", "73"]
-LAUNCH_ARGS += ["--batch-size", "5", "--workers", "0", "--threads", "1", "--no-progress", "--limit", "23"]
+LAUNCH_ARGS += ["--backend=dygraph", "--batch-size", "5", "--workers", "0", "--threads", "1", "--no-progress", "--limit", "23"]
 
 
 def _launch(tmp_path: Path, argv: list[str], name: str) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 SUBSET = REPO / "shunted" / "assets" / "cifar10-demo"
 CKPT = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
 CIFAR_ARGS = ["--model", "shunted_t", "--weights", str(CKPT), "--img-size", "64", "--resize-short", "73"]
+CIFAR_ARGS += ["--backend", "dygraph"]  # not about runtimes (--backend auto would export the model)
 
 
 def load_tool():
@@ -123,6 +124,7 @@ def test_paddleclas_config_with_overrides(tmp_path):
     out = tmp_path / "r.json"
     argv = [
         "eval",
+        "--backend=dygraph",
         "-c",
         str(REPO / "configs" / "shunted_t.yaml"),
         "-o",
@@ -158,6 +160,7 @@ def test_paddleclas_config_with_overrides(tmp_path):
 def test_config_mean_must_be_the_registry_s(capsys):
     argv = [
         "eval",
+        "--backend=dygraph",
         "-c",
         str(REPO / "configs" / "shunted_t.yaml"),
         "--weights",

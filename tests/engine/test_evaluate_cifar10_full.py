@@ -27,7 +27,7 @@ def test_full_cifar10_test_split_matches_the_official_code(shared_dir, tmp_path)
     data = shared_dir / "data" / "cifar10" / "test"
     expected = json.loads((shared_dir / "demo" / "expected.json").read_text())
     out, logits_path = tmp_path / "r.json", tmp_path / "logits.npy"
-    argv = ["eval", "--model", "shunted_t", "--weights", str(CKPT), "--data", str(data)]
+    argv = ["eval", "--backend=dygraph", "--model", "shunted_t", "--weights", str(CKPT), "--data", str(data)]
     argv += ["--img-size", "64", "--resize-short", "73", "--num-classes", "10", "--batch-size", "100"]
     start = time.perf_counter()
     assert main([*argv, "--output", str(out), "--save-logits", str(logits_path), "--no-progress"]) == 0

@@ -32,6 +32,7 @@ def test_predict_matches_evaluation_logits_with_names(tmp_path, names_file, caps
     out = tmp_path / "p.json"
     argv = [
         "predict",
+        "--backend=dygraph",
         "--model",
         "shunted_t",
         "--weights",
@@ -78,7 +79,7 @@ def test_imagenet_names_for_a_1000_class_model(tmp_path, shared_dir):
     paddle.save(shunted.create_model("shunted_t").state_dict(), str(weights))
     img = shared_dir / "data" / "imagenet-samples" / "n01440764_tench.JPEG"
     out = tmp_path / "p.json"
-    argv = ["predict", "--model", "shunted_t", "--weights", str(weights), str(img), "--topk", "2"]
+    argv = ["predict", "--backend=dygraph", "--model", "shunted_t", "--weights", str(weights), str(img), "--topk", "2"]
     assert main([*argv, "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     top = result["predictions"][0]["top"]
@@ -87,7 +88,7 @@ def test_imagenet_names_for_a_1000_class_model(tmp_path, shared_dir):
 
 
 def test_errors_are_one_line(tmp_path, names_file, capsys):
-    base = ["predict", "--model", "shunted_t", "--weights", str(CKPT)]
+    base = ["predict", "--backend=dygraph", "--model", "shunted_t", "--weights", str(CKPT)]
     assert main([*base, "--labels", "imagenet", str(SUBSET / "cat" / "0000.jpg")]) == 2
     assert "1000 class names, but the model has 10 classes" in capsys.readouterr().err
     assert main([*base, str(tmp_path / "missing.jpg")]) == 2

@@ -22,7 +22,7 @@ from shunted.engine import predict as engine
 
 REPO = Path(__file__).resolve().parents[2]
 CKPT = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
-BASE = ["predict", "--model", "shunted_t", "--weights", str(CKPT)]
+BASE = ["predict", "--backend=dygraph", "--model", "shunted_t", "--weights", str(CKPT)]
 
 
 @pytest.fixture(scope="module")

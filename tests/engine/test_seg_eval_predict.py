@@ -82,7 +82,7 @@ def reuse_model(monkeypatch, opened):
     """The commands get the module's opened model instead of building it again (3 s per command here)."""
     import shunted.engine.seg.evaluate as ev
 
-    def reuse(model, weights, backend="dygraph", threads=None, expect_num_classes=None):
+    def reuse(model, weights, backend="dygraph", threads=None, expect_num_classes=None, cache=True):
         assert (model, Path(weights), backend) == ("shunted_t_fpn", Path(opened.weights), "dygraph")
         assert expect_num_classes in (None, opened.num_classes)
         return opened
@@ -101,7 +101,7 @@ def run(argv, capsys) -> tuple[int, str]:
 
 def eval_argv(weights, root, *extra) -> list[str]:
     return [
-        "seg-eval", "--model", "shunted_t_fpn", "--weights", str(weights), "--data", str(root),
+        "seg-eval", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(weights), "--data", str(root),
         "--list", "val.txt", "--num-classes", str(K), "--ignore-index", str(IGNORE), "--workers", "0",
         "--no-progress", *map(str, extra),
     ]  # fmt: skip
@@ -275,7 +275,7 @@ def test_seg_predict_files_have_the_input_size(
 ):
     inputs = make_inputs(shared_dir, tmp_path / "in")
     out = tmp_path / "pred"
-    argv = ["seg-predict", "--model", "shunted_t_fpn", "--weights", str(seg_weights), str(tmp_path / "in"),
+    argv = ["seg-predict", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(seg_weights), str(tmp_path / "in"),
             "--output-dir", str(out), "--palette", "camvid", "--no-progress"]  # fmt: skip
     code, err = run(argv, capsys)
     assert code == 0, err
@@ -417,7 +417,7 @@ def test_seg_predict_bad_inputs_are_one_line(seg_weights, shared_dir, tmp_path, 
     inputs = make_inputs(shared_dir, tmp_path / "in")
     names = tmp_path / "names.txt"
     names.write_text("a\nb\n")
-    base = ["seg-predict", "--model", "shunted_t_fpn", "--weights", str(seg_weights), "--no-progress"]
+    base = ["seg-predict", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(seg_weights), "--no-progress"]
     for extra, message in [
         ([str(inputs[0]), "--output-dir", str(tmp_path / "o"), "--class-names", str(names)], "2 names, but the model has 11"),
         ([str(tmp_path / "missing.jpg"), "--output-dir", str(tmp_path / "o")], "missing.jpg: no such file"),

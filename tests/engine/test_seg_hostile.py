@@ -95,7 +95,7 @@ def test_output_naming_the_list_under_data_is_refused(dataset, tmp_path, monkeyp
     weights.write_bytes(b"not read: the outputs are checked first")
     before = (dataset / "val.txt").read_bytes()
     code = main(
-        ["seg-eval", "--model", "shunted_t_fpn", "--weights", str(weights), "--data", str(dataset),
+        ["seg-eval", "--backend=dygraph", "--model", "shunted_t_fpn", "--weights", str(weights), "--data", str(dataset),
          "--list", "val.txt", "--output", str(dataset / "val.txt"), "--workers", "0", "--no-progress"]
     )  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,7 +17,9 @@ def test_serve_equals_predict_on_the_demo_checkpoint(client_of):
     from shunted.engine.serve.batcher import BatchLimits
     from shunted.engine.serve.service import ServeConfig, open_service
 
-    cfg = ServeConfig("shunted_t", DEMO, img_size=64, batch=BatchLimits(max_batch=4, max_wait_ms=3000))
+    cfg = ServeConfig(
+        "shunted_t", DEMO, "dygraph", img_size=64, batch=BatchLimits(max_batch=4, max_wait_ms=3000)
+    )
     service = open_service(cfg)  # the demo checkpoint works at 64 px (its expected.json)
     paths = cifar_images(8)
     expected = engine.predict(

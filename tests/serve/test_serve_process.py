@@ -61,7 +61,9 @@ def test_a_trickling_body_is_408_and_the_others_are_served():
             assert status == 200, body
         slow.settimeout(30)
         reply = b""
-        while not reply.endswith(b"}"):  # the status line, the headers, the JSON body (in any number of pieces)
+        while not reply.endswith(
+            b"}"
+        ):  # the status line, the headers, the JSON body (in any number of pieces)
             chunk = slow.recv(4096)
             if not chunk:
                 break
@@ -96,8 +98,12 @@ def test_segmentation_equals_seg_predict(tmp_path, client_of):
     images.mkdir()
     for i, path in enumerate(cifar_images(3)):  # 32×32 → 96×64: a size that is not square
         Image.open(path).convert("RGB").resize((96, 64 + 32 * (i % 2))).save(images / f"{i}.png")
-    segment_images(SegPredictConfig([images], tmp_path / "out", "shunted_t_fpn", weights, progress=False))
-    client = client_of(open_service(ServeConfig("shunted_t_fpn", weights)))
+    segment_images(
+        SegPredictConfig(
+            [images], tmp_path / "out", "shunted_t_fpn", weights, backend="dygraph", progress=False
+        )
+    )
+    client = client_of(open_service(ServeConfig("shunted_t_fpn", weights, "dygraph")))
     assert client.get("/info").json()["result"]["task"] == "semantic-segmentation"
     for path in sorted(images.iterdir()):
         expected = np.asarray(Image.open(tmp_path / "out" / path.name))

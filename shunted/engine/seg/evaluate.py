@@ -370,6 +370,7 @@ def open_seg_model(
     backend: str = "dygraph",
     threads: int | None = None,
     expect_num_classes: int | None = None,
+    cache: bool = True,
 ):
     """A segmentation checkpoint on ``backend`` (shunted/engine/session.py ``Opened``): the one function
     ``seg-eval`` and ``seg-predict`` open a model with. The model's class count is the checkpoint's;
@@ -382,7 +383,9 @@ def open_seg_model(
         raise ShuntedError(
             f"--model {model!r}: not a segmentation model; choose one of {', '.join(list_seg_models())}"
         )
-    opened = open_model(model, weights, backend, threads=threads, expect_num_classes=expect_num_classes)
+    opened = open_model(
+        model, weights, backend, threads=threads, expect_num_classes=expect_num_classes, cache=cache
+    )
     if opened.weights_sha256 is None and weights is not None:
         opened.weights_sha256 = sha256_file(weights)
     return opened
@@ -415,6 +418,7 @@ class SegEvalConfig:
     workers: int = 2
     backend: str = "dygraph"
     threads: int | None = None
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
     output: str | os.PathLike | None = None
     save_masks: str | os.PathLike | None = None
     progress: bool = True
@@ -480,7 +484,12 @@ def opened_for(cfg, opened=None):
     """``opened`` (checked against ``cfg.num_classes``) or the checkpoint of ``cfg`` opened here."""
     if opened is None:
         return open_seg_model(
-            cfg.model, cfg.weights, cfg.backend, cfg.threads, expect_num_classes=cfg.num_classes
+            cfg.model,
+            cfg.weights,
+            cfg.backend,
+            cfg.threads,
+            expect_num_classes=cfg.num_classes,
+            cache=cfg.cache,
         )
     if cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
         raise ShuntedError(f"--num-classes {cfg.num_classes}: the model has {opened.num_classes} classes")

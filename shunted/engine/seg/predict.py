@@ -80,6 +80,7 @@ class SegPredictConfig:
     workers: int = 0
     backend: str = "dygraph"
     threads: int | None = None
+    cache: bool = True  # the start-up cache (shunted/runtime/cache.py); --no-cache
     progress: bool = True
 
 

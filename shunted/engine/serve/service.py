@@ -30,7 +30,8 @@ class ServeConfig:
 
     model: str
     weights: str | os.PathLike
-    backend: str = "dygraph"
+    backend: str = "auto"
+    cache: bool = True
     threads: int | None = None
     img_size: int | None = None
     labels: str | None = None
@@ -86,7 +87,9 @@ def open_service(cfg: ServeConfig) -> Service:
         from .tasks import Classify
 
         transform = EvalTransform.from_config(pretrained, img_size=cfg.img_size)
-        opened = open_model(cfg.model, cfg.weights, cfg.backend, cfg.threads, img_size=transform.img_size)
+        opened = open_model(
+            cfg.model, cfg.weights, cfg.backend, cfg.threads, img_size=transform.img_size, cache=cfg.cache
+        )
         names, _ = class_names_for(cfg.labels, cfg.weights, opened.num_classes, opened.weights_sha256)
         task = Classify(opened, transform, names)
     about = {"model": cfg.model, "backend": task.opened.backend, "weightsSha256": task.opened.weights_sha256}
@@ -99,7 +102,7 @@ def _segment_task(cfg: ServeConfig):
     from ..seg.palette import default_class_names, get_palette, read_class_names
     from .tasks import Segment
 
-    opened = open_seg_model(cfg.model, cfg.weights, cfg.backend, cfg.threads)
+    opened = open_seg_model(cfg.model, cfg.weights, cfg.backend, cfg.threads, cache=cfg.cache)
     k, pre = opened.num_classes, opened.pretrained_cfg
     names = read_class_names(cfg.labels, k) if cfg.labels else default_class_names("voc", k)
     transform = SegEvalTransform(mean=pre.mean, std=pre.std)
