@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import b64, png_bytes
+from serve_helpers import b64, png_bytes
 
 pytest.importorskip("fastapi")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import DEMO, b64, cifar_images
+from serve_helpers import DEMO, b64, cifar_images
 
 pytest.importorskip("fastapi")
 

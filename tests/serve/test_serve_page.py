@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cdp import Browser, find_chromium
-from conftest import REPO, b64, cifar_images, post, start_server
+from serve_helpers import REPO, b64, cifar_images, post, start_server
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import b64, cifar_images, post, start_server
+from serve_helpers import b64, cifar_images, post, start_server
 
 pytest.importorskip("fastapi")
 pytestmark = pytest.mark.slow
