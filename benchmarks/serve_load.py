@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import platform
-import re
 import socket
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from shunted.engine.serve.run import serving_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
@@ -70,13 +71,20 @@ def start(args) -> tuple[subprocess.Popen, int]:
     if args.threads:
         cmd += ["--threads", str(args.threads)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    if not match:
+    port, line = serving_port(proc.stdout)
+    if port is None:
         proc.kill()
         raise SystemExit(f"the server did not start: {line!r}")
     print(line.strip(), file=sys.stderr)
-    return proc, int(match.group(1))
+    return proc, port
+
+
+def served_backend(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/info")
+    backend = json.loads(conn.getresponse().read())["result"]["backend"]
+    conn.close()
+    return backend
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -284,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     proc, port = start(args)
     rows = []
     try:
+        args.served_backend = served_backend(port)
         counts = [int(c) for c in args.clients.split(",")]
         for c in counts:
             rows.append(level(port, payloads, c, args))
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     plain = next(r for r in rows if r["clients"] == rows[-1]["clients"] and not r["mixed"])
     p99_ratio = rows[-1]["p99_ms"] / plain["p99_ms"] if plain["p99_ms"] and rows[-1]["p99_ms"] else None
     record = {
-        "model": args.model, "backend": args.backend or "default", "img_size": args.img_size, "cpu": cpu_name(),
+        "model": args.model, "backend": args.served_backend, "img_size": args.img_size, "cpu": cpu_name(),
         "cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after,
         "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
         "offline_batch8_img_per_s": round(offline_img_s, 2), "levels": rows,

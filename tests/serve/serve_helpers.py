@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from shunted.engine.serve.run import serving_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "shunted" / "assets" / "demo" / "ckpt_T_cifar10_fp16.pth"
@@ -66,12 +67,11 @@ def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
     )
-    line = proc.stdout.readline()  # the server prints it once it accepts requests (or exits)
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    if not match:
+    port, line = serving_port(proc.stdout)
+    if port is None:
         proc.kill()
         raise AssertionError(f"no serving line: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, int(match.group(1))
+    return proc, port
 
 
 def post(port: int, payload: dict, timeout: float = 60) -> tuple[int, dict]:

@@ -7,11 +7,25 @@ uvicorn starts, so ``--port 0`` takes a free port; the ``serving … on http://H
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import sys
+from collections.abc import Iterable
 
 from .service import ServeConfig, open_service
+
+SERVING_LINE = re.compile(r"^serving .* on http://(?:\[[^\]]*\]|[^:/\s]+):(\d+) ")
+
+
+def serving_port(lines: Iterable[str]) -> tuple[int | None, str]:
+    """(port, line) of the ``serving … on http://HOST:PORT`` line ``serve`` prints once it accepts requests, read
+    from a child's stdout ``lines`` (lines before it, an exporter's, are skipped); (None, last line) at their end."""
+    line = ""
+    for line in lines:
+        if match := SERVING_LINE.match(line):
+            return int(match.group(1)), line
+    return None, line
 
 
 def require_serving_packages() -> None:

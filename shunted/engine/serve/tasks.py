@@ -136,8 +136,11 @@ class Classify:
         ]
 
     def warm(self, max_batch: int) -> None:
-        """Each batch size the worker will meet most (1 and ``max_batch``) run once before ``/health`` is 200."""
-        for n in sorted({1, max_batch}):
+        """Batch sizes 1, 2, 4 … and ``max_batch`` run once before ``/health`` is 200: a static-shape runtime
+        (OpenVINO) compiles each shape on its first call and pads a batch to a compiled one at most twice its size,
+        so every batch the worker forms then runs without a compile."""
+        sizes = {1, max_batch, *(1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch)}
+        for n in sorted(sizes):
             self.opened.predictor(np.zeros((n, *self.transform.output_shape), np.float32))
 
     def describe(self) -> dict:
