@@ -30,6 +30,9 @@ COMMANDS = (
     "seg-train",
     "seg-eval",
     "seg-predict",
+    "det-train",
+    "det-eval",
+    "det-predict",
     "serve",
 )
 

@@ -20,10 +20,12 @@ LIGHT_MODULES = [
     "shunted.fileio",
     "shunted.models",
     "shunted.models.registry",
+    "shunted.models.det_boxes",
     "shunted.data",
     "shunted.data.transforms",
     "shunted.data.classnames",
     "shunted.data.randaugment",
+    "shunted.data.det_transforms",
 ]
 
 

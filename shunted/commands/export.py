@@ -23,14 +23,14 @@ HELP = "export to Paddle Inference or ONNX, checked against dygraph on real imag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..models.registry import list_models, list_seg_models
+    from ..models.registry import list_det_models, list_models, list_seg_models
     from .common import image_size, positive_int
 
     parser.add_argument(
         "--model",
         required=True,
-        choices=list_models() + list_seg_models(),
-        help="variant (or segmentation model)",
+        choices=list_models() + list_seg_models() + list_det_models(),
+        help="variant (or segmentation / detection model)",
     )
     parser.add_argument("--weights", default=None, help="checkpoint (.pth / .pdparams / .safetensors)")
     parser.add_argument("--format", required=True, choices=("paddle", "onnx"), help="export format")
@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.session import open_model
     from ..errors import ShuntedError
     from ..fileio import check_outputs
-    from ..models.registry import SEG_INPUT_SIZE, is_seg_model
+    from ..models.registry import SEG_INPUT_SIZE, is_det_model, is_seg_model
     from ..runtime.dygraph import set_paddle_threads
 
-    seg = is_seg_model(args.model)
+    seg = is_seg_model(args.model) or is_det_model(args.model)  # both export a dynamic H × W
     sizes = args.img_size or (list(SEG_INPUT_SIZE[1:]) if seg else [224])
     if len(sizes) > (2 if seg else 1):
         raise ShuntedError(
@@ -121,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     )
     files = ", ".join(info.files)
     if seg:
-        shape = "any H×W (padded to a multiple of 32)"
+        shape = (
+            "any H×W, multiples of 32" if is_det_model(args.model) else "any H×W (padded to a multiple of 32)"
+        )
         checked = " and ".join("×".join(map(str, s)) for s in info.parity["sizes"])
         checked = f"at {checked}, batch sizes {'/'.join(map(str, info.parity['batch_sizes']))} at the first"
         errors = f"max abs err {info.parity['max_abs_err']:.1e}, "

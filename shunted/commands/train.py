@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..engine.train import train_from_args
+    from ..engine.train import train
+    from ..engine.train.config import resolve_config
     from ..engine.train.state import OUTPUTS
     from ..fileio import check_output_dir, check_outputs
 
@@ -83,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
         [("--pretrained", args.pretrained), ("--labels", args.labels), ("--val-labels", args.val_labels)],
         [("--data", args.data), ("--val-data", args.val_data)],
     )
-    train_from_args(args)
+    train(resolve_config(args))
     return 0

@@ -67,6 +67,8 @@ __all__ = [
     "dygraph_outputs",
     "export_model",
     "find_check_images",
+    "is_dense",
+    "is_detection",
     "is_segmentation",
     "load_batch",
     "onnx_exporter",
@@ -95,6 +97,8 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def output_names(model) -> list[str]:
+    if is_detection(model):
+        return ["cls", "box_deltas"]
     if getattr(model, "features_only", False):
         return [f"stage{i + 1}" for i in model.out_indices]
     return ["logits"]
@@ -105,6 +109,16 @@ def is_segmentation(model) -> bool:
     return getattr(model, "decode_head", None) is not None
 
 
+def is_detection(model) -> bool:
+    """A detection model (``ShuntedRetinaNet``: a ``bbox_head``): a dynamic height and width (multiples of 32, as
+    its inputs always are), raw outputs (decoding and NMS run on them in numpy, ``models/retinanet.py``)."""
+    return getattr(model, "bbox_head", None) is not None
+
+
+def is_dense(model) -> bool:
+    return is_segmentation(model) or is_detection(model)
+
+
 def save_paddle(model, out_dir: str | os.PathLike, img_size: int) -> Path:
     """``jit.save`` the model (eval mode) with a dynamic batch; returns ``model.json``.
 
@@ -113,7 +127,7 @@ def save_paddle(model, out_dir: str | os.PathLike, img_size: int) -> Path:
     import paddle
 
     model.eval()
-    side = None if is_segmentation(model) else img_size
+    side = None if is_dense(model) else img_size
     spec = [paddle.static.InputSpec([None, 3, side, side], "float32", name="x")]
     # to_static replaces model.forward in place; put it back, or the caller's "dygraph" model would from now on
     # run the static program (without the dygraph-only code paths of the model).
@@ -269,7 +283,7 @@ def load_batch(paths: Sequence[Path], model, img_size: int | Sequence[int]) -> n
     from ..models.registry import PretrainedConfig
 
     cfg = getattr(model, "pretrained_cfg", None) or PretrainedConfig()
-    if is_segmentation(model):
+    if is_dense(model):
         from PIL import Image
 
         height, width = hw(img_size)
@@ -352,18 +366,26 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    seg = is_segmentation(model)
+    seg, det = is_segmentation(model), is_detection(model)
+    dense = seg or det
     height, width = hw(img_size)
     if height % 32 or width % 32:
         raise ExportError(f"--img-size {img_size}: must be a multiple of 32 (the network's total stride)")
-    if height != width and not seg:
+    if height != width and not dense:
         raise ExportError(f"--img-size {height} {width}: a classification export is square; give one size")
     given = output
     output = check_export_output(output)
     images = list(check_images) if check_images else find_check_images(max(batch_sizes))
-    batch = load_batch(images, model, (height, width) if seg else height)
-    # a segmentation export: also one image at a second size and at a size the runtime pads (padding.py)
-    extra = [(height + 32, width + 64), (height + 13, width + 7)] if seg else []
+    batch = load_batch(images, model, (height, width) if dense else height)
+    # a segmentation export: also one image at a second size and at a size the runtime pads (padding.py); a
+    # detection export at a second size (its inputs are padded to 32 before they reach it)
+    extra = (
+        [(height + 32, width + 64), (height + 13, width + 7)]
+        if seg
+        else [(height + 32, width + 64)]
+        if det
+        else []
+    )
     extra_batches = [load_batch(images[:1], model, size) for size in extra]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -381,16 +403,16 @@ def export_model(
         info = ExportInfo(
             model=model_name,
             format=fmt,
-            img_size=[height, width] if seg else height,
+            img_size=[height, width] if dense else height,
             features=bool(getattr(model, "features_only", False)),
             num_classes=int(getattr(model, "num_classes", 0)),
             outputs=output_names(model),
             weights=weights,
-            task="segmentation" if seg else "classification",
-            dynamic_hw=seg,
+            task="segmentation" if seg else "detection" if det else "classification",
+            dynamic_hw=dense,
             pad_to=SEG_PAD_TO if seg else 0,
         )
-        if seg:
+        if dense:
             write_info(tmp, info)  # before the predictor: it reads pad_to, so the check runs what users run
         predict = make_predictor(backend, tmp, threads=threads)
         label = f"{fmt} export of {model_name}"
@@ -406,7 +428,7 @@ def export_model(
             "max_rel_err": worst,
             "tolerance": tol,
         }
-        if seg:
+        if dense:
             info.parity["sizes"] = [[height, width], *map(list, extra)]
             info.parity["max_abs_err"] = stats.get("max_abs_err")
         info.files = sorted({META_FILE, *(p.name for p in tmp.iterdir())})

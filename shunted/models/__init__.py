@@ -11,9 +11,12 @@ from .registry import (
     VARIANTS,
     PretrainedConfig,
     Variant,
+    det_backbone_name,
     get_pretrained_cfg,
     get_variant,
+    is_det_model,
     is_seg_model,
+    list_det_models,
     list_models,
     list_seg_models,
     seg_backbone_name,
@@ -23,11 +26,15 @@ __all__ = [
     "VARIANTS",
     "PretrainedConfig",
     "ShuntedFPN",
+    "ShuntedRetinaNet",
     "ShuntedTransformer",
     "Variant",
+    "det_backbone_name",
     "get_pretrained_cfg",
     "get_variant",
+    "is_det_model",
     "is_seg_model",
+    "list_det_models",
     "list_models",
     "list_seg_models",
     "seg_backbone_name",
@@ -43,4 +50,8 @@ def __getattr__(name: str):
         from .fpn import ShuntedFPN
 
         return ShuntedFPN
+    if name == "ShuntedRetinaNet":  # the detection model (models/retinanet.py), Paddle too
+        from .retinanet import ShuntedRetinaNet
+
+        return ShuntedRetinaNet
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

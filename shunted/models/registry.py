@@ -124,3 +124,42 @@ def get_seg_pretrained_cfg(name: str, num_classes: int) -> PretrainedConfig:
         classifier="decode_head.conv_seg",
         first_conv="backbone.patch_embed1.conv.0",
     )
+
+
+# -- detection variants (issue 23): a Shunted backbone + RetinaNet (FPN P3–P7 + head) of shunted/models/retinanet.py
+DET_DECODER = "retinanet"
+# shunted_t_retinanet → shunted_t
+DET_VARIANTS: dict[str, str] = {f"{name}_{DET_DECODER}": name for name in VARIANTS}
+DET_IMG_SCALE = (1333, 800)  # (W, H) bounds of the keep-ratio resize, mmdet's 1x schedule
+
+
+def list_det_models() -> list[str]:
+    """Detection model names accepted by :func:`shunted.create_model`, smallest first."""
+    return list(DET_VARIANTS)
+
+
+def is_det_model(name: str) -> bool:
+    return name in DET_VARIANTS
+
+
+def det_backbone_name(name: str) -> str:
+    """The classification variant a detection model is built on: ``shunted_t_retinanet`` → ``shunted_t``."""
+    try:
+        return DET_VARIANTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown detection model {name!r}; choose one of {', '.join(list_det_models())}"
+        ) from None
+
+
+def get_det_pretrained_cfg(name: str, num_classes: int) -> PretrainedConfig:
+    """The backbone's mean/std with the detection model's classes and classifier name."""
+    return replace(
+        get_pretrained_cfg(det_backbone_name(name)),
+        input_size=(3, DET_IMG_SCALE[1], DET_IMG_SCALE[0]),
+        crop_pct=1.0,
+        interpolation="bilinear",
+        num_classes=num_classes,
+        classifier="bbox_head.retina_cls",
+        first_conv="backbone.patch_embed1.conv.0",
+    )

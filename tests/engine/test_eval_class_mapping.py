@@ -156,7 +156,7 @@ def test_train_val_folders_map_by_the_training_class_names(tmp_path):
     _image(val / "dog" / "1.png", 31)
     args = shunted_args(_train_argv(train, tmp_path / "run", "--val-data", str(val)))
     trainer = Trainer(resolve_config(args))
-    samples = trainer.val_set.samples
+    samples = trainer.task.val_set.samples
     assert samples.labels == [1, 1] and samples.class_index == {"dog": 1}
 
 

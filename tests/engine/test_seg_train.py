@@ -239,7 +239,7 @@ def test_shipped_camvid_config_is_generated_and_resolves(repo_root, camvid, tmp_
 
 @pytest.mark.slow  # integration (full runs): the marked stage, make test-slow
 def test_resume_after_interrupt_equals_uninterrupted_run(camvid, tmp_path, monkeypatch):
-    from shunted.engine.seg import train as seg_engine
+    from shunted.engine.train import loop as train_loop
     from shunted.engine.train.state import load_checkpoint
 
     train = subset(camvid, "train.txt", 4, tmp_path / "train.txt")
@@ -248,17 +248,17 @@ def test_resume_after_interrupt_equals_uninterrupted_run(camvid, tmp_path, monke
     full, stopped = tmp_path / "full", tmp_path / "stopped"
     assert main(seg_argv(camvid, train, full, *extra)) == 0
 
-    original = seg_engine.SegTrainer.train_epoch
+    original = train_loop.Trainer.train_epoch
 
     def interrupt_second_epoch(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt
         return original(self, epoch)
 
-    monkeypatch.setattr(seg_engine.SegTrainer, "train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(train_loop.Trainer, "train_epoch", interrupt_second_epoch)
     assert main(seg_argv(camvid, train, stopped, *extra)) == 130
     assert load_checkpoint(stopped / "last.pdckpt")["epoch"] == 1
-    monkeypatch.setattr(seg_engine.SegTrainer, "train_epoch", original)
+    monkeypatch.setattr(train_loop.Trainer, "train_epoch", original)
     assert main(seg_argv(camvid, train, stopped, *extra, "--resume")) == 0
 
     a, b = _pdparams(full / "last.pdparams"), _pdparams(stopped / "last.pdparams")

@@ -49,8 +49,8 @@ def break_after_step(monkeypatch, epoch: int, what: str) -> None:
     original = train_engine.Trainer.train_step
     calls = []
 
-    def step(self, x, y, rng):
-        loss = original(self, x, y, rng)
+    def step(self, batch, rng):
+        loss = original(self, batch, rng)
         calls.append(1)
         if len(calls) == epoch:
             if what == "model":

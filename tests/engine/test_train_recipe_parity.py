@@ -140,11 +140,12 @@ def spy_on_train_step():
     steps: list = []
     original = train_engine.Trainer.train_step
 
-    def spy(self, x, y, rng):
+    def spy(self, batch, rng):
+        x, y = batch[0], batch[1]
         steps.append(
             (self._spy_epoch, x.numpy().copy(), y.numpy().copy(), copy.deepcopy(rng.bit_generator.state))
         )
-        return original(self, x, y, rng)
+        return original(self, batch, rng)
 
     original_epoch = train_engine.Trainer.train_epoch
 

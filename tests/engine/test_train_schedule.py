@@ -128,9 +128,9 @@ def test_per_step_schedule_updates_before_every_step(cifar, tmp_path, monkeypatc
     seen: list[float] = []
     original = train_engine.Trainer.train_step
 
-    def record(self, x, y, rng):
+    def record(self, batch, rng):
         seen.append(float(self.optimizer.get_lr()))
-        return original(self, x, y, rng)
+        return original(self, batch, rng)
 
     monkeypatch.setattr(train_engine.Trainer, "train_step", record)
     argv = _argv(cifar, labels, tmp_path / "run", "--batch-size", "4", "-o", "Optimizer.lr.by_epoch=false")

@@ -31,12 +31,12 @@ from ...fileio import OutputError, atomic_path, check_output_dir, sha256_file, w
 
 MANIFEST = "seg_outputs.json"
 PARTIAL = ".shunted-partial"
-WRITERS = ("shunted seg-eval", "shunted seg-predict")
+WRITERS = ("shunted seg-eval", "shunted seg-predict", "shunted det-predict")
 
 
-def _previous(folder: Path) -> dict | None:
+def _previous(folder: Path, manifest: str = MANIFEST) -> dict | None:
     """The manifest of a previous output of ours in ``folder`` (its ``files`` checked), or None."""
-    path = folder / MANIFEST
+    path = folder / manifest
     if not path.is_file() or path.is_symlink():
         return None
     try:
@@ -86,7 +86,8 @@ class OutputFolder:
     each file; ``finish(record)`` at the end, or ``abort()`` on failure.
     """
 
-    def __init__(self, folder: str | os.PathLike, flag: str, command: str):
+    def __init__(self, folder: str | os.PathLike, flag: str, command: str, manifest: str = MANIFEST):
+        self.manifest = manifest  # det-predict's is det_outputs.json
         self.given = str(folder)
         self.folder = Path(folder)
         self.partial = self.folder / PARTIAL
@@ -106,10 +107,10 @@ class OutputFolder:
         if os.path.lexists(folder) and not folder.is_dir():
             raise OutputError(f"{self._shown()}: exists and is not a folder")
         if folder.is_dir():
-            record = _previous(folder)
+            record = _previous(folder, self.manifest)
             ours = set(record["files"]) if record else set()
             names = sorted(os.listdir(folder))
-            allowed = ours | ({MANIFEST} if record is not None else set())
+            allowed = ours | ({self.manifest} if record is not None else set())
             foreign = [
                 n
                 for n in names
@@ -122,7 +123,7 @@ class OutputFolder:
             if foreign:
                 shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
                 raise ShuntedError(
-                    f"{self._shown()}: holds files that shunted seg-eval / seg-predict did not write ({shown}); "
+                    f"{self._shown()}: holds files that {self.command} did not write ({shown}); "
                     "nothing was changed: give a new or empty folder"
                 )
             self._check_unchanged(record)
@@ -186,7 +187,7 @@ class OutputFolder:
         for name in self.names:
             path = self.partial / name
             sums[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-        keep = set(self.names) | {MANIFEST}
+        keep = set(self.names) | {self.manifest}
         with _deferred_interrupts():
             for name in self.names:
                 os.replace(self.partial / name, self.folder / name)
@@ -219,10 +220,10 @@ class OutputFolder:
         self.partial.rmdir()
 
     def _write_manifest(self, files: list[str], extra: dict) -> None:
-        write_json_atomic(self.folder / MANIFEST, {"written_by": self.command, "files": files, **extra})
+        write_json_atomic(self.folder / self.manifest, {"written_by": self.command, "files": files, **extra})
 
 
-def output_names(paths: list[Path], names_of, flag: str) -> list[list[str]]:
+def output_names(paths: list[Path], names_of, flag: str, manifest: str = MANIFEST) -> list[list[str]]:
     """Per input path, the file names ``names_of(path)`` it writes; an output name that two inputs would write
     (``a/x.jpg`` and ``b/x.png``, or ``x.jpg``'s ``x_color.png`` and ``x_color.jpg``'s ``x_color.png``) is an
     error naming both inputs."""
@@ -231,7 +232,7 @@ def output_names(paths: list[Path], names_of, flag: str) -> list[list[str]]:
     for p in paths:
         names = list(names_of(p))
         for name in names:
-            if name in (MANIFEST, PARTIAL):
+            if name in (manifest, PARTIAL):
                 raise ShuntedError(f"{p}: its output {name} would replace the folder's manifest")
             if name in owner and owner[name] != p:
                 raise ShuntedError(

@@ -1,6 +1,9 @@
 """Training: ``shunted train`` and ``paddle.distributed.launch tools/launch.py train``.
 
-- ``loop.py``: the ``Trainer`` (data, model, one epoch, evaluation, checkpoints), ``train`` and ``train_from_args``.
+- ``loop.py``: the one training loop of every task (``Trainer``: epochs, resume, checkpoints, EMA, AMP, ranks) and
+  ``train(cfg, task)``.
+- ``task.py``: ``Task``, what a task supplies to the loop, and ``LoopSettings``, the loop's own config keys.
+- ``classification.py``: ``ClassificationTask`` (``shunted train``); segmentation is shunted/engine/seg/train.py.
 - ``config.py``: the resolved configuration (recipe defaults from shunted/config_schema.py, YAML, ``-o``, flags).
 - ``optim.py``: AdamW with the official decay groups and the warm-up + cosine schedule.
 - ``sampler.py``: repeated augmentation (DeiT's ``RASampler``) as a batch sampler.
@@ -13,7 +16,7 @@ imported without the loop's data and model modules.
 
 from __future__ import annotations
 
-__all__ = ["Trainer", "World", "init_world", "train", "train_from_args"]
+__all__ = ["Trainer", "train"]
 
 
 def __getattr__(name: str):
