@@ -4,7 +4,7 @@
   shunted serve --model shunted_t_fpn --weights RUN/best.pdparams --max-batch 4
 
 Classification models answer ``POST /image-classification``, segmentation models (``*_fpn``) ``POST
-/semantic-segmentation``, with ``{"image": "<base64 of an image file>", "inferenceParams": {...}}``; ``GET
+/semantic-segmentation``, detection models (``*_retinanet``) ``POST /object-detection``, with ``{"image": "<base64 of an image file>", "inferenceParams": {...}}``; ``GET
 /health``, ``GET /metrics`` (Prometheus), ``GET /`` (a page to try an image). Requests arriving together are
 run as one batch (up to --max-batch, waiting at most --max-wait-ms for it to fill) on one runtime instance; at
 most --max-queue wait (503 beyond). Needs the ``[serve]`` extra (FastAPI, uvicorn). SIGTERM / Ctrl-C: the
@@ -30,7 +30,9 @@ def port(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .common import add_backend_arguments, image_size, nonnegative_int, positive_float, positive_int
 
-    parser.add_argument("--model", required=True, help="shunted_t/s/b (classification) or shunted_*_fpn")
+    parser.add_argument(
+        "--model", required=True, help="shunted_t/s/b (classification), shunted_*_fpn, shunted_*_retinanet"
+    )
     parser.add_argument("--weights", required=True, help="official .pth, .pdparams or .safetensors")
     parser.add_argument("--labels", help="class names: 'imagenet' or a file, one per line in index order")
     parser.add_argument(
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         img_size=args.img_size,
         labels=args.labels,
+        det_img_scale=tuple(args.img_scale),
         host=args.host,
         port=args.port,
         batch=BatchLimits(args.max_batch, float(args.max_wait_ms), args.max_queue),

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,3 +117,55 @@ def test_segmentation_equals_seg_predict(tmp_path, client_of):
         ).json()["result"]
         assert flat["labelMap"] == expected.ravel().tolist()
     assert len(np.unique(expected)) > 1  # a mask of one class would compare nothing
+
+
+def test_detection_equals_det_predict(tmp_path, client_of):
+    """A random shunted_t_retinanet (3 classes) at a small scale: each image's detections (threshold 0: all of
+    them) equal det-predict's manifest, in order; two images of one size sent together run as one batch."""
+    import paddle
+    from PIL import Image
+
+    from shunted.engine.det.predict import DetPredictConfig, detect_images
+    from shunted.engine.serve.batcher import BatchLimits
+    from shunted.engine.serve.service import ServeConfig, open_service
+    from shunted.factory import create_model
+
+    paddle.seed(5)
+    weights = tmp_path / "det.pdparams"
+    model = create_model("shunted_t_retinanet", num_classes=3)
+    bias = model.bbox_head.retina_cls.bias  # from the prior 0.01 (nothing above the 0.05 floor) to varied scores
+    bias.set_value(np.random.default_rng(5).normal(0, 1.5, bias.shape).astype(np.float32))
+    paddle.save(model.state_dict(), str(weights))
+    images = tmp_path / "in"
+    images.mkdir()
+    for i, path in enumerate(cifar_images(3)):
+        Image.open(path).convert("RGB").resize((96, 64 + 32 * (i == 2))).save(images / f"{i}.png")
+    scale = (160, 128)
+    manifest = detect_images(DetPredictConfig(
+        [images], tmp_path / "out", "shunted_t_retinanet", weights, score_threshold=0.0, img_scale=scale,
+        backend="dygraph", progress=False,
+    ))  # fmt: skip
+    cfg = ServeConfig("shunted_t_retinanet", weights, "dygraph", det_img_scale=scale,
+                      batch=BatchLimits(max_batch=2, max_wait_ms=3000))  # fmt: skip
+    client = client_of(open_service(cfg))
+    answers: dict = {}
+    paths = sorted(images.iterdir())
+
+    def send(path):
+        body = {"image": b64(path.read_bytes()), "inferenceParams": {"threshold": 0.0}}
+        answers[path.name] = client.post("/object-detection", json=body).json()["result"]["detectedObjects"]
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in paths[:2]]  # one size: one batch of 2
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    send(paths[2])
+    for record in manifest["images"]:
+        got = answers[Path(record["image"]).name]
+        want = record["detections"]
+        assert len(got) == len(want) > 0
+        assert [g["categoryId"] for g in got] == [w["class_id"] for w in want]
+        assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-5)
+        assert np.allclose([g["bbox"] for g in got], [w["box"] for w in want], atol=0.01)
+    assert 'shunted_serve_batch_size_bucket{le="1"} 1' in client.get("/metrics").text  # the third alone

@@ -35,6 +35,7 @@ class ServeConfig:
     threads: int | None = None
     img_size: int | None = None
     labels: str | None = None
+    det_img_scale: tuple[int, int] = (1333, 800)  # (W, H): detection's keep-ratio resize, as det-predict
     host: str = "127.0.0.1"
     port: int = 8080
     batch: BatchLimits = field(default_factory=BatchLimits)
@@ -72,11 +73,13 @@ def open_service(cfg: ServeConfig) -> Service:
     models, segmentation); not started."""
     from ...errors import ShuntedError
     from ...models import get_pretrained_cfg
-    from ...models.registry import is_seg_model
+    from ...models.registry import is_det_model, is_seg_model
     from ..session import open_model
 
     if is_seg_model(cfg.model):
         task = _segment_task(cfg)
+    elif is_det_model(cfg.model):
+        task = _detect_task(cfg)
     else:
         try:
             pretrained = get_pretrained_cfg(cfg.model)
@@ -107,3 +110,15 @@ def _segment_task(cfg: ServeConfig):
     names = read_class_names(cfg.labels, k) if cfg.labels else default_class_names("voc", k)
     transform = SegEvalTransform(mean=pre.mean, std=pre.std)
     return Segment(opened, transform, names, get_palette("voc", k), SegInference())
+
+
+def _detect_task(cfg: ServeConfig):
+    from ...data.det_transforms import DetTransform
+    from ..det.evaluate import open_det_model
+    from ..det.predict import _class_names, class_colours
+    from .tasks import Detect
+
+    opened = open_det_model(cfg.model, cfg.weights, cfg.backend, cfg.threads)
+    k, pre = opened.num_classes, opened.pretrained_cfg
+    transform = DetTransform(img_scale=cfg.det_img_scale, mean=pre.mean, std=pre.std)
+    return Detect(opened, transform, _class_names(cfg.labels, k), class_colours(k))

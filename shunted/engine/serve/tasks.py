@@ -12,6 +12,12 @@
   together. ``labelMap``: the 8-bit index PNG (what seg-predict writes as ``IMAGE.png``) in base64, or PaddleX's
   flat row-major list with ``"inferenceParams": {"labelMapFormat": "list"}``; ``size`` = [height, width].
 
+- **Detection** (``Detect``): ``DetTransform`` (keep-ratio resize to ``img_scale``, normalise) as ``shunted
+  det-predict``; images of one network-input size run together (padded to a multiple of 32 as one alone would be),
+  ``postprocess_outputs`` and ``to_results`` take the boxes back to the image's pixels; ``detectedObjects`` =
+  ``[{"bbox": [x1, y1, x2, y2], "categoryId", "categoryName", "score"}]`` scoring at least ``threshold``
+  (``inferenceParams.threshold`` or PaddleX's top-level one; default 0.3, det-predict's).
+
 A task's ``prepare`` runs in the request's thread (decoding in parallel); ``run`` runs a batch on the one
 worker thread (``batcher.py``) and returns one result (or Exception) per item.
 """
@@ -61,7 +67,7 @@ def parse_request(body: bytes) -> tuple[str, dict]:
         params = {}
     if not isinstance(params, dict):
         raise bad('"inferenceParams" must be a JSON object')
-    top = {k: payload[k] for k in ("topk", "topK") if k in payload}
+    top = {k: payload[k] for k in ("topk", "topK", "threshold") if k in payload}
     return image, {**top, **params}
 
 
@@ -173,10 +179,7 @@ class Segment:
         from ..seg.evaluate import predicted_labels
 
         results: list = [None] * len(items)
-        groups: dict[tuple, list[int]] = {}
-        for i, (x, _, _) in enumerate(items):
-            groups.setdefault(x.shape, []).append(i)
-        for members in groups.values():
+        for members in _group_by_shape(items).values():
             try:
                 logits = self.inference.logits(
                     self.opened.predictor, np.stack([items[i][0] for i in members]),
@@ -212,4 +215,68 @@ class Segment:
             "numClasses": self.opened.num_classes,
             "classNames": self.names,
             "palette": self.palette.tolist(),
+        }
+
+
+def _group_by_shape(items: list) -> dict[tuple, list[int]]:
+    """Item indices by their network input's shape (``item[0]``), in arrival order: what can run as one batch."""
+    groups: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item[0].shape, []).append(i)
+    return groups
+
+
+@dataclass
+class Detect:
+    """Object detection (module docstring)."""
+
+    opened: Any
+    transform: Any  # data/det_transforms.py DetTransform
+    names: list[str]
+    colours: np.ndarray
+    default_threshold: float = 0.3
+    name: str = "object-detection"
+
+    @property
+    def route(self) -> str:
+        return "/" + self.name
+
+    def prepare(self, image, params: dict) -> tuple:
+        threshold = params.get("threshold", self.default_threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise bad(f"inferenceParams.threshold: {json.dumps(threshold)[:40]} is not a number in 0..1")
+        x, _, info = self.transform(image, np.zeros((0, 4), np.float32))
+        return np.asarray(x, np.float32), info, float(threshold)
+
+    def run(self, items: list) -> list:
+        from ...data.det_transforms import collate_detection
+        from ...models.retinanet import postprocess_outputs
+        from ..det.evaluate import to_results
+
+        results: list = [None] * len(items)
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+        for members in _group_by_shape(items).values():
+            images, _, _, infos = collate_detection([(items[i][0], *empty, items[i][1]) for i in members])
+            images = np.asarray(images, np.float32)
+            cls, reg = (np.asarray(o, np.float32) for o in self.opened.predictor(images))
+            shapes = [tuple(info["image_shape"]) for info in infos]
+            dets = postprocess_outputs(cls, reg, images.shape[2:], shapes)
+            for i, det, info in zip(members, dets, infos, strict=True):
+                found = to_results(det, info, 0, range(self.opened.num_classes))
+                results[i] = {"detectedObjects": [
+                    {"bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]],
+                     "categoryId": r["category_id"], "categoryName": self.names[r["category_id"]],
+                     "score": r["score"]}
+                    for r in found if r["score"] >= items[i][2]
+                ]}  # fmt: skip
+        return results
+
+    def warm(self, max_batch: int) -> None:
+        self.opened.predictor(np.zeros((1, 3, 128, 128), np.float32))
+
+    def describe(self) -> dict:
+        return {
+            "numClasses": self.opened.num_classes,
+            "classNames": self.names,
+            "palette": self.colours.tolist(),
         }
