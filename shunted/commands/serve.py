@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--img-size", type=image_size, help="classification crop size (default the variant's)"
     )
+    parser.add_argument(
+        "--img-scale", type=positive_int, nargs=2, default=(1333, 800), metavar=("W", "H"),
+        help="detection: keep-ratio resize into W×H (default 1333 800, as det-predict)",
+    )  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=port, default=8080, help="port (default 8080; 0: any free port)")
     parser.add_argument("--max-batch", type=positive_int, default=8, help="images per model call (default 8)")
