@@ -235,3 +235,33 @@ def test_batcher_drains_on_close_and_skips_cancelled():
         batcher.submit(6)
     assert first.result() == 10 and [f.result() for f in futures[1:]] == [30, 40]
     assert seen == [[1], [3], [4]]  # the batch [2, 3] lost 2; 4 came in the next
+
+
+def test_without_fastapi_the_command_says_what_to_install(monkeypatch, capsys):
+    """The [serve] extra missing: one line naming it, before any model is built (``None`` in sys.modules makes
+    ``import fastapi`` fail as if it were not installed)."""
+    import sys
+
+    from shunted.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    code = main(["serve", "--model", "shunted_t", "--weights", "missing.pth", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.strip().count("\n") == 0
+    assert "needs fastapi and uvicorn: pip install 'shunted-paddle[serve]'" in err
+
+
+def test_the_parser_and_the_package_do_not_import_fastapi():
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys, shunted, shunted.cli; shunted.cli.build_parser(); import shunted.engine.serve.service; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

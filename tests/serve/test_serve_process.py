@@ -133,7 +133,9 @@ def test_detection_equals_det_predict(tmp_path, client_of):
     paddle.seed(5)
     weights = tmp_path / "det.pdparams"
     model = create_model("shunted_t_retinanet", num_classes=3)
-    bias = model.bbox_head.retina_cls.bias  # from the prior 0.01 (nothing above the 0.05 floor) to varied scores
+    bias = (
+        model.bbox_head.retina_cls.bias
+    )  # from the prior 0.01 (nothing above the 0.05 floor) to varied scores
     bias.set_value(np.random.default_rng(5).normal(0, 1.5, bias.shape).astype(np.float32))
     paddle.save(model.state_dict(), str(weights))
     images = tmp_path / "in"
