@@ -220,8 +220,9 @@ def offline(args) -> float:
 
     transform = EvalTransform.from_config(get_pretrained_cfg(args.model), img_size=args.img_size)
     opened = open_model(
-        args.model, args.weights, args.backend or "dygraph", args.threads, img_size=args.img_size
+        args.model, args.weights, args.backend or "auto", args.threads, img_size=args.img_size
     )
+    print(f"offline: runtime {opened.backend}", file=sys.stderr)
     paths = sorted(CIFAR.glob("*/*.jpg"))[::125][:8]
     batch = np.stack([transform.load(p) for p in paths])
     for _ in range(3):
