@@ -5,7 +5,8 @@ Starts ``shunted serve`` (a child process on 127.0.0.1, a free port), then for e
 time over a kept-alive connection) until ``--requests`` answers or ``--seconds`` have passed. Per level: images/s,
 p50 / p95 / p99 latency, errors by status, the batch sizes the server ran (from ``/metrics``). Then the same
 16 clients with a slow client (one body byte a second) and ``--bad`` malformed requests mixed in: the good
-clients' p99 against the plain 16-client level. In the same run, without the server busy, the offline batch-8
+clients' p99 against the plain 16-client level; then more clients than ``--max-queue`` + two batches + 8 (only
+503s expected among the errors). In the same run, without the server busy, the offline batch-8
 throughput of the same backend (the model called on preprocessed batches of 8, median of ``--offline-calls``,
 as ``shunted bench``). Prints a Markdown table with the load average before and after; ``--output`` writes JSON.
 
@@ -250,6 +251,7 @@ def table(rows: list[dict], offline_img_s: float) -> str:
            "|---|---:|---:|---:|---:|---:|---|---:|---|"]  # fmt: skip
     for r in rows:
         name = f"{r['clients']} + slow + bad" if r["mixed"] else str(r["clients"])
+        name += " (over the queue)" if r.get("over_queue") else ""
         errors = ", ".join(f"{n}×{s}" for s, n in r["errors"].items()) or "0"
         sizes = " ".join(f"{b}:{n}" for b, n in sorted(r["batch_sizes"].items()))
         out.append(f"| {name} | {r['img_per_s']:.1f} | {r['img_per_s'] / offline_img_s:.0%} | {r['p50_ms']} | "
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             8,
             5,
         )
+    if args.quick:
+        args.max_queue = 4
     load_before = os.getloadavg()
     payloads = bodies(64)
     proc, port = start(args)
@@ -299,14 +303,19 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(level(port, payloads, c, args))
             print(f"{c} clients: {rows[-1]['img_per_s']} img/s, p99 {rows[-1]['p99_ms']} ms", file=sys.stderr)
         mixed_clients = 16 if 16 in counts else counts[-1]
-        rows.append(level(port, payloads, mixed_clients, args, mixed=True))
+        mixed = level(port, payloads, mixed_clients, args, mixed=True)
+        rows.append(mixed)
+        # more clients than the queue, the batch in the model and the decoders hold: the surplus must get 503s
+        over = level(port, payloads, args.max_queue + 2 * args.max_batch + 8, args)
+        over["over_queue"] = True
+        rows.append(over)
     finally:
         proc.terminate()
         proc.wait(120)
     offline_img_s = offline(args)
     load_after = os.getloadavg()
-    plain = next(r for r in rows if r["clients"] == rows[-1]["clients"] and not r["mixed"])
-    p99_ratio = rows[-1]["p99_ms"] / plain["p99_ms"] if plain["p99_ms"] and rows[-1]["p99_ms"] else None
+    plain = next(r for r in rows if r["clients"] == mixed["clients"] and not r["mixed"])
+    p99_ratio = mixed["p99_ms"] / plain["p99_ms"] if plain["p99_ms"] and mixed["p99_ms"] else None
     record = {
         "model": args.model, "backend": args.served_backend, "img_size": args.img_size, "cpu": cpu_name(),
         "cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after,
@@ -318,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
           f"cores); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")  # fmt: skip
     print(f"offline batch-8: {offline_img_s:.1f} img/s")
     print(table(rows, offline_img_s))
-    print(f"bad requests' answers: {rows[-1]['bad_answers']}")
+    print(f"bad requests' answers: {mixed['bad_answers']}")
     if p99_ratio:
         print(
             f"good clients' p99 with a slow client and {args.bad} bad requests: {p99_ratio:.2f}× the plain level's"
