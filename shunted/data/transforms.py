@@ -79,6 +79,9 @@ def _decode_rgb(path, fh, max_pixels: int | None = None) -> Image.Image:
                     f"limit of {max_pixels:,}"
                 )
             return img.convert("RGB")
+    # Pillow would name the open file object (a descriptor number): name the file
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: cannot read image (cannot identify image file {str(path)!r})") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(
             f"{path}: cannot read image ({' '.join(str(exc).split()) or type(exc).__name__})"
