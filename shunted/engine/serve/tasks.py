@@ -95,6 +95,10 @@ def decode_image(text: str, max_pixels: int | None):
         raise bad(str(exc)) from None
     except MemoryError:
         raise RequestError(507, "image: out of memory while decoding it") from None
+    except Exception as exc:  # noqa: BLE001 — whatever else the decoder raises on these bytes is the client's
+        raise bad(
+            f"image: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())})"[:300]
+        ) from None
 
 
 def check_pixels(data: bytes, max_pixels: int | None) -> None:
