@@ -13,8 +13,8 @@ from .metrics import Metrics
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """What one request may cost: body bytes (413 above), decoded pixels (400 above; default Pillow's
-    ``MAX_IMAGE_PIXELS``, where the commands warn and beyond twice which they refuse), seconds from its
+    """What one request may cost: body bytes (413 above), decoded pixels (400 above, read from the
+    header; default Pillow's ``MAX_IMAGE_PIXELS``, the commands' limit), seconds from its
     arrival to its answer (504 when the model has not answered by then; 408 when the body has not arrived),
     and how many requests decode at once (each holds one decoded image)."""
 
