@@ -216,22 +216,6 @@ def predict(
     ]
 
 
-def class_names_for(
-    labels: str | None, weights, num_classes: int, sha256: str | None
-) -> tuple[list[str] | None, str | None]:
-    """(names, where they come from) as ``shunted predict`` and ``serve`` show them: ``labels`` (``imagenet`` or a
-    FILE; ImageNet's by default for 1,000 classes), else the names recorded beside the weights (the convert
-    sidecar, a training run, the bundled demo), else None."""
-    from ..data.classnames import known_class_names, resolve_class_names
-
-    names = resolve_class_names(labels, num_classes)
-    known = None
-    if names is None:
-        known = known_class_names(weights, num_classes, sha256=sha256)
-        names = list(known.names) if known and len(known.names) == num_classes else None
-    return names, labels or (known.source if known and names else "imagenet" if names else None)
-
-
 def format_predictions(results: list[dict]) -> str:
     lines = []
     for r in results:
@@ -658,7 +642,14 @@ def _check_predict(cfg: PredictConfig, world) -> Path | str | None:
 
 def _class_names(cfg: PredictConfig, opened) -> tuple[list[str] | None, str | None]:
     """(class names or None, where they came from): --labels, else what is recorded beside the weights."""
-    return class_names_for(cfg.labels, cfg.weights, opened.num_classes, opened.weights_sha256)
+    from ..data.classnames import known_class_names, resolve_class_names
+
+    names = resolve_class_names(cfg.labels, opened.num_classes)
+    known = None  # names recorded beside the weights (convert sidecar, training run, the bundled demo)
+    if names is None:
+        known = known_class_names(cfg.weights, opened.num_classes, sha256=opened.weights_sha256)
+        names = list(known.names) if known and len(known.names) == opened.num_classes else None
+    return names, cfg.labels or (known.source if known and names else "imagenet" if names else None)
 
 
 def _writer(cfg: PredictConfig, results, opened, transform, names, labels, world):

@@ -86,14 +86,16 @@ def open_service(cfg: ServeConfig) -> Service:
         except ValueError as exc:
             raise ShuntedError(f"--model: {exc}") from None
         from ...data.transforms import EvalTransform
-        from ..predict import class_names_for
+        from ..predict import _class_names
         from .tasks import Classify
 
         transform = EvalTransform.from_config(pretrained, img_size=cfg.img_size)
         opened = open_model(
             cfg.model, cfg.weights, cfg.backend, cfg.threads, img_size=transform.img_size, cache=cfg.cache
         )
-        names, _ = class_names_for(cfg.labels, cfg.weights, opened.num_classes, opened.weights_sha256)
+        names, _ = _class_names(
+            cfg, opened
+        )  # predict's: --labels, else the names recorded beside the weights
         task = Classify(opened, transform, names)
     about = {"model": cfg.model, "backend": task.opened.backend, "weightsSha256": task.opened.weights_sha256}
     return Service(task, cfg.batch, cfg.http, about)
