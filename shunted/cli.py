@@ -40,6 +40,7 @@ COMMANDS = (
     "det-train",
     "det-eval",
     "det-predict",
+    "serve",
 )
 
 

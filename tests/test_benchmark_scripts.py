@@ -84,3 +84,20 @@ def test_det_bccd_and_det_memory_run_end_to_end(repo_root, shared_dir, tmp_path)
     assert [r["recompute"] for r in rows] == [False, True] and all(
         r["peak_mb"] > r["before_mb"] for r in rows
     )
+
+
+@pytest.mark.slow  # starts shunted serve and loads it for a few seconds
+def test_serve_load_quick_reports_every_level(repo_root, tmp_path):
+    pytest.importorskip("fastapi")
+    out = tmp_path / "serve.json"
+    done = _run(
+        repo_root, "benchmarks/serve_load.py", "--quick", "--backend", "dygraph", "--output", str(out)
+    )
+    record = json.loads(out.read_text())
+    levels = record["levels"]
+    assert [r["clients"] for r in levels] == [1, 4, 4, 4 + 2 * 8 + 8]  # --quick: --max-queue 4
+    assert all(r["ok"] > 0 and not r["errors"] for r in levels[:3])
+    assert set(levels[2]["bad_answers"]) == {"400"}
+    assert set(levels[3]["errors"]) == {"503"} and levels[3]["ok"] > 0  # over the queue: 503s only
+    assert record["offline_batch8_img_per_s"] > 0 and "| 4 + slow + bad |" in done.stdout
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
