@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ __all__ = [
     "PADDLE_PREFIX",
     "ExportError",
     "ExportInfo",
+    "ParityCheck",
     "check_export_output",
     "check_parity",
     "dygraph_outputs",
@@ -347,6 +349,17 @@ def check_parity(
     return worst
 
 
+@dataclass(frozen=True)
+class ParityCheck:
+    """How a new export is checked against the model: on ``images`` (default: the bundled ones), in batches of
+    ``batch_sizes``, with ``threads`` threads, to ``tol``."""
+
+    images: Sequence[Path] | None = None
+    batch_sizes: Sequence[int] = (1, 3)
+    threads: int = 2
+    tol: float = PARITY_TOL
+
+
 def export_model(
     model,
     fmt: str,
@@ -354,16 +367,14 @@ def export_model(
     img_size: int | Sequence[int],
     model_name: str,
     weights: str | None = None,
-    check_images: Sequence[Path] | None = None,
-    batch_sizes: Sequence[int] = (1, 3),
-    threads: int = 2,
-    tol: float = PARITY_TOL,
+    check: ParityCheck = ParityCheck(),
 ) -> ExportInfo:
     """Write ``model`` as ``fmt`` into ``output`` (replaced atomically) after checking it on real images.
 
     img_size: S, or (H, W) for a segmentation model (whose export takes any size; the check runs at (H, W),
     at (H + 32, W + 64) and at (H + 13, W + 7), the last two with one image).
     """
+    check_images, batch_sizes, threads, tol = check.images, check.batch_sizes, check.threads, check.tol
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     seg, det = is_segmentation(model), is_detection(model)

@@ -790,7 +790,7 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
     from ..data.transforms import EvalTransform
     from ..models import get_pretrained_cfg
     from .evaluate import runtime_line
-    from .session import open_model
+    from .session import RuntimeConfig, open_model
     from .world import threads_per_process
 
     try:
@@ -804,7 +804,9 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
     )  # fmt: skip
     threads = cfg.threads if cfg.threads is not None else threads_per_process(world)
     opened = open_model(
-        cfg.model, cfg.weights, cfg.backend, threads, img_size=transform.img_size, cache=cfg.cache
+        cfg.model,
+        cfg.weights,
+        RuntimeConfig(cfg.backend, threads, img_size=transform.img_size, cache=cfg.cache),
     )
     names, labels = _class_names(cfg, opened)
     writer = _writer(cfg, results, opened, transform, names, labels, world)

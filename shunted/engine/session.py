@@ -274,28 +274,38 @@ def open_backend(
     raise AssertionError("dygraph always opens")
 
 
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a model runs: ``backend`` (a runtime, or ``auto``) with ``threads``; the other fields are
+    ``open_model``'s (below)."""
+
+    backend: str = "dygraph"
+    threads: int | None = None
+    img_size: int | None = None
+    recheck_margin: float = DEFAULT_MARGIN
+    cache: bool = True
+
+
 def open_model(
     name: str,
     weights: str | os.PathLike | None,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    img_size: int | None = None,
+    runtime: RuntimeConfig = RuntimeConfig(),
     features_only: bool = False,
     num_classes: int | None = None,
     expect_num_classes: int | None = None,
-    recheck_margin: float = DEFAULT_MARGIN,
-    cache: bool = True,
 ) -> Opened:
-    """Build ``name`` with ``weights`` once and open it on ``backend`` (a runtime, or ``auto``).
+    """Build ``name`` with ``weights`` once and open it on ``runtime.backend`` (a runtime, or ``auto``).
 
     num_classes: the head's class count (default the checkpoint's; another count makes a fresh head, as
         ``create_model``). expect_num_classes: the class count the user expects (``--num-classes`` of eval): a
         checkpoint with another count is a WeightsError, raised before any export.
-    img_size: the input size the static runtimes are exported at (default the variant's, 224); a segmentation
+    runtime.img_size: the input size the static runtimes are exported at (default the variant's, 224); a segmentation
         model (``shunted_t_fpn`` …, built by ``create_model`` with ``weights`` as its whole-model weights) is
         exported with a dynamic size and takes any (``model_predictor``).
-    cache: keep the export in the start-up cache (``shunted/runtime/cache.py``) and read it from there.
+    runtime.cache: keep the export in the start-up cache (``shunted/runtime/cache.py``) and read it from there.
     """
+    backend, threads, img_size = runtime.backend, runtime.threads, runtime.img_size
+    recheck_margin, cache = runtime.recheck_margin, runtime.cache
     from ..errors import WeightsError
     from ..factory import create_model
 
