@@ -67,6 +67,7 @@ __all__ = [
     "check_export_output",
     "check_parity",
     "dygraph_outputs",
+    "export_info",
     "export_model",
     "find_check_images",
     "is_dense",
@@ -309,6 +310,25 @@ def hw(img_size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def export_info(model, fmt: str, img_size, model_name: str, weights: str | None = None) -> ExportInfo:
+    """What ``export.json`` says of ``model``'s export (before the parity check): the task, and for a dense model
+    (segmentation, detection) a dynamic height and width, ``img_size`` being the (H, W) it is checked at."""
+    seg, dense = is_segmentation(model), is_dense(model)
+    height, width = hw(img_size)
+    return ExportInfo(
+        model=model_name,
+        format=fmt,
+        img_size=[height, width] if dense else height,
+        features=bool(getattr(model, "features_only", False)),
+        num_classes=int(getattr(model, "num_classes", 0) or 0),
+        outputs=output_names(model),
+        weights=weights,
+        task="segmentation" if seg else "detection" if is_detection(model) else "classification",
+        dynamic_hw=dense,
+        pad_to=SEG_PAD_TO if seg else 0,
+    )
+
+
 def check_parity(
     predict: Callable[[np.ndarray], np.ndarray | list[np.ndarray]],
     model,
@@ -411,18 +431,7 @@ def export_model(
         model.eval()
         save_paddle(model, tmp, height) if fmt == "paddle" else save_onnx(model, tmp, height)
         backend = "inference" if fmt == "paddle" else "onnxruntime"
-        info = ExportInfo(
-            model=model_name,
-            format=fmt,
-            img_size=[height, width] if dense else height,
-            features=bool(getattr(model, "features_only", False)),
-            num_classes=int(getattr(model, "num_classes", 0)),
-            outputs=output_names(model),
-            weights=weights,
-            task="segmentation" if seg else "detection" if det else "classification",
-            dynamic_hw=dense,
-            pad_to=SEG_PAD_TO if seg else 0,
-        )
+        info = export_info(model, fmt, (height, width), model_name, weights)
         if dense:
             write_info(tmp, info)  # before the predictor: it reads pad_to, so the check runs what users run
         predict = make_predictor(backend, tmp, threads=threads)
