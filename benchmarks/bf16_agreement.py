@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shunted.data.transforms import EvalTransform
     from shunted.engine.evaluate import EvalRun, checkpoint_dataset, run_evaluation
-    from shunted.engine.session import open_model
+    from shunted.engine.session import RuntimeConfig, open_model
     from shunted.fileio import write_json_atomic
     from shunted.runtime.recheck import DEFAULT_MARGIN, uncertain_rows
 
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     results, logits, rechecked = {}, {}, {}
     for backend in args.backends:
         opened = open_model(
-            args.model, args.weights, backend, args.threads, args.img_size, recheck_margin=margin
+            args.model,
+            args.weights,
+            RuntimeConfig(backend, args.threads, args.img_size, recheck_margin=margin),
         )
         transform = EvalTransform.from_config(opened.pretrained_cfg, img_size=args.img_size)
         dataset, record = checkpoint_dataset(opened, args.data, transform, limit=args.limit)

@@ -89,7 +89,7 @@ def worker(plan: dict) -> None:
     from shunted.data.datasets import ImageDataset, list_samples
     from shunted.data.transforms import EvalTransform
     from shunted.engine.evaluate import EvalRun, run_evaluation
-    from shunted.engine.session import open_model
+    from shunted.engine.session import RuntimeConfig, open_model
     from shunted.engine.world import init_world, threads_per_process
 
     world = init_world()
@@ -97,7 +97,9 @@ def worker(plan: dict) -> None:
     records = []
     for backend in plan["backends"]:
         t0 = time.perf_counter()
-        opened = open_model(plan["model"], None, backend, threads=threads, img_size=plan["img_size"])
+        opened = open_model(
+            plan["model"], None, RuntimeConfig(backend, threads=threads, img_size=plan["img_size"])
+        )
         open_s = time.perf_counter() - t0
         cfg = opened.pretrained_cfg
         transform = EvalTransform.from_config(cfg, img_size=plan["img_size"])

@@ -56,16 +56,13 @@ def model_alone(plan: dict) -> None:
 
     from shunted.data.datasets import ImageDataset, list_samples
     from shunted.data.transforms import EvalTransform
-    from shunted.engine.session import open_model
+    from shunted.engine.session import RuntimeConfig, open_model
 
     margin = {"plain": 0.0, "shipped": 0.05}[plan["variant"]]
     opened = open_model(
         plan["model"],
         plan["weights"],
-        plan["backend"],
-        threads=None,
-        img_size=plan["img_size"],
-        recheck_margin=margin,
+        RuntimeConfig(plan["backend"], threads=None, img_size=plan["img_size"], recheck_margin=margin),
     )
     transform = EvalTransform.from_config(opened.pretrained_cfg, img_size=plan["img_size"])
     samples = list_samples(plan["data"], labels=plan["labels"]).head(plan["batch_size"])

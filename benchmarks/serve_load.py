@@ -216,12 +216,12 @@ def offline(args) -> float:
     import numpy as np
 
     from shunted.data.transforms import EvalTransform
-    from shunted.engine.session import open_model
+    from shunted.engine.session import RuntimeConfig, open_model
     from shunted.models import get_pretrained_cfg
 
     transform = EvalTransform.from_config(get_pretrained_cfg(args.model), img_size=args.img_size)
     opened = open_model(
-        args.model, args.weights, args.backend or "auto", args.threads, img_size=args.img_size
+        args.model, args.weights, RuntimeConfig(args.backend or "auto", args.threads, img_size=args.img_size)
     )
     print(f"offline: runtime {opened.backend}", file=sys.stderr)
     paths = sorted(CIFAR.glob("*/*.jpg"))[::125][:8]

@@ -360,6 +360,30 @@ def seg_inference(values: dict, max_memory: int | None = None):
     )  # fmt: skip
 
 
+def eval_run(args: argparse.Namespace, values: dict, saves: str) -> tuple:
+    """seg-eval / det-eval after their settings: the processes (``init_world``), ``--output`` and the ``saves``
+    flag's path (``--save-masks``, ``--save-detections``) locked, one writer each (cli.py releases them), and the
+    config fields the two share (model, data, loader, runtime, output). Returns (world, fields)."""
+    from ..engine.world import init_world, threads_per_process
+    from ..fileio import lock_output
+
+    world = init_world()
+    lock_output(args.output, "--output")
+    lock_output(getattr(args, saves[2:].replace("-", "_")), saves)
+    return world, {
+        "model": values["model"],
+        "weights": values["weights"],
+        "data": values["data"],
+        "list_file": values["list_file"],
+        "limit": args.limit,
+        "workers": 2 if values["workers"] is None else values["workers"],
+        "backend": args.backend,
+        "threads": args.threads if args.threads is not None else threads_per_process(world),
+        "output": args.output,
+        "progress": not args.no_progress,
+    }
+
+
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 

@@ -74,10 +74,8 @@ FLAGS = {
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.det.evaluate import DetEvalConfig, evaluate_det_checkpoint, format_table
-    from ..engine.world import init_world, threads_per_process
     from ..errors import ShuntedError
-    from ..fileio import lock_output
-    from .common import DET_INFER_KEYS, require, seg_settings
+    from .common import DET_INFER_KEYS, eval_run, require, seg_settings
 
     values = seg_settings(args, {**DET_INFER_KEYS, **FLAGS}, required=(), task="detection")
     values["data"] = values["data"] or values["train_data"]
@@ -86,25 +84,14 @@ def run(args: argparse.Namespace) -> int:
         raise ShuntedError(
             "det-eval: give --model and --weights (or --detections FILE to score saved detections)"
         )
-    world = init_world()
-    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
-    lock_output(args.save_detections, "--save-detections")
+    world, fields = eval_run(args, values, "--save-detections")
     cfg = DetEvalConfig(
-        model=values["model"],
-        weights=values["weights"],
-        data=values["data"],
-        list_file=values["list_file"],
+        **fields,
         label_list=values["label_list"],
         img_scale=values["img_scale"],
-        limit=args.limit,
         batch_size=values["batch_size"],
-        workers=2 if values["workers"] is None else values["workers"],
-        backend=args.backend,
-        threads=args.threads if args.threads is not None else threads_per_process(world),
-        output=args.output,
         save_detections=args.save_detections,
         detections=args.detections,
-        progress=not args.no_progress,
     )
     result = evaluate_det_checkpoint(cfg, world=world)
     if result is not None:  # rank 0 prints

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..engine.export import PARITY_TOL, check_export_output, export_model, find_check_images
+    from ..engine.export import PARITY_TOL, ParityCheck, check_export_output, export_model, find_check_images
     from ..engine.session import open_model
     from ..errors import ShuntedError
     from ..fileio import check_outputs
@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         img_size,
         model_name=args.model,
         weights=str(args.weights) if args.weights else None,
-        check_images=images,
-        threads=args.threads,
+        check=ParityCheck(images=images, threads=args.threads),
     )
     files = ", ".join(info.files)
     if seg:

@@ -71,34 +71,21 @@ FLAGS = {
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.seg.evaluate import SegEvalConfig, evaluate_seg_checkpoint, format_table
-    from ..engine.world import init_world, threads_per_process
-    from ..fileio import lock_output
-    from .common import SEG_INFER_KEYS, seg_inference, seg_settings
+    from .common import SEG_INFER_KEYS, eval_run, seg_inference, seg_settings
 
     values = seg_settings(args, {**SEG_INFER_KEYS, **FLAGS}, required=("model", "weights", "data"))
     inference = seg_inference(values, args.max_memory)
-    world = init_world()
-    lock_output(args.output, "--output")  # one writer per output (cli.py releases it)
-    lock_output(args.save_masks, "--save-masks")
+    world, fields = eval_run(args, values, "--save-masks")
     cfg = SegEvalConfig(
-        model=values["model"],
-        weights=values["weights"],
-        data=values["data"],
-        list_file=values["list_file"],
+        **fields,
         num_classes=values["num_classes"],
         ignore_index=values["ignore_index"],
         reduce_zero_label=bool(values["reduce_zero_label"]),
         class_names=args.class_names,
-        limit=args.limit,
         scale=values["scale"],
         inference=inference,
-        workers=2 if values["workers"] is None else values["workers"],
-        backend=args.backend,
         cache=not args.no_cache,
-        threads=args.threads if args.threads is not None else threads_per_process(world),
-        output=args.output,
         save_masks=args.save_masks,
-        progress=not args.no_progress,
     )
     result = evaluate_seg_checkpoint(cfg, world=world)
     if result is not None:  # rank 0 prints and writes

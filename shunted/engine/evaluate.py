@@ -40,7 +40,7 @@ from ..errors import DataError
 from ..fileio import atomic_path, check_output_file, check_outputs, write_json_atomic
 from ..runtime import DEFAULT_MARGIN
 from .infer import Source, numpy, run_inference
-from .session import open_model
+from .session import RuntimeConfig, open_model
 from .world import World, first_different
 
 PredictBatch = Callable[[np.ndarray], np.ndarray]
@@ -448,12 +448,14 @@ def evaluate_checkpoint(cfg: EvalConfig, opened=None, world: World | None = None
         opened = open_model(
             cfg.model,
             cfg.weights,
-            cfg.backend,
-            threads=cfg.threads,
-            img_size=transform.img_size,
+            RuntimeConfig(
+                cfg.backend,
+                threads=cfg.threads,
+                img_size=transform.img_size,
+                recheck_margin=cfg.recheck_margin,
+                cache=cfg.cache,
+            ),
             expect_num_classes=cfg.num_classes,
-            recheck_margin=cfg.recheck_margin,
-            cache=cfg.cache,
         )
     elif cfg.num_classes is not None and cfg.num_classes != opened.num_classes:
         raise ValueError(

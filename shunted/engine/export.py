@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,11 @@ __all__ = [
     "PADDLE_PREFIX",
     "ExportError",
     "ExportInfo",
+    "ParityCheck",
     "check_export_output",
     "check_parity",
     "dygraph_outputs",
+    "export_info",
     "export_model",
     "find_check_images",
     "is_dense",
@@ -307,6 +310,25 @@ def hw(img_size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def export_info(model, fmt: str, img_size, model_name: str, weights: str | None = None) -> ExportInfo:
+    """What ``export.json`` says of ``model``'s export (before the parity check): the task, and for a dense model
+    (segmentation, detection) a dynamic height and width, ``img_size`` being the (H, W) it is checked at."""
+    seg, dense = is_segmentation(model), is_dense(model)
+    height, width = hw(img_size)
+    return ExportInfo(
+        model=model_name,
+        format=fmt,
+        img_size=[height, width] if dense else height,
+        features=bool(getattr(model, "features_only", False)),
+        num_classes=int(getattr(model, "num_classes", 0) or 0),
+        outputs=output_names(model),
+        weights=weights,
+        task="segmentation" if seg else "detection" if is_detection(model) else "classification",
+        dynamic_hw=dense,
+        pad_to=SEG_PAD_TO if seg else 0,
+    )
+
+
 def check_parity(
     predict: Callable[[np.ndarray], np.ndarray | list[np.ndarray]],
     model,
@@ -347,6 +369,17 @@ def check_parity(
     return worst
 
 
+@dataclass(frozen=True)
+class ParityCheck:
+    """How a new export is checked against the model: on ``images`` (default: the bundled ones), in batches of
+    ``batch_sizes``, with ``threads`` threads, to ``tol``."""
+
+    images: Sequence[Path] | None = None
+    batch_sizes: Sequence[int] = (1, 3)
+    threads: int = 2
+    tol: float = PARITY_TOL
+
+
 def export_model(
     model,
     fmt: str,
@@ -354,16 +387,14 @@ def export_model(
     img_size: int | Sequence[int],
     model_name: str,
     weights: str | None = None,
-    check_images: Sequence[Path] | None = None,
-    batch_sizes: Sequence[int] = (1, 3),
-    threads: int = 2,
-    tol: float = PARITY_TOL,
+    check: ParityCheck = ParityCheck(),
 ) -> ExportInfo:
     """Write ``model`` as ``fmt`` into ``output`` (replaced atomically) after checking it on real images.
 
     img_size: S, or (H, W) for a segmentation model (whose export takes any size; the check runs at (H, W),
     at (H + 32, W + 64) and at (H + 13, W + 7), the last two with one image).
     """
+    check_images, batch_sizes, threads, tol = check.images, check.batch_sizes, check.threads, check.tol
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     seg, det = is_segmentation(model), is_detection(model)
@@ -400,18 +431,7 @@ def export_model(
         model.eval()
         save_paddle(model, tmp, height) if fmt == "paddle" else save_onnx(model, tmp, height)
         backend = "inference" if fmt == "paddle" else "onnxruntime"
-        info = ExportInfo(
-            model=model_name,
-            format=fmt,
-            img_size=[height, width] if dense else height,
-            features=bool(getattr(model, "features_only", False)),
-            num_classes=int(getattr(model, "num_classes", 0)),
-            outputs=output_names(model),
-            weights=weights,
-            task="segmentation" if seg else "detection" if det else "classification",
-            dynamic_hw=dense,
-            pad_to=SEG_PAD_TO if seg else 0,
-        )
+        info = export_info(model, fmt, (height, width), model_name, weights)
         if dense:
             write_info(tmp, info)  # before the predictor: it reads pad_to, so the check runs what users run
         predict = make_predictor(backend, tmp, threads=threads)

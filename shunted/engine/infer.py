@@ -19,6 +19,12 @@ Sharding (``Source.indices``): each rank's contiguous part of the samples, ``Wor
 the batch composition (none should, but a backend can) still merges to the one-process result. Parts
 concatenated in rank order are sample order.
 
+A **stream** (``predict``): ``Source.indices`` an iterator rather than a sequence, consumed as it goes, so a
+listing of any length is never held (``total``, when known, is only the progress bar's). ``dataset[key]`` is
+read in ``workers`` threads at most two batches ahead (Pillow decodes without the GIL), a key whose read raises
+becomes ``placeholder(key)``; nothing is sharded here (the caller's iterator is this rank's share already). A
+task that writes per batch does it in ``add`` (predict's accumulator writes and fsyncs its lines there).
+
 Timing (``Timing``): ``wall_s`` this rank's pass; ``model_s`` inside ``run``; ``data_wait_s`` waiting for the
 loader. A task's result records them per rank (eval's ``timing.per_rank``).
 """
@@ -26,7 +32,9 @@ loader. A task's result records them per rank (eval's ``timing.per_rank``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,14 +61,21 @@ class Accumulator(Protocol):
 @dataclass
 class Source:
     """What the loop reads: ``dataset[i]`` for ``i`` in ``indices`` through ``workers`` loader processes,
-    ``batch_size`` items put together by ``collate``; an item that raises becomes ``placeholder(i)``."""
+    ``batch_size`` items put together by ``collate``; an item that raises becomes ``placeholder(i)``.
+
+    ``indices`` an iterator (not a sequence): a stream (module docstring), ``total`` its length if known."""
 
     dataset: Any
-    placeholder: Callable[[int], Any]
+    placeholder: Callable[[Any], Any]
     collate: Callable[[list], Any]
-    indices: Sequence[int]
+    indices: Sequence[int] | Iterator[Any]
     batch_size: int = 1
     workers: int = 0
+    total: int | None = None
+
+    @property
+    def stream(self) -> bool:
+        return not hasattr(self.indices, "__len__")
 
 
 @dataclass
@@ -94,9 +109,10 @@ def run_inference(source: Source, acc: Accumulator, run: Run, progress: bool = T
         finally:
             timing.model_s += time.perf_counter() - t0
 
-    total = len(source.indices)
+    total = source.total if source.stream else len(source.indices)
+    samples = 0
     start = time.perf_counter()
-    if total:
+    if source.stream or total:
         from tqdm import tqdm
 
         bar = tqdm(
@@ -104,19 +120,21 @@ def run_inference(source: Source, acc: Accumulator, run: Run, progress: bool = T
         )
         try:
             wait_from = start
-            for batch in _loader(source):
+            for batch in stream_batches(source) if source.stream else _loader(source):
                 timing.data_wait_s += time.perf_counter() - wait_from
                 done = acc.add(batch, timed)
+                samples += done
                 if done:
                     _show(bar, done, acc, start)
                 wait_from = time.perf_counter()
             done = acc.flush(timed)
+            samples += done
             if done:
                 _show(bar, done, acc, start)
         finally:
             bar.close()
     timing.wall_s = time.perf_counter() - start
-    return Part(acc.state(), timing, total)
+    return Part(acc.state(), timing, samples if source.stream else total)
 
 
 def gather_parts(part: Part, world: World) -> list[Part] | None:
@@ -149,6 +167,39 @@ def _loader(source: Source):
         num_workers=source.workers,
         collate_fn=source.collate,
     )
+
+
+def stream_batches(source: Source) -> Iterator[Any]:
+    """A stream's batches (module docstring): ``collate`` of ``batch_size`` read items, in key order."""
+    batch: list = []
+    for item in _read_ahead(source.indices, source, 2 * source.batch_size):
+        batch.append(item)
+        if len(batch) == source.batch_size:
+            yield source.collate(batch)
+            batch = []
+    if batch:
+        yield source.collate(batch)
+
+
+def _read_ahead(keys: Iterable[Any], source: Source, window: int) -> Iterator[Any]:
+    def read(key):
+        try:
+            return source.dataset[key]
+        except Exception:  # noqa: BLE001 — the task's placeholder says it (as MarkFailures does)
+            return source.placeholder(key)
+
+    if source.workers <= 0:
+        for key in keys:
+            yield read(key)
+        return
+    with ThreadPoolExecutor(source.workers, thread_name_prefix="shunted-decode") as pool:
+        pending: deque = deque()
+        for key in keys:
+            pending.append(pool.submit(read, key))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def numpy(x) -> np.ndarray:

@@ -7,8 +7,9 @@ number of images:
   order given, then each ``--list`` file. Folders are walked lazily in sorted relative-path order, linked folders
   followed once; lists are read line by line (a UTF-8 BOM removed); only regular files are opened (a FIFO named
   like an image is an unreadable item, never a hang).
-- **Decoding** runs in ``workers`` threads (Pillow releases the GIL while decoding and resizing) at most
-  two batches ahead of the model.
+- **The loop** is the one batch-inference loop of every command (``engine/infer.py:run_inference``, a stream
+  source): decoding runs in ``workers`` threads (Pillow releases the GIL while decoding and resizing) at most
+  two batches ahead of the model; predict's accumulator (``_Predictions``) writes each batch's lines.
 - **Results** go out per batch: ``F.jsonl`` gets one JSON object per image (``path`` and the top-k ``index``,
   ``name``, ``prob``, ``logit`` lists, or ``path`` and ``error`` for an unreadable file), each batch with one
   write, flush and fsync, so a killed run loses at most the batch being written. Beside it,
@@ -42,10 +43,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -141,24 +139,25 @@ def _load(transform, path: str, error: str | None) -> tuple[np.ndarray | None, s
         return None, f"{path}: cannot read image ({type(exc).__name__}: {' '.join(str(exc).split())})"
 
 
-def _decoded(
-    items: Iterable[tuple[str, str | None]], transform, workers: int, window: int
-) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """``(path, array, error)`` in stream order, decoded by ``workers`` threads at most ``window`` ahead."""
-    if workers <= 0:
-        for path, error in items:
-            yield (path, *_load(transform, path, error))
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="shunted-decode") as pool:
-        pending: deque = deque()
-        for path, error in items:
-            pending.append((path, pool.submit(_load, transform, path, error)))
-            if len(pending) >= window:
-                done_path, fut = pending.popleft()
-                yield (done_path, *fut.result())
-        while pending:
-            done_path, fut = pending.popleft()
-            yield (done_path, *fut.result())
+class _Decoded:
+    """The stream's dataset: ``(path, walker's error)`` -> ``(path, array or None, error or None)``."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __getitem__(self, item: tuple[str, str | None]) -> tuple[str, np.ndarray | None, str | None]:
+        return (item[0], *_load(self.transform, *item))
+
+
+def _source(items: Iterable[tuple[str, str | None]], transform, batch_size: int, workers: int, total=None):
+    """The one inference loop's stream source (engine/infer.py) of ``items``: decoded by ``workers`` threads at
+    most two batches ahead, batches of ``batch_size`` ``(path, array, error)`` in stream order."""
+    from .infer import Source
+
+    def placeholder(item):  # _load records every failure itself; this only if it ever raised
+        return (item[0], None, f"{item[0]}: cannot read image")
+
+    return Source(_Decoded(transform), placeholder, list, iter(items), batch_size, workers, total)
 
 
 def predict_batches(
@@ -170,13 +169,9 @@ def predict_batches(
     workers: int = 0,
 ) -> Iterator[list[Row]]:
     """One list of ``Row`` per ``batch_size`` stream items, in stream order (unreadable files as error rows)."""
-    batch: list[tuple[str, np.ndarray | None, str | None]] = []
-    for entry in _decoded(items, transform, workers, 2 * batch_size):
-        batch.append(entry)
-        if len(batch) == batch_size:
-            yield _run_batch(batch, predict_batch, topk)
-            batch = []
-    if batch:
+    from .infer import stream_batches
+
+    for batch in stream_batches(_source(items, transform, batch_size, workers)):
         yield _run_batch(batch, predict_batch, topk)
 
 
@@ -513,7 +508,7 @@ def stream_predictions(
 ) -> Summary:
     """Predict the images of ``items`` (``iter_inputs``, already ``shard``-ed) batch by batch into ``writer``
     (``JsonlWriter``: resumed first) and/or ``show`` (called with each batch's ``top_record`` dicts)."""
-    from tqdm import tqdm
+    from .infer import run_inference
 
     items = iter(items)
     summary = Summary()
@@ -523,38 +518,18 @@ def stream_predictions(
     if writer is not None:
         writer.open()
     how = how or Streaming()
-    class_names = how.class_names
-    bar = tqdm(
-        total=how.total, initial=summary.resumed, unit="img", disable=None if how.progress else True,
-        dynamic_ncols=True, leave=False, file=sys.stderr,
-    )  # fmt: skip
-    start = time.perf_counter()
+    total = how.total - summary.resumed if how.total is not None else None
+    acc = _Predictions(how, summary, writer, show, errors_to)
     complete = False
     try:
-        for rows in predict_batches(items, transform, predict_batch, how.topk, how.batch_size, how.workers):
-            if writer is not None:
-                writer.write(rows, class_names)
-            if show is not None:
-                show([r.top_record(class_names) for r in rows])
-            for r in rows:
-                if r.error is not None:
-                    summary.unreadable += 1
-                    summary.first_error = summary.first_error or r.error
-                    if errors_to is not None and summary.unreadable <= SHOWN_ERRORS:
-                        more = (
-                            " (further ones are only counted)" if summary.unreadable == SHOWN_ERRORS else ""
-                        )
-                        print(f"skipped unreadable: {r.error}{more}", file=errors_to, flush=True)
-            summary.images += len(rows)
-            bar.update(len(rows))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(img_s=f"{(summary.images - summary.unreadable) / elapsed:.1f}", refresh=False)
+        part = run_inference(
+            _source(items, transform, how.batch_size, how.workers, total), acc, predict_batch, how.progress
+        )
         complete = True
     finally:
-        bar.close()
-        summary.seconds = time.perf_counter() - start
         if writer is not None:
             writer.close(complete)
+    summary.seconds = part.timing.wall_s
     summary.totals = (
         writer.counts()
         if writer is not None
@@ -562,6 +537,40 @@ def stream_predictions(
               "unreadable": summary.unreadable}
     )  # fmt: skip
     return summary
+
+
+class _Predictions:
+    """Predict's accumulator in the one inference loop (engine/infer.py): each batch's top-k rows written (one
+    write, flush and fsync per batch: ``JsonlWriter``) and/or shown, unreadable files counted and printed."""
+
+    def __init__(self, how: Streaming, summary: Summary, writer, show, errors_to: TextIO | None):
+        self.how, self.summary, self.writer, self.show, self.errors_to = how, summary, writer, show, errors_to
+
+    def add(self, batch: list, run) -> int:
+        rows = _run_batch(batch, run, self.how.topk)
+        names, summary = self.how.class_names, self.summary
+        if self.writer is not None:
+            self.writer.write(rows, names)
+        if self.show is not None:
+            self.show([r.top_record(names) for r in rows])
+        for r in rows:
+            if r.error is not None:
+                summary.unreadable += 1
+                summary.first_error = summary.first_error or r.error
+                if self.errors_to is not None and summary.unreadable <= SHOWN_ERRORS:
+                    more = " (further ones are only counted)" if summary.unreadable == SHOWN_ERRORS else ""
+                    print(f"skipped unreadable: {r.error}{more}", file=self.errors_to, flush=True)
+        summary.images += len(rows)
+        return len(rows)
+
+    def flush(self, run) -> int:
+        return 0
+
+    def figures(self) -> dict[str, str]:
+        return {}
+
+    def state(self) -> Summary:
+        return self.summary
 
 
 def write_index(output: str | os.PathLike, meta: dict, per_rank: list[list[int]]) -> Path:
@@ -790,7 +799,7 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
     from ..data.transforms import EvalTransform
     from ..models import get_pretrained_cfg
     from .evaluate import runtime_line
-    from .session import open_model
+    from .session import RuntimeConfig, open_model
     from .world import threads_per_process
 
     try:
@@ -804,7 +813,9 @@ def run_predict(cfg: PredictConfig, world, show: Callable[[str], None] = print) 
     )  # fmt: skip
     threads = cfg.threads if cfg.threads is not None else threads_per_process(world)
     opened = open_model(
-        cfg.model, cfg.weights, cfg.backend, threads, img_size=transform.img_size, cache=cfg.cache
+        cfg.model,
+        cfg.weights,
+        RuntimeConfig(cfg.backend, threads, img_size=transform.img_size, cache=cfg.cache),
     )
     names, labels = _class_names(cfg, opened)
     writer = _writer(cfg, results, opened, transform, names, labels, world)

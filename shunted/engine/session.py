@@ -28,17 +28,16 @@ from pathlib import Path
 
 from ..runtime import BACKENDS, DEFAULT_MARGIN, ONNX_BACKENDS, Predictor, check_backend, make_predictor
 from ..runtime.cache import cached_folder, openvino_cache_dir
-from ..runtime.layout import ExportInfo, write_info
+from ..runtime.layout import write_info
 from .export import (
     PARITY_TOL,
-    SEG_PAD_TO,
     ExportError,
     check_parity,
+    export_info,
     find_check_images,
-    is_segmentation,
+    is_dense,
     load_batch,
     onnx_exporter,
-    output_names,
     save_onnx,
     save_paddle,
 )
@@ -49,10 +48,8 @@ AUTO_ORDER = ("openvino", "onnxruntime", "inference", "dygraph")
 CHOICES = (AUTO, *BACKENDS)
 # The parity check of a new export: this many bundled images, in one batch (split over the cores by OpenVINO).
 CHECK_BATCH = 2
-SEG_CHECK_SIZE = (
-    128,
-    96,
-)  # a segmentation export takes any size; checked at a small one (96 is padded to 128)
+# a segmentation or detection export takes any size; checked at a small one (96 is padded to 128 for segmentation)
+DENSE_CHECK_SIZE = (128, 96)
 
 
 @dataclass
@@ -139,7 +136,7 @@ def export_key(model, fmt: str, img_size: int) -> dict:
         or getattr(model, "variant_name", None),
         "features": bool(getattr(model, "features_only", False)),
         "num_classes": int(getattr(model, "num_classes", 0) or 0),
-        "img_size": "dynamic" if is_segmentation(model) else int(img_size),
+        "img_size": "dynamic" if is_dense(model) else int(img_size),
         "weights_sha256": weights_digest(model),
         "exporter": onnx_exporter() if fmt == "onnx" else "paddle.jit",
         "versions": {
@@ -154,22 +151,13 @@ def _build_export(
     model, fmt: str, img_size: int, check_backend_name: str, threads: int, folder: Path
 ) -> None:
     """Write ``model``'s export into ``folder`` and check it against dygraph with ``check_backend_name``."""
-    seg = is_segmentation(model)
+    dense = is_dense(model)
     (save_onnx if fmt == "onnx" else save_paddle)(model, folder, img_size)
-    info = ExportInfo(
-        model=str(getattr(model, "variant_name", None) or type(model).__name__),
-        format=fmt,
-        img_size=list(SEG_CHECK_SIZE) if seg else img_size,
-        features=bool(getattr(model, "features_only", False)),
-        num_classes=int(getattr(model, "num_classes", 0) or 0),
-        outputs=output_names(model),
-        task="segmentation" if seg else "classification",
-        dynamic_hw=seg,
-        pad_to=SEG_PAD_TO if seg else 0,
-    )
+    name = str(getattr(model, "variant_name", None) or type(model).__name__)
+    info = export_info(model, fmt, DENSE_CHECK_SIZE if dense else img_size, name)
     write_info(folder, info)  # before the predictor: it reads pad_to, so the check runs what users run
     images = find_check_images(CHECK_BATCH)
-    batch = load_batch(images, model, SEG_CHECK_SIZE if seg else img_size)
+    batch = load_batch(images, model, DENSE_CHECK_SIZE if dense else img_size)
     ov_cache = openvino_cache_dir(folder) if check_backend_name.startswith("openvino") else None
     predict = make_predictor(check_backend_name, folder, threads, compile_cache=ov_cache)
     worst = check_parity(
@@ -274,28 +262,38 @@ def open_backend(
     raise AssertionError("dygraph always opens")
 
 
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a model runs: ``backend`` (a runtime, or ``auto``) with ``threads``; the other fields are
+    ``open_model``'s (below)."""
+
+    backend: str = "dygraph"
+    threads: int | None = None
+    img_size: int | None = None
+    recheck_margin: float = DEFAULT_MARGIN
+    cache: bool = True
+
+
 def open_model(
     name: str,
     weights: str | os.PathLike | None,
-    backend: str = "dygraph",
-    threads: int | None = None,
-    img_size: int | None = None,
+    runtime: RuntimeConfig = RuntimeConfig(),
     features_only: bool = False,
     num_classes: int | None = None,
     expect_num_classes: int | None = None,
-    recheck_margin: float = DEFAULT_MARGIN,
-    cache: bool = True,
 ) -> Opened:
-    """Build ``name`` with ``weights`` once and open it on ``backend`` (a runtime, or ``auto``).
+    """Build ``name`` with ``weights`` once and open it on ``runtime.backend`` (a runtime, or ``auto``).
 
     num_classes: the head's class count (default the checkpoint's; another count makes a fresh head, as
         ``create_model``). expect_num_classes: the class count the user expects (``--num-classes`` of eval): a
         checkpoint with another count is a WeightsError, raised before any export.
-    img_size: the input size the static runtimes are exported at (default the variant's, 224); a segmentation
+    runtime.img_size: the input size the static runtimes are exported at (default the variant's, 224); a segmentation
         model (``shunted_t_fpn`` …, built by ``create_model`` with ``weights`` as its whole-model weights) is
         exported with a dynamic size and takes any (``model_predictor``).
-    cache: keep the export in the start-up cache (``shunted/runtime/cache.py``) and read it from there.
+    runtime.cache: keep the export in the start-up cache (``shunted/runtime/cache.py``) and read it from there.
     """
+    backend, threads, img_size = runtime.backend, runtime.threads, runtime.img_size
+    recheck_margin, cache = runtime.recheck_margin, runtime.cache
     from ..errors import WeightsError
     from ..factory import create_model
 

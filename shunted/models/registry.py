@@ -107,23 +107,32 @@ def is_seg_model(name: str) -> bool:
 
 def seg_backbone_name(name: str) -> str:
     """The classification variant a segmentation model is built on: ``shunted_t_fpn`` → ``shunted_t``."""
+    return _backbone_of(SEG_VARIANTS, name, "segmentation")
+
+
+def _backbone_of(variants: dict[str, str], name: str, task: str) -> str:
+    """``variants[name]``, or a ValueError naming the ``task`` models to choose from."""
     try:
-        return SEG_VARIANTS[name]
+        return variants[name]
     except KeyError:
-        raise ValueError(
-            f"unknown segmentation model {name!r}; choose one of {', '.join(list_seg_models())}"
-        ) from None
+        raise ValueError(f"unknown {task} model {name!r}; choose one of {', '.join(variants)}") from None
+
+
+def _task_cfg(backbone: str, num_classes: int, classifier: str, **preprocessing) -> PretrainedConfig:
+    """The backbone's preprocessing (mean/std, changed by ``preprocessing``) with a task model's classes and
+    classifier name (its backbone's first conv under ``backbone.``)."""
+    return replace(
+        get_pretrained_cfg(backbone),
+        **preprocessing,
+        num_classes=num_classes,
+        classifier=classifier,
+        first_conv="backbone.patch_embed1.conv.0",
+    )
 
 
 def get_seg_pretrained_cfg(name: str, num_classes: int) -> PretrainedConfig:
     """The backbone's preprocessing (mean/std) with the segmentation model's classes and classifier name."""
-    return replace(
-        get_pretrained_cfg(seg_backbone_name(name)),
-        input_size=SEG_INPUT_SIZE,
-        num_classes=num_classes,
-        classifier="decode_head.conv_seg",
-        first_conv="backbone.patch_embed1.conv.0",
-    )
+    return _task_cfg(seg_backbone_name(name), num_classes, "decode_head.conv_seg", input_size=SEG_INPUT_SIZE)
 
 
 # -- detection variants (issue 23): a Shunted backbone + RetinaNet (FPN P3–P7 + head) of shunted/models/retinanet.py
@@ -144,22 +153,16 @@ def is_det_model(name: str) -> bool:
 
 def det_backbone_name(name: str) -> str:
     """The classification variant a detection model is built on: ``shunted_t_retinanet`` → ``shunted_t``."""
-    try:
-        return DET_VARIANTS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown detection model {name!r}; choose one of {', '.join(list_det_models())}"
-        ) from None
+    return _backbone_of(DET_VARIANTS, name, "detection")
 
 
 def get_det_pretrained_cfg(name: str, num_classes: int) -> PretrainedConfig:
     """The backbone's mean/std with the detection model's classes and classifier name."""
-    return replace(
-        get_pretrained_cfg(det_backbone_name(name)),
+    return _task_cfg(
+        det_backbone_name(name),
+        num_classes,
+        "bbox_head.retina_cls",
         input_size=(3, DET_IMG_SCALE[1], DET_IMG_SCALE[0]),
         crop_pct=1.0,
         interpolation="bilinear",
-        num_classes=num_classes,
-        classifier="bbox_head.retina_cls",
-        first_conv="backbone.patch_embed1.conv.0",
     )

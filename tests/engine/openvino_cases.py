@@ -91,15 +91,17 @@ def test_auto_is_openvino_and_its_top1_counts_equal_dygraphs(tmp_path, capsys):
 
 
 def test_the_export_and_compiled_models_are_cached(demo_checkpoint, cifar_batch, relative_error):
-    from shunted.engine.session import open_model
+    from shunted.engine.session import RuntimeConfig, open_model
     from shunted.runtime.cache import openvino_cache_dir
 
-    first = open_model("shunted_t", demo_checkpoint, "openvino", threads=2, img_size=64)
+    first = open_model("shunted_t", demo_checkpoint, RuntimeConfig("openvino", threads=2, img_size=64))
     expected = first.predictor(cifar_batch)
-    second = open_model("shunted_t", demo_checkpoint, "openvino", threads=2, img_size=64)
+    second = open_model("shunted_t", demo_checkpoint, RuntimeConfig("openvino", threads=2, img_size=64))
     assert second.cached is True
     assert relative_error(second.predictor(cifar_batch), expected) == 0.0
-    no_cache = open_model("shunted_t", demo_checkpoint, "openvino", threads=2, img_size=64, cache=False)
+    no_cache = open_model(
+        "shunted_t", demo_checkpoint, RuntimeConfig("openvino", threads=2, img_size=64, cache=False)
+    )
     assert no_cache.cached is None and relative_error(no_cache.predictor(cifar_batch), expected) <= 1e-6
     from shunted.runtime.cache import cache_root
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shunted.engine.export import load_batch
-from shunted.engine.session import model_predictor, open_model
+from shunted.engine.session import RuntimeConfig, model_predictor, open_model
 from shunted.errors import ShuntedError
 from shunted.factory import create_model
 from shunted.runtime import make_predictor
@@ -77,7 +77,7 @@ def test_unknown_backend_and_missing_export_are_clear_errors(tmp_path, model_t):
 @pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_checkpoint_on_inference_backend_matches_dygraph(demo_checkpoint, cifar_batch, relative_error):
     """What ``shunted eval/predict --backend inference`` runs: the checkpoint's model exported at the eval size."""
-    opened = open_model("shunted_t", demo_checkpoint, "inference", threads=2, img_size=64)
+    opened = open_model("shunted_t", demo_checkpoint, RuntimeConfig("inference", threads=2, img_size=64))
     model = create_model("shunted_t", pretrained=demo_checkpoint)
     (expected,) = dygraph_outputs(model, cifar_batch)
     got = opened.predictor(cifar_batch)
@@ -85,7 +85,9 @@ def test_checkpoint_on_inference_backend_matches_dygraph(demo_checkpoint, cifar_
     assert opened.weights_sha256 == model.pretrained_sha256 and opened.img_size == 64
     assert relative_error(got, expected) <= 1e-5
     with pytest.raises(ShuntedError, match="--num-classes is 1000"):
-        open_model("shunted_t", demo_checkpoint, "inference", img_size=64, expect_num_classes=1000)
+        open_model(
+            "shunted_t", demo_checkpoint, RuntimeConfig("inference", img_size=64), expect_num_classes=1000
+        )
 
 
 def _cpu_has_bf16() -> bool:

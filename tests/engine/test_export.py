@@ -11,6 +11,7 @@ import pytest
 from shunted.engine.export import (
     META_FILE,
     ExportError,
+    ParityCheck,
     dygraph_outputs,
     export_model,
     load_batch,
@@ -36,7 +37,7 @@ def images(shared_dir):
 )
 def test_export_matches_dygraph_at_batch_1_and_3(fmt, img_size, model_t, images, tmp_path, relative_error):
     out = tmp_path / f"{fmt}-{img_size}"
-    info = export_model(model_t, fmt, out, img_size, model_name="shunted_t", check_images=images)
+    info = export_model(model_t, fmt, out, img_size, model_name="shunted_t", check=ParityCheck(images))
     assert info.parity["max_rel_err"] <= 1e-5
     meta = json.loads((out / META_FILE).read_text())
     assert meta["format"] == fmt and meta["img_size"] == img_size and meta["outputs"] == ["logits"]
@@ -58,7 +59,7 @@ def test_export_matches_dygraph_at_batch_1_and_3(fmt, img_size, model_t, images,
 def test_features_export_returns_the_four_stage_maps(images, tmp_path, relative_error):
     model = create_model("shunted_t", features_only=True)
     out = tmp_path / "features"
-    info = export_model(model, "onnx", out, 160, model_name="shunted_t", check_images=images)
+    info = export_model(model, "onnx", out, 160, model_name="shunted_t", check=ParityCheck(images))
     assert info.features and info.outputs == ["stage1", "stage2", "stage3", "stage4"]
     batch = load_batch(images, model, 160)[:2]
     got = make_predictor("onnxruntime", out, threads=2)(batch)
@@ -77,7 +78,7 @@ def test_failed_check_writes_nothing_and_keeps_the_old_export(model_t, images, t
     (out / "model.onnx").write_text("previous export")
     # float32 runtimes never match dygraph to 1e-12: the check must refuse, naming the error.
     with pytest.raises(ExportError, match=r"rel err .* > 1e-12"):
-        export_model(model_t, "paddle", out, 96, model_name="shunted_t", check_images=images, tol=1e-12)
+        export_model(model_t, "paddle", out, 96, model_name="shunted_t", check=ParityCheck(images, tol=1e-12))
     assert sorted(p.name for p in out.iterdir()) == [META_FILE, "model.onnx"]
     assert (out / "model.onnx").read_text() == "previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary directory left behind
@@ -85,7 +86,9 @@ def test_failed_check_writes_nothing_and_keeps_the_old_export(model_t, images, t
 
 def test_rejects_sizes_that_are_not_multiples_of_32(model_t, images, tmp_path):
     with pytest.raises(ExportError, match="--img-size 100"):
-        export_model(model_t, "paddle", tmp_path / "x", 100, model_name="shunted_t", check_images=images)
+        export_model(
+            model_t, "paddle", tmp_path / "x", 100, model_name="shunted_t", check=ParityCheck(images)
+        )
     assert not (tmp_path / "x").exists()
 
 

@@ -202,7 +202,9 @@ def test_a_full_disk_during_the_export_names_the_output(tmpfs, model_t, monkeypa
     monkeypatch.setattr(export, "save_paddle", save_until_full)
     out = disk / "exp"
     with pytest.raises(OutputError, match=f"{out}: cannot write: no space left") as info:
-        export.export_model(model_t, "paddle", out, 32, model_name="shunted_t", check_images=images)
+        export.export_model(
+            model_t, "paddle", out, 32, model_name="shunted_t", check=export.ParityCheck(images)
+        )
     assert ".tmp" not in str(info.value) and info.value.errno == errno.ENOSPC
     assert list(disk.iterdir()) == []
 

@@ -109,3 +109,61 @@ def test_the_loop_feeds_the_accumulator_its_share_in_order_and_times_the_model()
     part = run_inference(source, Counting(), lambda x: x, progress=False)
     assert isinstance(part, Part) and part.state == [3, 4, 5, 6, 7] and part.samples == 5
     assert part.timing.wall_s >= part.timing.model_s > 0
+
+
+class _Collect:
+    """An accumulator that keeps each batch and how far the stream had been read when it arrived."""
+
+    def __init__(self, read: list):
+        self.read, self.batches, self.read_at = read, [], []
+
+    def add(self, batch, run):
+        self.batches.append(batch)
+        self.read_at.append(len(self.read))
+        return len(batch)
+
+    def flush(self, run):
+        return 0
+
+    def figures(self):
+        return {}
+
+    def state(self):
+        return [x for b in self.batches for x in b]
+
+
+class _Squares:
+    def __getitem__(self, key):
+        if key == 7:
+            raise OSError("unreadable")
+        return key * key
+
+
+def _stream_source(n: int, read: list, workers: int) -> Source:
+    def keys():
+        for k in range(n):
+            read.append(k)
+            yield k
+
+    return Source(_Squares(), lambda k: ("bad", k), list, keys(), batch_size=4, workers=workers, total=None)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stream_source_is_read_lazily_in_order_with_placeholders(workers):
+    """predict's source: an iterator of keys read at most two batches ahead of the model (never listed whole),
+    items in key order whatever the threads, a key that raises as the placeholder, the samples counted.
+    The mutation: a loop that lists the stream first (``list(source.indices)``) has read all 1000 keys when the
+    first batch arrives, and fails the ``read_at`` check (shown below)."""
+    read: list = []
+    acc = _Collect(read)
+    part = run_inference(_stream_source(1000, read, workers), acc, lambda x: x, progress=False)
+    assert part.samples == 1000 and len(acc.batches) == 250
+    assert part.state == [("bad", 7) if k == 7 else k * k for k in range(1000)]
+    assert max(a - 4 * (i + 1) for i, a in enumerate(acc.read_at)) <= 8  # ≤ two batches read ahead
+
+    read.clear()
+    listed = _stream_source(1000, read, workers)
+    listed.indices = iter(list(listed.indices))  # the mutation: the listing held whole before the loop
+    acc = _Collect(read)
+    run_inference(listed, acc, lambda x: x, progress=False)
+    assert acc.read_at[0] == 1000

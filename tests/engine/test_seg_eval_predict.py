@@ -484,6 +484,7 @@ def test_seg_eval_and_seg_predict_take_the_config_file_and_overrides(
     inputs = make_inputs(shared_dir, tmp_path / "in")
     argv = [
         "seg-predict",
+        "--backend=dygraph",  # the stand-in model (reuse_model) is the dygraph one
         "-c",
         str(cfg),
         *map(str, inputs),

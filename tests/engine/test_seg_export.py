@@ -208,9 +208,9 @@ def test_export_command_writes_checked_segmentation_exports(
 @pytest.mark.parametrize("backend", ["inference", "onnxruntime"])
 def test_open_model_puts_a_segmentation_checkpoint_on_a_static_runtime(backend, seg_model, seg_weights):
     """What ``seg-eval --backend`` opens: the checkpoint on a static runtime, any input size, dygraph's logits."""
-    from shunted.engine.session import open_model
+    from shunted.engine.session import RuntimeConfig, open_model
 
-    opened = open_model("shunted_t_fpn", seg_weights, backend, threads=2, expect_num_classes=K)
+    opened = open_model("shunted_t_fpn", seg_weights, RuntimeConfig(backend, threads=2), expect_num_classes=K)
     assert opened.num_classes == K and opened.backend == backend
     for shape in [(1, 3, 64, 64), (2, 3, 50, 70)]:
         x = _x(shape, 5)

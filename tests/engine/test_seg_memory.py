@@ -45,8 +45,8 @@ def test_plan_keeps_the_whole_image_when_it_fits_and_slides_otherwise():
         model, 3000, 4000, memory.slide_bytes(model, 3000, 4000, (256, 256), 1, k), num_classes=k
     )
     assert small.crop == (256, 256)  # the largest window that fits
-    assert memory.plan(model, 3000, 4000, 1, mode="whole").mode == "whole"  # asked for: kept
-    assert memory.plan(model, 3000, 4000, 4 * GB, crop=(300, 400)).crop == (300, 400)
+    assert memory.plan(model, 3000, 4000, 1, memory.Window("whole")).mode == "whole"  # asked for: kept
+    assert memory.plan(model, 3000, 4000, 4 * GB, memory.Window(crop=(300, 400))).crop == (300, 400)
     assert "more than the 4.0 GB budget (--max-memory); segmenting it by sliding window 512×512" in big.note(
         "big.png", (3000, 4000)
     )

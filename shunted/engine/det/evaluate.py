@@ -152,7 +152,7 @@ def open_det_model(model: str, weights, backend: str = "dygraph", threads: int |
     ``DetAccumulator`` post-processes with the same numpy code."""
     from ...fileio import sha256_file
     from ...models.registry import is_det_model, list_det_models
-    from ..session import open_model
+    from ..session import RuntimeConfig, open_model
 
     if not is_det_model(model):
         raise ShuntedError(
@@ -160,7 +160,7 @@ def open_det_model(model: str, weights, backend: str = "dygraph", threads: int |
         )
     if backend == "auto":  # the evaluation commands' default: for the detectors, dygraph
         backend = "dygraph"
-    opened = open_model(model, weights, backend, threads=threads)
+    opened = open_model(model, weights, RuntimeConfig(backend, threads=threads))
     if opened.weights_sha256 is None and weights is not None:
         opened.weights_sha256 = sha256_file(weights)
     return opened

@@ -16,7 +16,6 @@ and the detections are taken back to its pixels as det-eval does (``evaluate.to_
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ShuntedError
-from ...fileio import check_outputs
-from ..seg.outputs import OutputFolder, output_names
+from ..seg.outputs import OutputFolder, check_predict_outputs, write_predictions
 from ..seg.palette import _font, voc_palette
 from .evaluate import DetAccumulator, collate, open_det_model, to_results, unreadable
 
@@ -185,27 +183,11 @@ class DetPredictConfig:
 
 def _check(cfg: DetPredictConfig) -> tuple[list[Path], OutputFolder, list[list[str]]]:
     """Before the work: inputs listed, the output folder allowed, every output name distinct."""
-    from ...data.inputs import expand_inputs
-
     if not 0 <= cfg.score_threshold <= 1:
         raise ShuntedError(f"--score-threshold {cfg.score_threshold}: must be between 0 and 1")
-    paths = list(dict.fromkeys(expand_inputs(cfg.inputs)))
-    check_outputs(
-        [],
-        [("--weights", cfg.weights), ("--class-names", cfg.class_names), *((None, p) for p in cfg.inputs)],
-        folders=[("--output-dir", cfg.output_dir)],
+    return check_predict_outputs(
+        cfg, "shunted det-predict", lambda p: [picture_name(p)], "pictures", manifest=MANIFEST
     )
-    for item in cfg.inputs:
-        if os.path.isdir(item) and os.path.realpath(item) in map(
-            str, Path(os.path.realpath(cfg.output_dir)).parents
-        ):
-            raise ShuntedError(
-                f"--output-dir {cfg.output_dir}: is inside the input folder {item}; its pictures would be read as "
-                "images next time: write them outside"
-            )
-    folder = OutputFolder(cfg.output_dir, "--output-dir", "shunted det-predict", manifest=MANIFEST)
-    folder.check()
-    return paths, folder, output_names(paths, lambda p: [picture_name(p)], "--output-dir", manifest=MANIFEST)
 
 
 def _class_names(path, num_classes: int) -> list[str]:
@@ -224,7 +206,7 @@ def _class_names(path, num_classes: int) -> list[str]:
 def detect_images(cfg: DetPredictConfig, opened=None, world=None) -> dict | None:
     """``shunted det-predict`` as a function (module docstring); rank 0 returns the manifest it writes."""
     from ...data.det_transforms import DetTransform
-    from ..infer import Source, gather_parts, run_inference
+    from ..infer import Source
     from ..world import World
 
     world = world or World()
@@ -235,39 +217,15 @@ def detect_images(cfg: DetPredictConfig, opened=None, world=None) -> dict | None
     colours = class_colours(k)
     pre = opened.pretrained_cfg
     images = DetImages(paths, DetTransform(img_scale=cfg.img_scale, mean=pre.mean, std=pre.std))
-    folder.begin([n for group in names for n in group], world)
     acc = DetPictures(images, folder, names, class_names, colours, cfg.score_threshold)
     source = Source(images, unreadable, collate, world.shard(len(images)), batch_size=1, workers=cfg.workers)
-    start = time.perf_counter()
-    try:
-        parts = gather_parts(run_inference(source, acc, opened.predictor, cfg.progress and world.main), world)
-    except BaseException:  # an unreadable image, a full disk, Ctrl-C: no partial output
-        folder.abort()
-        raise
-    if parts is None:
-        return None
-    records = [r for p in parts for r in p.state]
-    wall = time.perf_counter() - start
-    manifest = {
-        "model": opened.model_name,
-        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
-        "backend": opened.backend,
-        "num_classes": k,
+    settings = {
         "class_names": class_names,
         "colors": colours.tolist(),
         "score_threshold": cfg.score_threshold,
         "img_scale": list(cfg.img_scale),
-        "world_size": world.size,
-        "images": records,
-        "wall_time_s": round(wall, 3),
-        "throughput_img_s": round(len(records) / wall, 3) if wall else None,
     }
-    try:
-        folder.finish(manifest)
-    except BaseException:
-        folder.abort()
-        raise
-    return manifest
+    return write_predictions(folder, names, source, acc, opened, world, cfg.progress, settings)
 
 
 def format_summary(manifest: dict, output_dir) -> str:

@@ -31,7 +31,7 @@ from ...factory import create_model
 from ...models.retinanet import retina_loss
 from ..train.loop import train
 from ..train.optim import optimizer_from_section
-from ..train.task import LoopSettings, Task, capped_steps, shuffled_batches
+from ..train.task import LoopSettings, Task, capped_steps, last_validation, shuffled_batches
 from ..world import World
 from .evaluate import collate, unreadable
 
@@ -104,6 +104,7 @@ class DetectionTask(Task):
     name = TASK
     best = ("val_ap", "best_ap")
     curve = ("val_ap", "val AP", "COCO AP (%)")
+    shown = (("val_ap", "AP"), ("val_ap50", "AP50"))
 
     def __init__(self, cfg: dict, world: World, settings: LoopSettings) -> None:
         super().__init__(cfg, world, settings)
@@ -241,11 +242,6 @@ class DetectionTask(Task):
             "val_seconds": round(time.perf_counter() - start, 3),
         }
 
-    def describe(self, row: dict) -> str | None:
-        if row.get("val_ap") is None:
-            return None
-        return f"val AP {row['val_ap']:.2f} % AP50 {row['val_ap50']:.2f} %"
-
     def check_resume(self, path, state: dict) -> None:
         super().check_resume(path, state)
         if state.get("class_names") != self.class_names:
@@ -257,7 +253,6 @@ class DetectionTask(Task):
         return {"num_classes": len(self.class_names), "class_names": self.class_names}
 
     def summary(self, rows: list[dict]) -> dict:
-        last_val = next((r for r in reversed(rows) if r.get("val_ap") is not None), None)
         metrics = getattr(self, "last_metrics", None) or {}
         return {
             **self.state(),
@@ -267,9 +262,7 @@ class DetectionTask(Task):
             "lr_steps": self.steps,
             "train_data": self.train_samples.summary(),
             "val_data": self.val_samples.summary() if self.val_samples is not None else None,
-            "last_val": None
-            if last_val is None
-            else {k: last_val[k] for k in ("epoch", "val_ap", "val_ap50", "val_ap75")},
+            "last_val": last_validation(rows, ("val_ap", "val_ap50", "val_ap75")),
             "last_class_ap": metrics.get("class_ap"),
         }
 

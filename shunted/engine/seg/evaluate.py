@@ -242,9 +242,7 @@ class SegInference:
                     h,
                     w,
                     self.max_memory,
-                    self.mode,
-                    self.crop_size,
-                    self.stride,
+                    memory.Window(self.mode, self.crop_size, self.stride),
                     n,
                     num_classes,
                 )
@@ -424,14 +422,17 @@ def open_seg_model(
     ``expect_num_classes`` (``--num-classes``) must equal it."""
     from ...fileio import sha256_file
     from ...models.registry import is_seg_model, list_seg_models
-    from ..session import open_model
+    from ..session import RuntimeConfig, open_model
 
     if not is_seg_model(model):
         raise ShuntedError(
             f"--model {model!r}: not a segmentation model; choose one of {', '.join(list_seg_models())}"
         )
     opened = open_model(
-        model, weights, backend, threads=threads, expect_num_classes=expect_num_classes, cache=cache
+        model,
+        weights,
+        RuntimeConfig(backend, threads=threads, cache=cache),
+        expect_num_classes=expect_num_classes,
     )
     if opened.weights_sha256 is None and weights is not None:
         opened.weights_sha256 = sha256_file(weights)

@@ -140,21 +140,30 @@ def gb(n: int) -> str:
     return f"{n / GB:.1f} GB" if n >= GB else f"{n / MB:.0f} MB"
 
 
+@dataclass(frozen=True)
+class Window:
+    """What the user asked for: ``mode`` (``auto`` / ``whole`` / ``slide``), and the window's ``crop`` and
+    ``stride`` (H, W) when given."""
+
+    mode: str = "auto"
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+
+
 def plan(
     model: str,
     height: int,
     width: int,
     budget: int,
-    mode: str = "auto",
-    crop: tuple[int, int] | None = None,
-    stride: tuple[int, int] | None = None,
+    window: Window = Window(),
     batch: int = 1,
     num_classes: int = 19,
 ) -> Plan:
     """Whole image or sliding window for a ``height`` × ``width`` network input (see the module docstring).
 
-    ``mode`` ``whole`` / ``slide`` are kept as asked (the estimate is still reported); ``auto`` chooses. An
-    explicit ``crop`` is used by ``auto`` when it slides; otherwise the largest of ``CROPS`` that fits."""
+    ``window.mode`` ``whole`` / ``slide`` are kept as asked (the estimate is still reported); ``auto`` chooses.
+    An explicit ``window.crop`` is used by ``auto`` when it slides; otherwise the largest of ``CROPS`` that fits."""
+    mode, crop, stride = window.mode, window.crop, window.stride
     whole = whole_image_bytes(model, height, width, batch)
     if mode == "whole" or (mode == "auto" and whole <= budget):
         return Plan("whole", None, None, whole, whole, budget)

@@ -13,6 +13,9 @@ manifest included: a run that fails or is interrupted calls ``abort()``, which r
 folders this run made); a run killed outright leaves the partial folder, which the next run removes. Nothing else
 is ever deleted. Several processes (``world``): rank 0 makes the partial folder, every rank writes its files into
 it, rank 0 finishes.
+
+``check_predict_outputs`` and ``write_predictions``: the checks before, and the run into the folder, that
+``seg-predict`` and ``det-predict`` share.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +36,7 @@ from ...fileio import (
     OutputError,
     atomic_path,
     check_output_dir,
+    check_outputs,
     read_input_text,
     sha256_file,
     write_json_atomic,
@@ -249,3 +254,69 @@ def output_names(paths: list[Path], names_of, flag: str, manifest: str = MANIFES
             owner[name] = p
         out.append(names)
     return out
+
+
+def check_predict_outputs(cfg, command: str, names_of, written: str, manifest: str = MANIFEST):
+    """Before the work of ``seg-predict`` / ``det-predict`` (``cfg``: its config, with ``inputs``,
+    ``output_dir``, ``weights`` and ``class_names``): the inputs listed (a file given twice, itself and its folder,
+    once), no input or given file written over, the output folder allowed (not inside an input folder, nothing
+    else in it), every output name distinct. ``written``: what the outputs are called in the error ("outputs",
+    "pictures"). Returns (image paths, the ``OutputFolder``, per path its file names)."""
+    from ...data.inputs import expand_inputs
+
+    paths = list(dict.fromkeys(expand_inputs(cfg.inputs)))
+    check_outputs(
+        [],
+        [("--weights", cfg.weights), ("--class-names", cfg.class_names), *((None, p) for p in cfg.inputs)],
+        folders=[("--output-dir", cfg.output_dir)],
+    )
+    for item in cfg.inputs:
+        if os.path.isdir(item) and os.path.realpath(item) in map(
+            str, Path(os.path.realpath(cfg.output_dir)).parents
+        ):
+            raise ShuntedError(
+                f"--output-dir {cfg.output_dir}: is inside the input folder {item}; its {written} would be read as "
+                "images next time: write them outside"
+            )
+    folder = OutputFolder(cfg.output_dir, "--output-dir", command, manifest=manifest)
+    folder.check()
+    return paths, folder, output_names(paths, names_of, "--output-dir", manifest=manifest)
+
+
+def write_predictions(
+    folder: OutputFolder, names, source, acc, opened, world, progress: bool, settings: dict
+):
+    """The inference loop of ``seg-predict`` / ``det-predict`` into ``folder`` (``names``: per image its files):
+    each process runs its share of ``source`` through ``acc`` (which writes the files), rank 0 gathers the
+    records, writes the manifest (the model, ``settings``, the records, timing) and returns it (the others None).
+    A failure or Ctrl-C leaves the folder as it was."""
+    from ..infer import gather_parts, run_inference
+
+    folder.begin([n for group in names for n in group], world)
+    start = time.perf_counter()
+    try:
+        parts = gather_parts(run_inference(source, acc, opened.predictor, progress and world.main), world)
+    except BaseException:  # an unreadable image, a full disk, Ctrl-C: no partial output
+        folder.abort()
+        raise
+    if parts is None:
+        return None
+    records = [r for p in parts for r in p.state]
+    wall = time.perf_counter() - start
+    manifest = {
+        "model": opened.model_name,
+        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
+        "backend": opened.backend,
+        "num_classes": opened.num_classes,
+        **settings,
+        "world_size": world.size,
+        "images": records,
+        "wall_time_s": round(wall, 3),
+        "throughput_img_s": round(len(records) / wall, 3) if wall else None,
+    }
+    try:
+        folder.finish(manifest)
+    except BaseException:
+        folder.abort()
+        raise
+    return manifest

@@ -22,17 +22,15 @@ logits of the whole image (or of a sliding window, ``mode="slide"``) are resized
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import ShuntedError
-from ...fileio import check_outputs
 from ..infer import numpy
 from .evaluate import SegAccumulator, SegInference, _single, _unreadable, predicted_labels
-from .outputs import OutputFolder, output_names
+from .outputs import OutputFolder, check_predict_outputs, write_predictions
 from .palette import color_with_legend, default_class_names, get_palette, overlay, read_class_names
 
 MASK, COLOR, OVERLAY = ".png", "_color.png", "_overlay"
@@ -130,27 +128,9 @@ class MaskFiles(SegAccumulator):
 def _check_seg_predict(cfg: SegPredictConfig) -> tuple[list[Path], OutputFolder, list[list[str]]]:
     """Before the work: the inputs listed, the output folder allowed (not holding or inside an input, nothing
     else in it), every output name distinct."""
-    from ...data.inputs import expand_inputs
-
     if not 0 <= cfg.alpha <= 1:
         raise ShuntedError(f"--alpha {cfg.alpha}: must be between 0 and 1")
-    paths = list(dict.fromkeys(expand_inputs(cfg.inputs)))  # a file given twice (itself and its folder) once
-    check_outputs(
-        [],
-        [("--weights", cfg.weights), ("--class-names", cfg.class_names), *((None, p) for p in cfg.inputs)],
-        folders=[("--output-dir", cfg.output_dir)],
-    )
-    for item in cfg.inputs:
-        if os.path.isdir(item) and os.path.realpath(item) in map(
-            str, Path(os.path.realpath(cfg.output_dir)).parents
-        ):
-            raise ShuntedError(
-                f"--output-dir {cfg.output_dir}: is inside the input folder {item}; its outputs would be read as "
-                "images next time: write them outside"
-            )
-    folder = OutputFolder(cfg.output_dir, "--output-dir", "shunted seg-predict")
-    folder.check()
-    return paths, folder, output_names(paths, names_of, "--output-dir")
+    return check_predict_outputs(cfg, "shunted seg-predict", names_of, "outputs")
 
 
 def segment_images(cfg: SegPredictConfig, opened=None, world=None) -> dict | None:
@@ -159,7 +139,7 @@ def segment_images(cfg: SegPredictConfig, opened=None, world=None) -> dict | Non
     world: the processes sharing the images (shunted/engine/world.py): each segments its contiguous share into
     the output folder, rank 0 gathers the records, writes the manifest and returns it (the others None)."""
     from ...data.seg_transforms import SegEvalTransform
-    from ..infer import Source, gather_parts, run_inference
+    from ..infer import Source
     from ..world import World
     from .evaluate import opened_for
 
@@ -175,39 +155,15 @@ def segment_images(cfg: SegPredictConfig, opened=None, world=None) -> dict | Non
     )
     pre = opened.pretrained_cfg
     images = SegImages(paths, SegEvalTransform(mean=pre.mean, std=pre.std, scale=cfg.scale))
-    folder.begin([n for group in names for n in group], world)
     acc = MaskFiles(images, cfg.inference, k, folder, names, colours, labels, cfg.alpha)
     source = Source(images, _unreadable, _single, world.shard(len(images)), batch_size=1, workers=cfg.workers)
-    start = time.perf_counter()
-    try:
-        parts = gather_parts(run_inference(source, acc, opened.predictor, cfg.progress and world.main), world)
-    except BaseException:  # an unreadable image, a full disk, Ctrl-C: no partial output
-        folder.abort()
-        raise
-    if parts is None:
-        return None
-    records = [r for p in parts for r in p.state]
-    wall = time.perf_counter() - start
-    manifest = {
-        "model": opened.model_name,
-        "weights": {"path": opened.weights, "sha256": opened.weights_sha256},
-        "backend": opened.backend,
-        "num_classes": k,
+    settings = {
         "class_names": labels,
         "palette": {"name": cfg.palette, "colors": colours.tolist()},
         "alpha": cfg.alpha,
         "inference": {**cfg.inference.describe(), "scale": cfg.scale},
-        "world_size": world.size,
-        "images": records,
-        "wall_time_s": round(wall, 3),
-        "throughput_img_s": round(len(records) / wall, 3) if wall else None,
     }
-    try:
-        folder.finish(manifest)
-    except BaseException:
-        folder.abort()
-        raise
-    return manifest
+    return write_predictions(folder, names, source, acc, opened, world, cfg.progress, settings)
 
 
 def exif_orientation(path) -> int | None:

@@ -42,7 +42,7 @@ from ...errors import DataError
 from ...factory import create_model
 from ..train.loop import train
 from ..train.optim import optimizer_from_section
-from ..train.task import LoopSettings, Task, capped_steps, shuffled_batches
+from ..train.task import LoopSettings, Task, capped_steps, last_validation, shuffled_batches
 from ..world import World
 
 TASK = "segmentation"
@@ -96,6 +96,7 @@ class SegmentationTask(Task):
     name = TASK
     best = ("val_miou", "best_miou")
     curve = ("val_miou", "val mIoU", "mIoU (%)")  # metrics.png's second panel
+    shown = (("val_miou", "mIoU"), ("val_pixel_acc", "pixel acc"))
 
     def __init__(self, cfg: dict, world: World, settings: LoopSettings) -> None:
         super().__init__(cfg, world, settings)
@@ -266,11 +267,6 @@ class SegmentationTask(Task):
             "val_seconds": round(time.perf_counter() - start, 3),
         }
 
-    def describe(self, row: dict) -> str | None:
-        if row.get("val_miou") is None:
-            return None
-        return f"val mIoU {row['val_miou']:.2f} % pixel acc {row['val_pixel_acc']:.2f} %"
-
     def state(self) -> dict:
         return {
             "num_classes": self.num_classes,
@@ -279,14 +275,11 @@ class SegmentationTask(Task):
         }
 
     def summary(self, rows: list[dict]) -> dict:
-        last_val = next((r for r in reversed(rows) if r.get("val_miou") is not None), None)
         scores = getattr(self, "last_scores", {})
         return {
             **self.state(),
             "backbone_pretrained": get(self.cfg, "Global.pretrained_model"),
-            "last_val": None
-            if last_val is None
-            else {k: last_val[k] for k in ("epoch", "val_miou", "val_pixel_acc", "val_mean_acc")},
+            "last_val": last_validation(rows, ("val_miou", "val_pixel_acc", "val_mean_acc")),
             "last_class_iou": scores.get("class_iou"),
             "miou_mean_over": scores.get("mean_over"),
             "total_iters": self.total_iters,

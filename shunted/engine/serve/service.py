@@ -74,7 +74,7 @@ def open_service(cfg: ServeConfig) -> Service:
     from ...errors import ShuntedError
     from ...models import get_pretrained_cfg
     from ...models.registry import is_det_model, is_seg_model
-    from ..session import open_model
+    from ..session import RuntimeConfig, open_model
 
     if is_seg_model(cfg.model):
         task = _segment_task(cfg)
@@ -91,7 +91,9 @@ def open_service(cfg: ServeConfig) -> Service:
 
         transform = EvalTransform.from_config(pretrained, img_size=cfg.img_size)
         opened = open_model(
-            cfg.model, cfg.weights, cfg.backend, cfg.threads, img_size=transform.img_size, cache=cfg.cache
+            cfg.model,
+            cfg.weights,
+            RuntimeConfig(cfg.backend, cfg.threads, img_size=transform.img_size, cache=cfg.cache),
         )
         names, _ = _class_names(
             cfg, opened

@@ -57,6 +57,7 @@ class ClassificationTask(Task):
     name = "classification"
     best = ("val_top1", "best_top1")
     curve = ("val_top1", "val top-1", "top-1 (%)")
+    shown = (("val_top1", "top-1"), ("val_top5", "top-5"))
 
     def __init__(self, cfg, world, settings) -> None:
         super().__init__(cfg, world, settings)
@@ -247,11 +248,6 @@ class ClassificationTask(Task):
             "val_top1": 100.0 * correct1 / count,
             "val_top5": 100.0 * correct5 / count,
         }
-
-    def describe(self, row: dict) -> str | None:
-        if row.get("val_top1") is None:
-            return None
-        return f"val top-1 {row['val_top1']:.2f} % top-5 {row['val_top5']:.2f} %"
 
     def state(self) -> dict:
         return {"num_classes": self.num_classes, "classes": list(self.train_samples.classes)}

@@ -78,6 +78,8 @@ class Task:
         tuple[str, str]
     ]  # (row key to maximise, its checkpoint/summary key), e.g. val_top1, best_top1
     curve: ClassVar[tuple[str, str, str]]  # metrics.png's second panel: (row key, legend, axis label)
+    # the epoch line's validation part: (row key, label) pairs, "val top-1 81.20 % top-5 95.10 %"
+    shown: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     model: paddle.nn.Layer
     optimizer: paddle.optimizer.Optimizer
@@ -117,8 +119,10 @@ class Task:
         return {}
 
     def describe(self, row: dict) -> str | None:
-        """The validation part of the epoch's line (None: the row has no validation)."""
-        return None
+        """The validation part of the epoch's line, ``shown`` (None: the row has no validation)."""
+        if not self.shown or row.get(self.shown[0][0]) is None:
+            return None
+        return "val " + " ".join(f"{label} {row[key]:.2f} %" for key, label in self.shown)
 
     def check_resume(self, path: Path, state: dict) -> None:
         """ShuntedError if checkpoint ``path`` (its ``state``) cannot continue this task's run (by default: a
@@ -159,6 +163,13 @@ def check_steps(sampler: Any, n: int, batch_size: int, world: World, what: str) 
         raise DataError(
             f"{what}: {n} images give no full step of {batch_size} x {world.size} processes (lower --batch-size)"
         )
+
+
+def last_validation(rows: list[dict], keys: tuple[str, ...]) -> dict | None:
+    """``epoch`` and ``keys`` of the last metrics row with a validation (``keys[0]`` set), or None (for
+    ``Task.summary``)."""
+    last = next((r for r in reversed(rows) if r.get(keys[0]) is not None), None)
+    return None if last is None else {k: last[k] for k in ("epoch", *keys)}
 
 
 def capped_steps(steps: int, max_steps: int | None) -> int:
