@@ -118,6 +118,18 @@ def flag_values(args: argparse.Namespace, flags: dict[str, str]) -> dict:
     return {key: getattr(args, attr, None) for attr, key in flags.items()}
 
 
+def add_training_run_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The flags every training command (train, seg-train, det-train) shares: loader workers, resume, seed, the
+    smoke tests' step cap, and ``-c`` / ``-o``."""
+    parser.add_argument("--workers", type=nonnegative_int, default=None, help="data loader worker processes")
+    parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
+    )
+    add_config_arguments(parser, config_help)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
     """``-c config.yaml`` and repeatable ``-o Section.key=value`` overrides (PaddleClas's convention)."""
     parser.add_argument("-c", "--config", default=None, help=config_help)

@@ -25,7 +25,7 @@ HELP = "train an object detector (RetinaNet, resumable, multi-process via paddle
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .common import add_config_arguments, nonnegative_int, positive_float, positive_int
+    from .common import add_training_run_arguments, nonnegative_int, positive_float, positive_int
 
     parser.add_argument(
         "--model", default=None, help="shunted_t_retinanet / shunted_s_retinanet / shunted_b_retinanet"
@@ -57,13 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recompute", action="store_true", default=None, help="gradient checkpointing of the backbone"
     )
-    parser.add_argument("--workers", type=nonnegative_int, default=None, help="data loader worker processes")
-    parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
-    )
-    add_config_arguments(parser, "YAML config (the detection keys of shunted/config_schema.py)")
+    add_training_run_arguments(parser, "YAML config (the detection keys of shunted/config_schema.py)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,9 +39,8 @@ def crop_size(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shunted.commands.common import (
         REDUCE_ZERO_LABEL_HELP,
-        add_config_arguments,
+        add_training_run_arguments,
         ignore_index,
-        nonnegative_int,
         num_classes,
         positive_float,
         positive_int,
@@ -68,13 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--crop-size", type=crop_size, default=None, help="square training crop (default 512)"
     )
     parser.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 1e-4)")
-    parser.add_argument("--workers", type=nonnegative_int, default=None, help="data loader worker processes")
-    parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument(
-        "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
-    )
-    add_config_arguments(parser, "YAML config (configs/shunted_t_fpn_camvid.yaml lists every key)")
+    add_training_run_arguments(parser, "YAML config (configs/shunted_t_fpn_camvid.yaml lists every key)")
 
 
 def resolve_config(args: argparse.Namespace) -> dict:

@@ -27,9 +27,8 @@ HELP = "train or fine-tune (official recipe, resumable, multi-process via paddle
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from shunted.commands.common import (  # absolute: this file also runs as a script
-        add_config_arguments,
+        add_training_run_arguments,
         image_size,
-        nonnegative_int,
         num_classes,
         positive_float,
         positive_int,
@@ -57,15 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr", type=positive_float, default=None, help="peak learning rate (default: 5e-4 x batch/512)"
     )
     parser.add_argument("--img-size", type=image_size, default=None, help="training crop size (default 224)")
-    parser.add_argument("--workers", type=nonnegative_int, default=None, help="data loader worker processes")
-    parser.add_argument("--resume", action="store_true", help="continue from --output/last.pdckpt")
     parser.add_argument("--freeze", type=int, default=None, help="freeze the first N stages (0-4)")
-    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision (GPU)")
-    parser.add_argument(
-        "--max-steps", type=positive_int, default=None, help="stop each epoch after N steps (smoke tests)"
+    add_training_run_arguments(
+        parser, "YAML config over the recipe (configs/<model>_train.yaml lists every key)"
     )
-    add_config_arguments(parser, "YAML config over the recipe (configs/<model>_train.yaml lists every key)")
 
 
 def resolve_config(args: argparse.Namespace) -> dict:
