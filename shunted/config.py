@@ -114,15 +114,6 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict:
     return loaded or {}
 
 
-def apply_flags(cfg: dict, args: Any, flags: dict[str, str]) -> None:
-    """Set each ``flags`` key (flag attribute of ``args`` → dotted config key) the command line gave: every
-    value but None and False (a flag left out), unchecked. The training commands' flags go on top this way."""
-    for flag, key in flags.items():
-        value = getattr(args, flag, None)
-        if value is not None and value is not False:
-            set_value(cfg, key, value)
-
-
 def merge(base: dict, over: dict) -> dict:
     """``over`` on top of ``base``, section by section (an empty section in ``over`` keeps ``base``'s); a new
     dict, neither argument is changed."""
