@@ -382,7 +382,7 @@ SCHEMA: dict[str, Any] = {
                 "num_workers": Key(
                     None,
                     "int",
-                    "eval default 2; train: the training workers",
+                    "eval: decoding threads, default 2; train: the training workers",
                     low=0,
                     per_task={SEG: {"doc": "default: the training workers"}},
                 )

@@ -200,7 +200,7 @@ def runtime_banner(args: argparse.Namespace, threads: int | None, processes: int
 def add_eval_run_arguments(parser: argparse.ArgumentParser) -> None:
     """--workers, --limit, --no-progress and the backend flags (seg-eval and det-eval)."""
     parser.add_argument(
-        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 in-process)"
+        "--workers", type=nonnegative_int, help="image decoding threads (default 2; 0: in the loop)"
     )
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", default="outputs/demo", help="where to write outputs (default outputs/demo)"
     )
     parser.add_argument(
-        "--workers", type=nonnegative_int, default=2, help="decoding worker processes (default 2)"
+        "--workers", type=nonnegative_int, default=2, help="image decoding threads (default 2)"
     )
     parser.add_argument("--batch-size", type=positive_int, default=100, help="images per batch (default 100)")
 

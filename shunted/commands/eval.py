@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_preprocessing_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, help="images per batch (default 64)")
     parser.add_argument(
-        "--workers", type=nonnegative_int, help="decoding worker processes (default 2; 0 decodes in-process)"
+        "--workers", type=nonnegative_int, help="image decoding threads (default 2; 0: in the loop)"
     )
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N samples")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed in the JSON)")

@@ -1,6 +1,7 @@
 """Data: the official evaluation preprocessing, the two dataset layouts, class names.
 
-``transforms`` and ``classnames`` need only PIL/numpy; ``datasets.ImageDataset`` is a ``paddle.io.Dataset``.
+``transforms``, ``classnames`` and ``datasets`` need only PIL/numpy (the datasets are plain map-style classes:
+any loader takes them, Paddle's included).
 """
 
 from .classnames import imagenet_class_names, imagenet_synsets, resolve_class_names

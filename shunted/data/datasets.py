@@ -3,7 +3,7 @@
     samples = list_samples(root)                       # (a) class folders: root/<class>/<...>/<file>
     samples = list_samples(root, labels="val_list.txt", num_classes=1000)   # (b) root + "relative/path label" lines
     samples = list_samples(root, num_classes=10, class_names=names)         # (a), folders mapped by name
-    dataset = ImageDataset(samples, transform)         # paddle.io.Dataset of (image, label, index)
+    dataset = ImageDataset(samples, transform)         # (image, label, index) items, for any loader
 
 (a) samples in sorted relative path order; a sample's label is that of its top-level (class) folder:
   - ``class_names`` given (the model's names in class-index order, see ``classnames.known_class_names``): the
@@ -255,13 +255,7 @@ def _is_int(s: str) -> bool:
     return s.lstrip("-").isdigit()
 
 
-try:  # a paddle.io.Dataset when paddle is present; the class works on its own too
-    from paddle.io import Dataset as _Base
-except ImportError:  # pragma: no cover
-    _Base = object
-
-
-class ImageDataset(_Base):
+class ImageDataset:
     """(transform(image), label, index) for each sample; see the module docstring for ``on_error``."""
 
     def __init__(

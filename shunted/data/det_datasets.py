@@ -304,13 +304,7 @@ def _from_coco(root: Path, path: Path) -> DetSamples:
     return samples
 
 
-try:  # a paddle.io.Dataset when paddle is present; the class works on its own too
-    from paddle.io import Dataset as _Base
-except ImportError:  # pragma: no cover
-    _Base = object
-
-
-class DetDataset(_Base):
+class DetDataset:
     """``[i] -> (image float32 3×h×w, boxes (G, 4) float32, labels (G,) int64, info dict)`` through ``transform``
     (a ``DetTransform``), its random draws from a Generator seeded by (seed, epoch, i) (``set_epoch``)."""
 

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ..models.registry import DET_IMG_SCALE, IMAGENET_MEAN, IMAGENET_STD
-from .seg_transforms import normalize, rescaled_size
+from .seg_transforms import rescaled_size
+from .transforms import normalize
 
 __all__ = ["DetTransform", "collate_detection", "pad_to"]
 

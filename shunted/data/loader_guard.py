@@ -13,17 +13,12 @@ from collections.abc import Callable, Sequence
 
 from ..errors import DataError
 
-try:  # a paddle.io.Dataset when paddle is present; the class works on its own too
-    from paddle.io import Dataset as _Base
-except ImportError:  # pragma: no cover
-    _Base = object
-
 
 class LoaderOnlyFailure(DataError):
     """A sample that failed in a loader but reads fine when read again: worth stopping for, never skipped."""
 
 
-class MarkFailures(_Base):
+class MarkFailures:
     """``dataset[key]``, or ``placeholder(index)`` when that raises anything.
 
     indices: the samples to serve, in order (item i is ``dataset[indices[i]]``); default all of them. Keys may be

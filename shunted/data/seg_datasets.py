@@ -237,13 +237,7 @@ def _exif_turns(path: Path) -> bool:
         return False
 
 
-try:  # a paddle.io.Dataset when paddle is present; the class works on its own too
-    from paddle.io import Dataset as _Base
-except ImportError:  # pragma: no cover
-    _Base = object
-
-
-class SegDataset(_Base):
+class SegDataset:
     """``[i] -> (image float32 3×H×W, label int64 H×W, i)``.
 
     ``train=True``: ``transform(image, label, rng)`` (a ``SegTrainTransform``) with ``rng`` a Generator seeded by

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import normalize
 
 CAT_RATIO_TRIES = 10
 
@@ -142,13 +143,6 @@ def photometric_distortion(
     if contrast_last and rng.integers(2):
         img = _convert(img, alpha=rng.uniform(*contrast_range))
     return img
-
-
-def normalize(img: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 H×W×3 → float32 3×H×W, ``(x / 255 − mean) / std`` (as ``shunted/data/transforms.py``)."""
-    x = np.asarray(img, dtype=np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def _pair(value, name: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""One batch-inference loop for every task: the loader with its guard, progress, timing, sharding, gathering.
+"""One batch-inference loop for every task: reading with its guard, progress, timing, sharding, gathering.
 
 ``eval`` (top-k counts and logits rows), ``seg-eval`` / ``seg-predict`` (a confusion matrix, masks) and the next
 task (detections) run the same pass; what a task adds is an **accumulator** (``Accumulator``):
@@ -19,11 +19,16 @@ Sharding (``Source.indices``): each rank's contiguous part of the samples, ``Wor
 the batch composition (none should, but a backend can) still merges to the one-process result. Parts
 concatenated in rank order are sample order.
 
+Reading: ``dataset[key]`` is read in ``workers`` threads of this process (0: in the loop itself, between
+batches) at most two batches ahead; a key whose read raises becomes ``placeholder(key)``. Threads, not loader
+processes: Pillow decodes and resizes and numpy normalises without holding the GIL, the runtimes compute
+without it, and no process is started or fed (measured in benchmarks/README.md, "Fast by default"). Paddle is not
+imported here: a static runtime runs the whole pass without it.
+
 A **stream** (``predict``): ``Source.indices`` an iterator rather than a sequence, consumed as it goes, so a
-listing of any length is never held (``total``, when known, is only the progress bar's). ``dataset[key]`` is
-read in ``workers`` threads at most two batches ahead (Pillow decodes without the GIL), a key whose read raises
-becomes ``placeholder(key)``; nothing is sharded here (the caller's iterator is this rank's share already). A
-task that writes per batch does it in ``add`` (predict's accumulator writes and fsyncs its lines there).
+listing of any length is never held (``total``, when known, is only the progress bar's); nothing is sharded
+here (the caller's iterator is this rank's share already). A task that writes per batch does it in ``add``
+(predict's accumulator writes and fsyncs its lines there).
 
 Timing (``Timing``): ``wall_s`` this rank's pass; ``model_s`` inside ``run``; ``data_wait_s`` waiting for the
 loader. A task's result records them per rank (eval's ``timing.per_rank``).
@@ -40,7 +45,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..data.loader_guard import MarkFailures
 from .world import World
 
 Run = Callable[[np.ndarray], Any]
@@ -60,8 +64,8 @@ class Accumulator(Protocol):
 
 @dataclass
 class Source:
-    """What the loop reads: ``dataset[i]`` for ``i`` in ``indices`` through ``workers`` loader processes,
-    ``batch_size`` items put together by ``collate``; an item that raises becomes ``placeholder(i)``.
+    """What the loop reads: ``dataset[i]`` for ``i`` in ``indices``, read in ``workers`` threads, ``batch_size``
+    items put together by ``collate``; an item that raises becomes ``placeholder(i)``.
 
     ``indices`` an iterator (not a sequence): a stream (module docstring), ``total`` its length if known."""
 
@@ -120,7 +124,7 @@ def run_inference(source: Source, acc: Accumulator, run: Run, progress: bool = T
         )
         try:
             wait_from = start
-            for batch in stream_batches(source) if source.stream else _loader(source):
+            for batch in stream_batches(source):
                 timing.data_wait_s += time.perf_counter() - wait_from
                 done = acc.add(batch, timed)
                 samples += done
@@ -156,21 +160,8 @@ def _show(bar, done: int, acc: Accumulator, start: float) -> None:
     bar.set_postfix(**acc.figures(), img_s=f"{bar.n / elapsed:.1f}", refresh=False)
 
 
-def _loader(source: Source):
-    import paddle
-
-    return paddle.io.DataLoader(
-        MarkFailures(source.dataset, source.placeholder, source.indices),
-        batch_size=source.batch_size,
-        shuffle=False,
-        drop_last=False,
-        num_workers=source.workers,
-        collate_fn=source.collate,
-    )
-
-
 def stream_batches(source: Source) -> Iterator[Any]:
-    """A stream's batches (module docstring): ``collate`` of ``batch_size`` read items, in key order."""
+    """The source's batches (module docstring): ``collate`` of ``batch_size`` read items, in key order."""
     batch: list = []
     for item in _read_ahead(source.indices, source, 2 * source.batch_size):
         batch.append(item)

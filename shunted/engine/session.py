@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..runtime import BACKENDS, DEFAULT_MARGIN, ONNX_BACKENDS, Predictor, check_backend, make_predictor
-from ..runtime.cache import cached_folder, openvino_cache_dir
+from ..runtime.cache import cached_folder, found_folder, openvino_cache_dir
 from ..runtime.layout import write_info
 from .export import (
     PARITY_TOL,
@@ -43,6 +45,7 @@ from .export import (
 )
 
 AUTO = "auto"
+SHORTCUT_FILE = "opened.json"  # a start-up shortcut's content (``open_model``)
 # --backend auto: the fastest first. Only runtimes whose parity with dygraph (within 1e-5) the tests check.
 AUTO_ORDER = ("openvino", "onnxruntime", "inference", "dygraph")
 CHOICES = (AUTO, *BACKENDS)
@@ -57,7 +60,8 @@ class Opened:
     """A model on a runtime, with what results record about it."""
 
     predictor: Predictor
-    model: object  # the Paddle model (what ``dygraph`` runs; the static runtimes run an export of it)
+    # the Paddle model (what ``dygraph`` runs); None when a static runtime was opened by a start-up shortcut
+    model: object
     model_name: str
     pretrained_cfg: object  # shunted.models.registry.PretrainedConfig
     num_classes: int
@@ -118,16 +122,32 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def export_key(model, fmt: str, img_size: int) -> dict:
-    """The start-up cache key of ``model``'s export in ``fmt`` (``shunted/runtime/cache.py``)."""
+def _software(fmt: str, code: list[Path]) -> dict:
+    """The parts of a cache key that name the software: exporter, library versions, a digest of ``code``."""
     from ..version import __version__
 
+    return {
+        "exporter": onnx_exporter() if fmt == "onnx" else "paddle.jit",
+        "versions": {
+            p: _version(p) for p in ("paddlepaddle", "paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")
+        }
+        | {"shunted": __version__, "python": sys.version.split()[0]},
+        "code_sha256": _digest_files(code),
+    }
+
+
+def _graph_code() -> list[Path]:
+    """The files that decide an export's graph."""
     package = Path(__file__).resolve().parents[1]
-    code = [
+    return [
         *(package / "models").glob("*.py"),
         Path(__file__).with_name("export.py"),
         package / "runtime" / "layout.py",
     ]
+
+
+def export_key(model, fmt: str, img_size: int) -> dict:
+    """The start-up cache key of ``model``'s export in ``fmt`` (``shunted/runtime/cache.py``)."""
     return {
         "kind": "export",
         "format": fmt,
@@ -138,12 +158,27 @@ def export_key(model, fmt: str, img_size: int) -> dict:
         "num_classes": int(getattr(model, "num_classes", 0) or 0),
         "img_size": "dynamic" if is_dense(model) else int(img_size),
         "weights_sha256": weights_digest(model),
-        "exporter": onnx_exporter() if fmt == "onnx" else "paddle.jit",
-        "versions": {
-            p: _version(p) for p in ("paddlepaddle", "paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")
-        }
-        | {"shunted": __version__, "python": sys.version.split()[0]},
-        "code_sha256": _digest_files(code),
+        **_software(fmt, _graph_code()),
+    }
+
+
+def shortcut_key(name: str, weights_sha256: str, fmt: str, img_size: int | None, features_only: bool) -> dict:
+    """The cache key of the shortcut from a weights file (its SHA-256) to its export (``open_model``).
+
+    Everything that decides the weights as loaded is in it: the file, the model name, the code that reads and
+    loads checkpoints and builds the model, the library versions; a different class count (a fresh head) never
+    takes a shortcut.
+    """
+    package = Path(__file__).resolve().parents[1]
+    code = [*_graph_code(), *(package / "convert").glob("*.py"), package / "factory.py"]
+    return {
+        "kind": "opened",
+        "model": name,
+        "weights_file_sha256": weights_sha256,
+        "format": fmt,
+        "img_size": img_size,
+        "features": features_only,
+        **_software(fmt, code),
     }
 
 
@@ -295,10 +330,16 @@ def open_model(
     backend, threads, img_size = runtime.backend, runtime.threads, runtime.img_size
     recheck_margin, cache = runtime.recheck_margin, runtime.cache
     from ..errors import WeightsError
-    from ..factory import create_model
 
     if backend != AUTO:
         check_backend(backend)
+    shortcut = _shortcut_for(name, weights, runtime, features_only) if num_classes is None else None
+    if shortcut is not None:
+        opened = _open_by_shortcut(name, weights, runtime, shortcut, expect_num_classes)
+        if opened is not None:
+            return opened
+    from ..factory import create_model
+
     kwargs = {"features_only": True} if features_only else {}
     model = create_model(name, pretrained=weights, num_classes=num_classes, **kwargs)
     if expect_num_classes is not None and expect_num_classes != model.num_classes:
@@ -307,6 +348,8 @@ def open_model(
         )
     size = img_size or model.pretrained_cfg.input_size[-1]
     used, predictor, cached = open_backend(backend, model, threads, size, recheck_margin, cache)
+    if shortcut is not None and cached is not None and used == shortcut[0]:
+        _save_shortcut(shortcut[1], model, used, size)
     return Opened(
         predictor=predictor,
         model=model,
@@ -321,6 +364,88 @@ def open_model(
         requested_backend=backend,
         cached=cached,
     )
+
+
+def _shortcut_for(name: str, weights, runtime: RuntimeConfig, features_only: bool) -> tuple[str, dict] | None:
+    """(the static backend, the shortcut key) under which ``open_model`` may find this request's export without
+    building the model (``shunted/runtime/cache.py``), or None: no weights file, no cache, dygraph."""
+    if weights is None or not runtime.cache:
+        return None
+    backend = resolve_backend(runtime.backend)
+    if backend == "dygraph" or missing_for(backend) is not None:
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(weights).st_mode):
+            return None  # the reader gives a folder or a pipe its one line
+        from ..fileio import sha256_file
+
+        digest = sha256_file(weights)
+    except OSError:
+        return None
+    fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
+    return backend, shortcut_key(name, digest, fmt, runtime.img_size, features_only)
+
+
+def _open_by_shortcut(
+    name: str, weights, runtime: RuntimeConfig, shortcut: tuple[str, dict], expect_num_classes: int | None
+) -> Opened | None:
+    """The export a shortcut names, opened on its runtime without building the model (nor importing Paddle);
+    None when there is no good shortcut or its export is gone or bad (the caller builds the model)."""
+    from ..errors import WeightsError
+    from ..models.registry import PretrainedConfig
+
+    backend, key = shortcut
+    folder = found_folder(key)
+    if folder is None:
+        return None
+    try:
+        meta = json.loads((folder / SHORTCUT_FILE).read_text())
+        export = found_folder(meta["export_key"])
+        num_classes = int(meta["num_classes"])
+        pretrained_cfg = PretrainedConfig.from_dict(meta["pretrained_cfg"])
+        size = int(meta["img_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if export is None:
+        return None
+    if expect_num_classes is not None and expect_num_classes != num_classes:
+        raise WeightsError(f"{weights}: has {num_classes} classes, but --num-classes is {expect_num_classes}")
+    ov_cache = openvino_cache_dir(export) if backend.startswith("openvino") else None
+    predictor = make_predictor(
+        backend, export, runtime.threads, runtime.recheck_margin, compile_cache=ov_cache
+    )
+    return Opened(
+        predictor=predictor,
+        model=None,
+        model_name=name,
+        pretrained_cfg=pretrained_cfg,
+        num_classes=num_classes,
+        weights=str(weights),
+        weights_sha256=key["weights_file_sha256"],
+        backend=backend,
+        img_size=size,
+        threads=runtime.threads,
+        requested_backend=runtime.backend,
+        cached=True,
+    )
+
+
+def _save_shortcut(key: dict, model, backend: str, img_size: int) -> None:
+    """Record that the weights of ``key`` open to ``model``'s export for ``backend`` (best effort: a cache that
+    cannot be written only costs the next start the model build)."""
+    fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
+    meta = {
+        "export_key": export_key(model, fmt, img_size),
+        "num_classes": int(model.num_classes),
+        "pretrained_cfg": model.pretrained_cfg.to_dict(),
+        "img_size": int(img_size),
+    }
+    try:
+        cached_folder(
+            key, lambda folder: (folder / SHORTCUT_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        )
+    except OSError as exc:
+        _warn(f"cannot record the start-up shortcut ({exc})")
 
 
 def given_predictor(

@@ -21,6 +21,9 @@ most one;
 Failures: a process that raises exits, and ``paddle.distributed.launch`` stops the others and prints the
 failed process's last log lines (its one-line ``shunted CMD: error: ...``). A collective that finds a peer gone
 raises ``ShuntedError`` saying so instead of Paddle's transport error.
+
+Paddle is imported only by a run of several processes (``_paddle()``): one process runs on a static runtime
+without loading it (a warm ``shunted eval --backend openvino`` never imports Paddle).
 """
 
 from __future__ import annotations
@@ -28,14 +31,24 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import paddle
-import paddle.distributed as dist
 
 from ..errors import ShuntedError
 
+if TYPE_CHECKING:
+    import paddle
+
 GATHER_CHUNK = 1 << 26  # bytes per collective call of ``gather`` (bounds the temporary tensors: 64 MiB)
+
+
+def _paddle():
+    """(paddle, paddle.distributed), imported when a collective of several processes first needs them."""
+    import paddle
+    import paddle.distributed as dist
+
+    return paddle, dist
 
 
 def shard_bounds(n: int, size: int, unit: int = 1) -> list[int]:
@@ -68,6 +81,7 @@ class World:
         """Element-wise sum over processes (float64)."""
         if self.size == 1:
             return values
+        paddle, dist = _paddle()
         t = paddle.to_tensor(np.asarray(values, np.float64))
         with _peer_errors("sum"):
             dist.all_reduce(t)
@@ -75,7 +89,8 @@ class World:
 
     def broadcast_buffers(self, model: paddle.nn.Layer) -> None:
         """Give every process rank 0's BatchNorm statistics (what torch DDP's ``broadcast_buffers`` ends with)."""
-        if self.size > 1:  # Paddle's BatchNorm keeps its statistics as non-trainable parameters
+        if self.size > 1:
+            dist = _paddle()[1]  # Paddle's BatchNorm keeps its statistics as non-trainable parameters
             for value in model.state_dict().values():
                 if value.stop_gradient:
                     dist.broadcast(value, src=0)
@@ -83,6 +98,7 @@ class World:
     def gather_ints(self, values: list[int]) -> list[list[int]]:
         if self.size == 1:
             return [values]
+        paddle, dist = _paddle()
         out: list[paddle.Tensor] = []
         with _peer_errors("gather_ints"):
             dist.all_gather(out, paddle.to_tensor(np.asarray(values, np.int64)))
@@ -95,6 +111,7 @@ class World:
         """
         if self.size == 1:
             return [obj]
+        paddle, dist = _paddle()
         data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
         lengths = [n for (n,) in self.gather_ints([data.size])]
         longest = max(lengths)
@@ -116,6 +133,7 @@ class World:
         """Rank 0's picklable ``obj`` on every rank (the others pass anything, e.g. None)."""
         if self.size == 1:
             return obj
+        paddle, dist = _paddle()
         data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
         length = paddle.to_tensor(np.asarray([data.size if self.main else 0], np.int64))
         with _peer_errors("broadcast"):
@@ -128,7 +146,7 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             with _peer_errors("barrier"):
-                dist.barrier()
+                _paddle()[1].barrier()
 
 
 class _peer_errors:
@@ -168,6 +186,7 @@ def init_world() -> World:
     """Join the process group when started by ``paddle.distributed.launch`` with more than one process."""
     size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if size > 1:
+        dist = _paddle()[1]
         dist.init_parallel_env()
         local = int(os.environ.get("PADDLE_LOCAL_SIZE", "0") or 0) or size
         return World(dist.get_rank(), dist.get_world_size(), local)

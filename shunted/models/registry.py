@@ -35,6 +35,11 @@ class PretrainedConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> PretrainedConfig:
+        """The config ``to_dict`` gave (from JSON: lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
 
 @dataclass(frozen=True)
 class Variant:

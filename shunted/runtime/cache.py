@@ -5,7 +5,10 @@ folder per entry, where KEY is the SHA-256 of the entry's key (a JSON object: th
 the input size, the format, the exporter's and runtimes' versions, a digest of the code that builds the graph;
 ``shunted/engine/session.py`` makes it). An entry holds the files its builder wrote and ``entry.json``: the key
 itself and the size and SHA-256 of every file. OpenVINO writes its compiled blobs into the entry's ``openvino/``
-folder (its ``CACHE_DIR``; OpenVINO keys and checks them itself and recompiles a blob it cannot read).
+folder (its ``CACHE_DIR``; OpenVINO keys and checks them itself and recompiles a blob it cannot read). A second
+kind of entry, a *shortcut* (``opened.json``), records which export a weights file (by its SHA-256) opens to and
+what the opened model is (classes, preprocessing), so that a warm start neither builds the model nor imports
+Paddle (``session.py``); it is checked like any entry, and the export it names is checked again when it is used.
 
 Trust: an entry is used only when its ``entry.json`` holds exactly the key asked for (else it is *foreign*: a hash
 collision, a hand-made folder) and every listed file has its recorded size and SHA-256 (else it is *corrupt*: a
@@ -88,6 +91,12 @@ def _write_entry_file(folder: Path, key: dict) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def found_folder(key: dict, root: Path | None = None) -> Path | None:
+    """The entry folder of ``key`` when it is there and good (never built here), else None."""
+    folder = (root or cache_root()) / "exports" / key_digest(key)
+    return folder if entry_problem(folder, key) is None else None
 
 
 def cached_folder(

@@ -40,13 +40,16 @@ def bucket(rows: int) -> int:
     return 1 << max(rows - 1, 0).bit_length()
 
 
-def with_fp32_recheck(run: Predictor, exact: Predictor, margin: float = DEFAULT_MARGIN) -> Predictor:
+def with_fp32_recheck(
+    run: Predictor, exact: Predictor, margin: float = DEFAULT_MARGIN, buckets: bool = True
+) -> Predictor:
     """``run`` (a bf16 logits predictor) whose near-tie rows (:func:`uncertain_rows`) are recomputed by ``exact``.
 
-    The rows of one batch are recomputed together, in one call of ``exact`` padded with copies of the last row
-    to a power of two (:func:`bucket`): the runtimes prepare their kernels per input shape (OpenVINO compiles a
-    model per shape), so a handful of shapes serve every count, and a row costs a share of a batch instead of a
-    single-image run. The first call prepares one row's shape before anything is timed. The returned callable
+    The rows of one batch are recomputed together, in one call of ``exact``, so that a row costs a share of a
+    batch instead of a single-image run. With ``buckets`` the call is padded with copies of the last row to a
+    power of two (:func:`bucket`), for a runtime that prepares its kernels per input shape (Paddle Inference):
+    a handful of shapes serve every count. Without, ``exact`` takes any count as it is (OpenVINO's recheck runs
+    one dynamic-batch model). The first call prepares one row's shape before anything is timed. The returned callable
     counts its work in ``predict.stats`` (``rows``, ``rechecked``, ``calls``) for reports; ``predict.margin`` is
     the margin it uses.
     """
@@ -63,7 +66,7 @@ def with_fp32_recheck(run: Predictor, exact: Predictor, margin: float = DEFAULT_
         rows = uncertain_rows(y, predict.margin)
         if rows.size:
             picked = x[rows]
-            size = bucket(len(rows))
+            size = bucket(len(rows)) if buckets else len(rows)
             if size > len(rows):
                 picked = np.concatenate([picked, np.repeat(picked[-1:], size - len(rows), axis=0)])
             y[rows] = exact(np.ascontiguousarray(picked))[: len(rows)]

@@ -139,6 +139,67 @@ def test_a_smaller_batch_is_padded_to_a_compiled_shape(
     assert len(compiles) == before + 2  # 1 < 4 / 2: a batch-1 model of its own
 
 
+def test_a_batch_runs_in_parts_on_every_stream_in_order(
+    monkeypatch, demo_checkpoint, cifar_batch, relative_error
+):
+    """With parts of at most 2 images (``PART``), 7 images on 2 streams run as 4 parts (the last padded), each
+    stream taking a second part after its first: the rows come back in their order, equal to dygraph, from one
+    compiled model. Mutation: collecting a stream's outputs after reusing it (or in stream order) swaps rows."""
+    import openvino as ov
+
+    from shunted.runtime import openvino as ov_runtime
+
+    compiles = []
+    original = ov.Core.compile_model
+
+    def counting(self, *args, **kwargs):
+        compiles.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ov_runtime, "PART", 2)
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    images = np.concatenate([cifar_batch, cifar_batch[::-1], cifar_batch[:1]])[:7]
+    (expected,) = dygraph_outputs(model, images)
+    predict = model_predictor("openvino", model, threads=2, img_size=64)
+    monkeypatch.setattr(ov.Core, "compile_model", counting)
+    got = predict(images)
+    assert got.shape[0] == 7 and relative_error(got, expected) <= 1e-5
+    for i in range(7):
+        assert relative_error(got[i : i + 1], expected[i : i + 1]) <= 1e-5, i
+    assert len(compiles) == 1
+
+
+def test_the_bf16_recheck_runs_any_count_on_one_fp32_model(
+    monkeypatch, demo_checkpoint, cifar_batch, relative_error
+):
+    """OpenVINO's recheck is one dynamic-batch fp32 model: 1, 2 and 3 rechecked rows (every row a near tie) need
+    no compile after the predictor is made, and equal fp32."""
+    if not _cpu_has_bf16():
+        pytest.skip("the CPU has no AVX-512 BF16 / AMX")
+    import openvino as ov
+
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    exact = model_predictor("openvino", model, threads=2, img_size=64)
+    every = model_predictor("openvino_bf16", model, threads=2, img_size=64, recheck_margin=1e9)
+    expected = {n: exact(cifar_batch[:n]) for n in (1, 2, 3)}
+    every(cifar_batch[:1])  # the bf16 side's batch-1 model
+    every(cifar_batch[:3])  # and its model for parts of 2
+    compiles = []
+    original = ov.Core.compile_model
+
+    def counting(self, *args, **kwargs):
+        compiles.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ov.Core, "compile_model", counting)
+    for n in (1, 3, 2):
+        assert relative_error(every(cifar_batch[:n]), expected[n]) <= 1e-5
+    assert (
+        compiles == []
+    )  # 2 rows run as one part of 2 on the model compiled for 3; the recheck compiles none
+    assert every.stats["rechecked"] == every.stats["rows"]
+
+
 def test_the_depthwise_residual_fold_is_the_same_function(demo_checkpoint, relative_error):
     """Folding ``x + dwconv(x)`` into the centre tap leaves fp32 outputs equal to rounding (one fold per
     feed-forward block: 1 + 2 + 4 + 1 in shunted_t). Mutation: folding without the +1 (``new[...] += 0``) drops

@@ -179,3 +179,8 @@ def test_recheck_rows_run_in_one_padded_batch_and_land_in_their_rows():
     np.testing.assert_array_equal(out[[0, 2, 3], 0], [0, 20, 30])
     np.testing.assert_array_equal(out[[1, 4]], logits[[1, 4]])
     assert [bucket(n) for n in (1, 2, 3, 4, 5, 33, 64)] == [1, 2, 4, 4, 8, 64, 64]
+    unpadded = with_fp32_recheck(lambda x: logits.copy(), exact, margin=0.15, buckets=False)
+    seen.clear()
+    out = unpadded(ids)  # a runtime that takes any count (OpenVINO's dynamic-batch recheck): no padding
+    assert [len(s) for s in seen] == [1, 3] and seen[1].tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(out[[0, 2, 3], 0], [0, 20, 30])
