@@ -260,25 +260,26 @@ def versions() -> dict[str, str]:
     paddle = sys.modules.get("paddle")
     return {
         "shunted": __version__,
-        "paddle": paddle.__version__
-        if paddle is not None
-        else _installed("paddlepaddle", "paddlepaddle-gpu"),
+        "paddle": paddle.__version__ if paddle is not None else _paddle_version(),
         "pillow": pillow_version(),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
 
 
-def _installed(*distributions: str) -> str | None:
-    """The version of the first of ``distributions`` installed (from its metadata, without importing it)."""
+def _paddle_version() -> str:
+    """Paddle's version from its installed metadata (the CPU or GPU wheel) without importing it; another
+    packaging is imported for its ``__version__``."""
     from importlib import metadata
 
-    for name in distributions:
+    for name in ("paddlepaddle", "paddlepaddle-gpu"):
         try:
             return metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return None
+    import paddle
+
+    return paddle.__version__
 
 
 def result_dict(outcome: EvalOutcome, **context) -> dict:

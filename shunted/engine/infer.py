@@ -183,7 +183,8 @@ def _read_ahead(keys: Iterable[Any], source: Source, window: int) -> Iterator[An
         for key in keys:
             yield read(key)
         return
-    with ThreadPoolExecutor(source.workers, thread_name_prefix="shunted-decode") as pool:
+    pool = ThreadPoolExecutor(source.workers, thread_name_prefix="shunted-decode")
+    try:
         pending: deque = deque()
         for key in keys:
             pending.append(pool.submit(read, key))
@@ -191,6 +192,8 @@ def _read_ahead(keys: Iterable[Any], source: Source, window: int) -> Iterator[An
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # an error, Ctrl-C or SIGTERM stops at once: the reads not started are dropped, none waited for
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def numpy(x) -> np.ndarray:

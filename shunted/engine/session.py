@@ -20,7 +20,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -162,19 +161,30 @@ def export_key(model, fmt: str, img_size: int) -> dict:
     }
 
 
-def shortcut_key(name: str, weights_sha256: str, fmt: str, img_size: int | None, features_only: bool) -> dict:
-    """The cache key of the shortcut from a weights file (its SHA-256) to its export (``open_model``).
+def shortcut_key(
+    name: str, weights_sha256: str, suffix: str, fmt: str, img_size: int | None, features_only: bool
+) -> dict:
+    """The cache key of the shortcut from a weights file (its SHA-256 and suffix, which picks the reader) to its
+    export (``open_model``).
 
-    Everything that decides the weights as loaded is in it: the file, the model name, the code that reads and
-    loads checkpoints and builds the model, the library versions; a different class count (a fresh head) never
-    takes a shortcut.
+    Everything that decides the weights as loaded and the export they open to is in it: the file, the model
+    name, the code that reads and loads checkpoints, builds the model, keys and checks exports and keeps the
+    cache (a change there retires every shortcut), the library versions; a different class count (a fresh head)
+    never takes a shortcut.
     """
     package = Path(__file__).resolve().parents[1]
-    code = [*_graph_code(), *(package / "convert").glob("*.py"), package / "factory.py"]
+    code = [
+        *_graph_code(),
+        *(package / "convert").glob("*.py"),
+        package / "factory.py",
+        Path(__file__),
+        package / "runtime" / "cache.py",
+    ]
     return {
         "kind": "opened",
         "model": name,
         "weights_file_sha256": weights_sha256,
+        "weights_suffix": suffix,
         "format": fmt,
         "img_size": img_size,
         "features": features_only,
@@ -348,8 +358,10 @@ def open_model(
         )
     size = img_size or model.pretrained_cfg.input_size[-1]
     used, predictor, cached = open_backend(backend, model, threads, size, recheck_margin, cache)
+    # the file as read now must be the file hashed for the key (a checkpoint replaced meanwhile: no shortcut)
     if shortcut is not None and cached is not None and used == shortcut[0]:
-        _save_shortcut(shortcut[1], model, used, size)
+        if getattr(model, "pretrained_sha256", None) == shortcut[1]["weights_file_sha256"]:
+            _save_shortcut(shortcut[1], model, used, size)
     return Opened(
         predictor=predictor,
         model=model,
@@ -374,16 +386,19 @@ def _shortcut_for(name: str, weights, runtime: RuntimeConfig, features_only: boo
     backend = resolve_backend(runtime.backend)
     if backend == "dygraph" or missing_for(backend) is not None:
         return None
-    try:
-        if not stat.S_ISREG(os.stat(weights).st_mode):
-            return None  # the reader gives a folder or a pipe its one line
-        from ..fileio import sha256_file
+    from ..errors import ShuntedError
+    from ..fileio import open_input
 
-        digest = sha256_file(weights)
-    except OSError:
+    try:  # a regular file only, opened without blocking (the reader gives a folder or a pipe its one line)
+        with open_input(weights) as fh:
+            digest = hashlib.sha256()
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    except (OSError, ShuntedError):
         return None
     fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
-    return backend, shortcut_key(name, digest, fmt, runtime.img_size, features_only)
+    suffix = Path(weights).suffix.lower()
+    return backend, shortcut_key(name, digest.hexdigest(), suffix, fmt, runtime.img_size, features_only)
 
 
 def _open_by_shortcut(
@@ -411,9 +426,12 @@ def _open_by_shortcut(
     if expect_num_classes is not None and expect_num_classes != num_classes:
         raise WeightsError(f"{weights}: has {num_classes} classes, but --num-classes is {expect_num_classes}")
     ov_cache = openvino_cache_dir(export) if backend.startswith("openvino") else None
-    predictor = make_predictor(
-        backend, export, runtime.threads, runtime.recheck_margin, compile_cache=ov_cache
-    )
+    try:
+        predictor = make_predictor(
+            backend, export, runtime.threads, runtime.recheck_margin, compile_cache=ov_cache
+        )
+    except Exception:  # noqa: BLE001 — the runtime cannot open it here: the cold path decides (auto moves on)
+        return None
     return Opened(
         predictor=predictor,
         model=None,

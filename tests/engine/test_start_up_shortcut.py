@@ -137,3 +137,67 @@ def test_no_shortcut_without_the_cache_or_for_a_fresh_head(cache_home, demo_chec
         "shunted_t", demo_checkpoint, RUNTIME, num_classes=7
     )  # a new head: random, never cached
     assert fresh.model is not None and not _entries(cache_home, "opened")
+
+
+def test_weights_replaced_while_the_model_is_built_leave_no_shortcut(
+    cache_home, tmp_path, demo_checkpoint, monkeypatch
+):
+    """The key's hash is taken before the model reads the file: when the file changes in between (a trainer
+    writing it), no shortcut is recorded, since it would send the old file's hash to the new weights' export.
+    Mutation: saving without comparing the hash the model read records one."""
+    import paddle
+
+    from shunted.engine import session
+    from shunted.factory import create_model
+
+    model = create_model("shunted_t", pretrained=demo_checkpoint)
+    path = tmp_path / "w.pdparams"
+    paddle.save(model.state_dict(), str(path))
+    state = model.state_dict()
+    state["head.bias"].set_value(state["head.bias"] + 1.0)
+    original = session._shortcut_for
+
+    def then_replaced(*args, **kwargs):
+        found = original(*args, **kwargs)
+        paddle.save(state, str(path))
+        return found
+
+    monkeypatch.setattr(session, "_shortcut_for", then_replaced)
+    assert open_model("shunted_t", path, RUNTIME).model is not None
+    assert not _entries(cache_home, "opened")
+
+
+def test_the_same_bytes_under_another_suffix_are_read_as_that_suffix(cache_home, tmp_path, demo_checkpoint):
+    """The suffix picks the reader, so it is part of the key: a .pdparams renamed .safetensors is refused as the
+    cold path refuses it, never opened through the .pdparams shortcut."""
+    import paddle
+
+    from shunted.factory import create_model
+
+    path = tmp_path / "w.pdparams"
+    paddle.save(create_model("shunted_t", pretrained=demo_checkpoint).state_dict(), str(path))
+    open_model("shunted_t", path, RUNTIME)
+    renamed = tmp_path / "w.safetensors"
+    renamed.write_bytes(path.read_bytes())
+    with pytest.raises(Exception, match="w.safetensors"):
+        open_model("shunted_t", renamed, RUNTIME)
+
+
+def test_a_runtime_that_fails_on_the_warm_path_leaves_the_choice_to_the_cold_one(
+    cache_home, demo_checkpoint, monkeypatch
+):
+    from shunted.engine import session
+
+    open_model("shunted_t", demo_checkpoint, RUNTIME)
+    calls = []
+    original = session.make_predictor
+
+    def fails_once(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise RuntimeError("this CPU cannot run the cached model")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "make_predictor", fails_once)
+    again = open_model("shunted_t", demo_checkpoint, RUNTIME)
+    assert again.model is not None and len(calls) == 2
