@@ -207,7 +207,9 @@ def test_backend_seam_takes_any_predict_batch(tmp_path):
 
 @pytest.mark.parametrize("backend", ["dygraph", pytest.param("inference", marks=pytest.mark.slow)])
 def test_eval_builds_the_model_once_and_hashes_the_weights_once(monkeypatch, tmp_path, backend):
-    """``shunted eval`` (any backend) opens the checkpoint once: one create_model, one SHA-256 of the weights."""
+    """``shunted eval`` (any backend) opens the checkpoint once: one create_model, one SHA-256 of the weights by the
+    reader (a static backend's start-up shortcut reads the file once more to find itself); a second run of a
+    static backend builds nothing (the shortcut), dygraph builds again."""
     import shunted.convert
     import shunted.factory
     import shunted.fileio
@@ -236,6 +238,10 @@ def test_eval_builds_the_model_once_and_hashes_the_weights_once(monkeypatch, tmp
     assert main([*argv, "--backend", backend, "--threads", "1", "--output", str(out)]) == 0
     assert counts == {"create_model": 1, "sha256": 1}
     assert json.loads(out.read_text())["weights"]["sha256"] == hashlib.sha256(CKPT.read_bytes()).hexdigest()
+    again = tmp_path / "again.json"
+    assert main([*argv, "--backend", backend, "--threads", "1", "--output", str(again)]) == 0
+    assert counts["create_model"] == (2 if backend == "dygraph" else 1)
+    assert json.loads(again.read_text())["weights"] == json.loads(out.read_text())["weights"]
 
 
 def test_topk_correct_counts_rank():
