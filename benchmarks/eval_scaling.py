@@ -1,4 +1,4 @@
-"""Evaluation throughput with 1 and 2 processes and 0/1/2 loader workers: does decoding or the model set the pace?
+"""Evaluation throughput with 1 and 2 processes and 0/1/2 decoding threads: does decoding or the model set the pace?
 
 Runs what ``shunted eval`` runs (``shunted/engine/evaluate.py:run_evaluation``, sharded over the processes of
 ``paddle.distributed.launch`` exactly as ``tools/launch.py eval`` shards them) on real JPEGs at 224 px: the
@@ -171,7 +171,7 @@ def table(records: list[dict], decode_img_s: float) -> str:
         groups.setdefault((r["backend"], r["processes"], r["workers"]), []).append(r)
     medians = {k: statistics.median(r["img_s"] for r in v) for k, v in groups.items()}
     lines = [
-        "| backend | processes × threads | loader workers | img/s (median) | vs 1 process, 0 workers "
+        "| backend | processes × threads | decoding threads | img/s (median) | vs 1 process, 0 threads "
         "| model s | data wait s | 50,000 images |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]

@@ -45,7 +45,7 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    """An integer >= 0 (worker processes: 0 works in-process)."""
+    """An integer >= 0 (workers or threads: 0 works in the loop itself)."""
     value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} must be 0 or more")

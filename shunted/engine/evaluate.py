@@ -4,9 +4,9 @@
 logits (any runtime of ``shunted/runtime/``). ``run_evaluation(predict_batch, dataset, num_classes, record)``
 adds the outputs (JSON, logits) to one pass; ``evaluate_checkpoint`` is ``shunted eval`` as a function: it opens
 the checkpoint once (``shunted/engine/session.py``), lists the data and calls ``run_evaluation``. The pass itself is
-the one inference loop of every task (``shunted/engine/infer.py``) with ``TopkAccumulator``. Images are decoded in ``workers`` loader processes while the main process runs the model; the
-result records how long the main process waited for data and how long the model took, so it shows which of the
-two set the pace.
+the one inference loop of every task (``shunted/engine/infer.py``) with ``TopkAccumulator``. Images are decoded in
+``workers`` threads while the runtime computes; the result records how long the loop waited for data and how
+long the model took, so it shows which of the two set the pace.
 
 Bad images never vanish silently: without ``skip_bad`` the first one stops the run with a DataError naming the
 file; with it, every skipped file is listed in the result and its logits row is NaN (rows stay in sample order).
