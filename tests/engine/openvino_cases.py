@@ -25,6 +25,21 @@ pytest.importorskip("openvino")
 pytest.importorskip("paddle2onnx")
 
 
+def count_compiles(monkeypatch) -> list:
+    """A list that grows by one at every ``openvino.Core.compile_model`` from now on (this test only)."""
+    import openvino as ov
+
+    compiles: list = []
+    original = ov.Core.compile_model
+
+    def counting(self, *args, **kwargs):
+        compiles.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ov.Core, "compile_model", counting)
+    return compiles
+
+
 def test_openvino_backend_matches_dygraph_for_any_batch_size(demo_checkpoint, cifar_batch, relative_error):
     """Batches of at least ``threads`` images are split over single-thread streams (here 5 → 3 + 2, 2 → 1 + 1);
     a single image runs whole; the parts come back in order."""
@@ -115,16 +130,8 @@ def test_a_smaller_batch_is_padded_to_a_compiled_shape(
     """The last partial batch (3 after 4) runs on the model compiled for 4, padded, its extra rows dropped; a
     batch under half the size compiles its own. Mutation: a predictor that compiles every new size counts 2
     compiles for the batch of 3; one that forgets to drop the padded rows returns 4 rows."""
-    import openvino as ov
 
-    compiles = []
-    original = ov.Core.compile_model
-
-    def counting(self, *args, **kwargs):
-        compiles.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ov.Core, "compile_model", counting)
+    compiles = count_compiles(monkeypatch)
     model = create_model("shunted_t", pretrained=demo_checkpoint)
     images = np.concatenate([cifar_batch, cifar_batch[:1]])
     (expected,) = dygraph_outputs(model, images)
@@ -145,23 +152,14 @@ def test_a_batch_runs_in_parts_on_every_stream_in_order(
     """With parts of at most 2 images (``PART``), 7 images on 2 streams run as 4 parts (the last padded), each
     stream taking a second part after its first: the rows come back in their order, equal to dygraph, from one
     compiled model. Mutation: collecting a stream's outputs after reusing it (or in stream order) swaps rows."""
-    import openvino as ov
-
     from shunted.runtime import openvino as ov_runtime
-
-    compiles = []
-    original = ov.Core.compile_model
-
-    def counting(self, *args, **kwargs):
-        compiles.append(1)
-        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ov_runtime, "PART", 2)
     model = create_model("shunted_t", pretrained=demo_checkpoint)
     images = np.concatenate([cifar_batch, cifar_batch[::-1], cifar_batch[:1]])[:7]
     (expected,) = dygraph_outputs(model, images)
     predict = model_predictor("openvino", model, threads=2, img_size=64)
-    monkeypatch.setattr(ov.Core, "compile_model", counting)
+    compiles = count_compiles(monkeypatch)
     got = predict(images)
     assert got.shape[0] == 7 and relative_error(got, expected) <= 1e-5
     for i in range(7):
@@ -176,27 +174,17 @@ def test_the_bf16_recheck_runs_any_count_on_one_fp32_model(
     no compile after the predictor is made, and equal fp32."""
     if not _cpu_has_bf16():
         pytest.skip("the CPU has no AVX-512 BF16 / AMX")
-    import openvino as ov
-
     model = create_model("shunted_t", pretrained=demo_checkpoint)
     exact = model_predictor("openvino", model, threads=2, img_size=64)
     every = model_predictor("openvino_bf16", model, threads=2, img_size=64, recheck_margin=1e9)
     expected = {n: exact(cifar_batch[:n]) for n in (1, 2, 3)}
     every(cifar_batch[:1])  # the bf16 side's batch-1 model
     every(cifar_batch[:3])  # and its model for parts of 2
-    compiles = []
-    original = ov.Core.compile_model
-
-    def counting(self, *args, **kwargs):
-        compiles.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ov.Core, "compile_model", counting)
+    compiles = count_compiles(monkeypatch)
     for n in (1, 3, 2):
         assert relative_error(every(cifar_batch[:n]), expected[n]) <= 1e-5
-    assert (
-        compiles == []
-    )  # 2 rows run as one part of 2 on the model compiled for 3; the recheck compiles none
+    # 2 rows run as one part of 2 on the model compiled for 3; the recheck compiles none
+    assert compiles == []
     assert every.stats["rechecked"] == every.stats["rows"]
 
 
