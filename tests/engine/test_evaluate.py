@@ -214,6 +214,7 @@ def test_eval_builds_the_model_once_and_hashes_the_weights_once(monkeypatch, tmp
     import shunted.factory
     import shunted.fileio
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # cold first: no other test's shortcut
     counts = {"create_model": 0, "sha256": 0}
     real_create, real_hash = shunted.factory.create_model, shunted.fileio.sha256_file
 
