@@ -246,10 +246,15 @@ def write_json_atomic(dst: str | os.PathLike, obj: Any) -> None:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
+        return sha256_stream(fh, chunk)
+
+
+def sha256_stream(fh, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of what is left to read in the binary file object ``fh``, read in chunks."""
+    digest = hashlib.sha256()
+    while block := fh.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 

@@ -270,13 +270,11 @@ def versions() -> dict[str, str]:
 def _paddle_version() -> str:
     """Paddle's version from its installed metadata (the CPU or GPU wheel) without importing it; another
     packaging is imported for its ``__version__``."""
-    from importlib import metadata
+    from ..version import installed_version
 
-    for name in ("paddlepaddle", "paddlepaddle-gpu"):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    found = installed_version("paddlepaddle", "paddlepaddle-gpu")
+    if found is not None:
+        return found
     import paddle
 
     return paddle.__version__

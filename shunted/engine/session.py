@@ -24,7 +24,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from ..runtime import BACKENDS, DEFAULT_MARGIN, ONNX_BACKENDS, Predictor, check_backend, make_predictor
@@ -87,6 +86,11 @@ def missing_for(backend: str) -> str | None:
     return None
 
 
+def export_format(backend: str) -> str:
+    """The export a static ``backend`` runs: ``onnx`` (ONNX Runtime, OpenVINO) or ``paddle`` (Paddle Inference)."""
+    return "onnx" if backend in ONNX_BACKENDS else "paddle"
+
+
 def resolve_backend(requested: str) -> str:
     """The runtime ``requested`` means before anything is built: ``auto`` → the first installed of AUTO_ORDER.
 
@@ -104,31 +108,15 @@ def _digest_files(paths) -> str:
     return digest.hexdigest()
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def weights_digest(model) -> str:
-    """SHA-256 of the model's weights as loaded (names, shapes, dtypes, values): a fresh head is covered too."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        array = tensor.numpy()
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def _software(fmt: str, code: list[Path]) -> dict:
     """The parts of a cache key that name the software: exporter, library versions, a digest of ``code``."""
-    from ..version import __version__
+    from ..version import __version__, installed_version
 
     return {
         "exporter": onnx_exporter() if fmt == "onnx" else "paddle.jit",
         "versions": {
-            p: _version(p) for p in ("paddlepaddle", "paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")
+            p: installed_version(p)
+            for p in ("paddlepaddle", "paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")
         }
         | {"shunted": __version__, "python": sys.version.split()[0]},
         "code_sha256": _digest_files(code),
@@ -147,6 +135,8 @@ def _graph_code() -> list[Path]:
 
 def export_key(model, fmt: str, img_size: int) -> dict:
     """The start-up cache key of ``model``'s export in ``fmt`` (``shunted/runtime/cache.py``)."""
+    from ..models.weights import weights_digest
+
     return {
         "kind": "export",
         "format": fmt,
@@ -156,7 +146,7 @@ def export_key(model, fmt: str, img_size: int) -> dict:
         "features": bool(getattr(model, "features_only", False)),
         "num_classes": int(getattr(model, "num_classes", 0) or 0),
         "img_size": "dynamic" if is_dense(model) else int(img_size),
-        "weights_sha256": weights_digest(model),
+        "weights_sha256": weights_digest(model),  # as loaded: a fresh head is covered too
         **_software(fmt, _graph_code()),
     }
 
@@ -255,7 +245,7 @@ def _model_predictor(
     if missing is not None:
         raise ExportError(f"--backend {backend}: {missing}")
     threads_n = threads if threads is not None else (os.cpu_count() or 1)
-    fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
+    fmt = export_format(backend)
     checker = backend.removesuffix("_bf16")
 
     def build(folder: Path) -> None:
@@ -387,18 +377,16 @@ def _shortcut_for(name: str, weights, runtime: RuntimeConfig, features_only: boo
     if backend == "dygraph" or missing_for(backend) is not None:
         return None
     from ..errors import ShuntedError
-    from ..fileio import open_input
+    from ..fileio import open_input, sha256_stream
 
     try:  # a regular file only, opened without blocking (the reader gives a folder or a pipe its one line)
         with open_input(weights) as fh:
-            digest = hashlib.sha256()
-            while block := fh.read(1 << 20):
-                digest.update(block)
+            digest = sha256_stream(fh)
     except (OSError, ShuntedError):
         return None
-    fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
+    fmt = export_format(backend)
     suffix = Path(weights).suffix.lower()
-    return backend, shortcut_key(name, digest.hexdigest(), suffix, fmt, runtime.img_size, features_only)
+    return backend, shortcut_key(name, digest, suffix, fmt, runtime.img_size, features_only)
 
 
 def _open_by_shortcut(
@@ -451,7 +439,7 @@ def _open_by_shortcut(
 def _save_shortcut(key: dict, model, backend: str, img_size: int) -> None:
     """Record that the weights of ``key`` open to ``model``'s export for ``backend`` (best effort: a cache that
     cannot be written only costs the next start the model build)."""
-    fmt = "onnx" if backend in ONNX_BACKENDS else "paddle"
+    fmt = export_format(backend)
     meta = {
         "export_key": export_key(model, fmt, img_size),
         "num_classes": int(model.num_classes),

@@ -1,7 +1,8 @@
-"""Strict loading of a Paddle-layout state dict (numpy arrays) into a model."""
+"""Strict loading of a Paddle-layout state dict (numpy arrays) into a model, and the digest of a model's weights."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -78,3 +79,13 @@ def paddle_dtype_to_numpy(dtype) -> np.dtype:
 def state_dict_numpy(model: paddle.nn.Layer) -> dict[str, np.ndarray]:
     """The model's state dict as numpy arrays (Paddle layout)."""
     return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def weights_digest(model: paddle.nn.Layer) -> str:
+    """SHA-256 of a model's weights as they are (every state-dict entry's name and bytes, in name order): the
+    training loop's check that processes agree and its records, and the start-up cache's key of an export."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(value.numpy()).tobytes())
+    return h.hexdigest()

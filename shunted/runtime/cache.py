@@ -28,6 +28,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..fileio import sha256_file
+
 ENTRY_FILE = "entry.json"
 OPENVINO_DIR = "openvino"  # OpenVINO's CACHE_DIR inside an entry (not listed: OpenVINO checks its own blobs)
 FORMAT = 1  # of entry.json
@@ -44,14 +46,6 @@ def cache_root() -> Path:
 def key_digest(key: dict) -> str:
     """The entry folder name of ``key``: SHA-256 of its canonical JSON."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def entry_problem(folder: Path, key: dict) -> str | None:
@@ -74,7 +68,7 @@ def entry_problem(folder: Path, key: dict) -> str | None:
         path = folder / name
         if "/" in name or name in ("", ".", "..") or path.is_symlink() or not path.is_file():
             return f"corrupt ({name} is missing)"
-        if path.stat().st_size != size or _file_sha256(path) != sha:
+        if path.stat().st_size != size or sha256_file(path) != sha:
             return f"corrupt ({name} differs from what was written)"
     return None
 
@@ -83,7 +77,7 @@ def _write_entry_file(folder: Path, key: dict) -> None:
     files = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name != ENTRY_FILE:
-            files[path.name] = [path.stat().st_size, _file_sha256(path)]
+            files[path.name] = [path.stat().st_size, sha256_file(path)]
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
     text = json.dumps({"format": FORMAT, "key": key, "files": files}, indent=1, sort_keys=True) + "\n"

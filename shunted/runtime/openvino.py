@@ -18,7 +18,6 @@ are untouched; the fp32 model is never folded (OpenVINO is a dependency of the p
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -102,13 +101,8 @@ def fold_depthwise_residuals(model) -> int:
     return folded
 
 
-def _openvino_runner(
-    path: Path, threads: int, precision: str, cache_dir: str | os.PathLike | None = None, fold: bool = False
-) -> tuple[Predictor, int]:
-    """(predict, number of outputs) of OpenVINO's CPU plugin on an ONNX file at ``precision`` ("f32"/"bf16").
-
-    See the module docstring for the shapes, streams and threads; ``fold``: fold the depthwise residuals.
-    """
+def _core(threads: int, cache_dir: str | os.PathLike | None):
+    """OpenVINO's ``Core`` for a runtime of ``threads`` threads, compiled blobs kept in ``cache_dir``."""
     import openvino as ov
 
     core = ov.Core()
@@ -117,9 +111,13 @@ def _openvino_runner(
     core.set_property("CPU", {"ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)})
     if cache_dir is not None:
         core.set_property({"CACHE_DIR": str(cache_dir)})
-    model = core.read_model(str(path))
-    if fold:
-        fold_depthwise_residuals(model)
+    return core
+
+
+def _openvino_runner(core, model, threads: int, precision: str) -> tuple[Predictor, int]:
+    """(predict, number of outputs) of OpenVINO's CPU plugin (``core``) on ``model`` (an ``openvino.Model``) at
+    ``precision`` ("f32"/"bf16"). See the module docstring for the shapes, streams and threads.
+    """
     input_name = model.inputs[0].get_any_name()
     n_outputs = len(model.outputs)
     compiled: dict[tuple[int, int], list] = {}  # (part size, streams) → one infer request per stream
@@ -188,27 +186,19 @@ def _openvino_runner(
     return predict, n_outputs
 
 
-def _openvino_dynamic_runner(
-    path: Path, threads: int, cache_dir: str | os.PathLike | None = None
-) -> Predictor:
-    """OpenVINO fp32 on the export as it is (dynamic batch): one model, compiled once, for any number of images
+def _openvino_dynamic_runner(core, model, threads: int) -> Predictor:
+    """OpenVINO fp32 on ``model`` as exported (dynamic batch): one model, compiled once, for any number of images
     on one stream with every thread — the fp32 recheck's runtime (a few rows per batch, in varying counts).
 
     Measured (shunted_t, 224², 2 cores): a row costs ~1.35× a static model's, but a static model per count
     costs 0.2–0.4 s to compile or read from the cache, more than a 1,000-image run's rechecks take."""
-    import openvino as ov
-
-    core = ov.Core()
-    core.set_property("CPU", {"ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)})
-    if cache_dir is not None:
-        core.set_property({"CACHE_DIR": str(cache_dir)})
     config = {
         "INFERENCE_PRECISION_HINT": "f32",
         "NUM_STREAMS": 1,
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
     }
-    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+    request = core.compile_model(model, "CPU", config).create_infer_request()
 
     def predict(x: np.ndarray) -> np.ndarray:
         request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
@@ -231,9 +221,15 @@ def openvino_predictor(
         raise ShuntedError(
             "--backend openvino needs OpenVINO, a dependency of shunted-paddle: pip install openvino"
         ) from exc
-    path = onnx_file(export_dir)
-    run, n_outputs = _openvino_runner(path, threads, "bf16" if bf16 else "f32", compile_cache, fold=bf16)
-    if not bf16 or n_outputs != 1:
+    core = _core(threads, compile_cache)
+    model = core.read_model(str(onnx_file(export_dir)))  # read once: the bf16 runner folds a copy
+    if not bf16:
+        return _openvino_runner(core, model, threads, "f32")[0]
+    folded = model.clone()
+    fold_depthwise_residuals(folded)
+    run, n_outputs = _openvino_runner(core, folded, threads, "bf16")
+    if n_outputs != 1:
         return run
-    exact = _openvino_dynamic_runner(path, threads, compile_cache)
-    return with_fp32_recheck(run, exact, recheck_margin, buckets=False)
+    return with_fp32_recheck(
+        run, _openvino_dynamic_runner(core, model, threads), recheck_margin, buckets=False
+    )

@@ -17,7 +17,6 @@ epoch the checkpoint does not hold, and a resume writes the records of the check
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from ...config import get
 from ...errors import ShuntedError
 from ...fileio import write_json_atomic
+from ...models.weights import weights_digest
 from ..world import World, init_world
 from . import state as ts
 from .ema import ModelEMA
@@ -39,14 +39,6 @@ from .task import LoopSettings, Task
 log = logging.getLogger(__name__)
 # Paddle's BatchNorm says this on every training forward; it describes the intended behaviour.
 warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
-
-
-def weights_digest(model: paddle.nn.Layer) -> str:
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(value.numpy()).tobytes())
-    return h.hexdigest()
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
