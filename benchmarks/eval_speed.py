@@ -8,6 +8,13 @@ the same preprocessed images in a process of its own, ``--calls`` calls, median:
 recheck, the issue's yardstick) and shipped (with it). Everything is measured in rounds, the order rotating, and
 the medians are reported with the load average of the machine during the run (compare ratios within one run).
 
+The *budget* child says where the loop's time goes and what it could reach at best: in a process of its own it
+decodes and preprocesses every image of the run in one thread (timed), runs the backend's first call (its extra
+time over the second: reading the compiled model, creating kernels), then passes over all the images in batches,
+``--passes`` times, with and (bf16) without the recheck. The bound is the loop's speed if decoding shared the
+cores with the model perfectly: images ÷ (shipped pass + first call's extra + decoding ÷ cores). It holds every
+preprocessed image in memory (0.6 MB each at 224 px).
+
 Goals (issue 22, same run): ``openvino_bf16`` eval loop ≥ 85 % of plain bf16 model-alone; whole process ≥ 75 %
 of model-alone for fp32 and bf16 once the cache is warm.
 
@@ -78,6 +85,60 @@ def model_alone(plan: dict) -> None:
     print(json.dumps({"img_s": len(batch) / statistics.median(times)}))
 
 
+def budget(plan: dict) -> None:
+    """(child) Where the loop's time goes, on every image of the run (module docstring): seconds to decode and
+    preprocess them in one thread, the backend's first call, and a pass over all of them in batches with the shipped
+    predictor and (bf16) without its recheck, medians of ``passes``."""
+    import numpy as np
+
+    from shunted.data.datasets import ImageDataset, list_samples
+    from shunted.data.transforms import EvalTransform
+    from shunted.engine.session import RuntimeConfig, open_model
+
+    def opened(margin: float):
+        config = RuntimeConfig(
+            plan["backend"], threads=None, img_size=plan["img_size"], recheck_margin=margin
+        )
+        return open_model(plan["model"], plan["weights"], config)
+
+    shipped = opened(0.05)
+    plain = opened(0.0) if plan["backend"].endswith("_bf16") else shipped
+    transform = EvalTransform.from_config(shipped.pretrained_cfg, img_size=plan["img_size"])
+    dataset = ImageDataset(list_samples(plan["data"], labels=plan["labels"]), transform)
+    dataset[0]
+    start = time.perf_counter()
+    images = [dataset[i][0] for i in range(len(dataset))]
+    decode_s = time.perf_counter() - start
+    size = plan["batch_size"]
+    batches = [np.stack(images[i : i + size]) for i in range(0, len(images), size)]
+    del images
+
+    def timed(predictor, x) -> float:
+        t0 = time.perf_counter()
+        predictor(x)
+        return time.perf_counter() - t0
+
+    first = timed(shipped.predictor, batches[0])
+    first_extra_s = first - timed(shipped.predictor, batches[0])
+    timed(plain.predictor, batches[0])
+    passes = {"plain": [], "shipped": []}
+    stats = getattr(shipped.predictor, "stats", {"rechecked": 0})
+    rechecked = stats["rechecked"]
+    for _ in range(plan["passes"]):
+        for name, o in (("plain", plain), ("shipped", shipped)):
+            if o is not shipped or name == "shipped":  # fp32: one predictor, timed once
+                passes[name].append(sum(timed(o.predictor, x) for x in batches))
+    passes["plain"] = passes["plain"] or passes["shipped"]
+    print(json.dumps({
+        "images": sum(len(x) for x in batches),
+        "decode_s": decode_s,
+        "first_extra_s": first_extra_s,
+        "plain_pass_s": statistics.median(passes["plain"]),
+        "shipped_pass_s": statistics.median(passes["shipped"]),
+        "rechecked_per_pass": (stats["rechecked"] - rechecked) // plan["passes"],
+    }))  # fmt: skip
+
+
 def run_eval(args, backend: str, workers: int, labels: Path, out: Path) -> dict:
     argv = [sys.executable, "-m", "shunted", "eval", "--model", args.model, "--data", str(args.data)]
     argv += ["--labels", str(labels), "--img-size", str(args.img_size), "--batch-size", str(args.batch_size)]
@@ -112,6 +173,7 @@ def run_alone(args, backend: str, variant: str, labels: Path) -> dict:
         "labels": str(labels),
         "batch_size": args.batch_size,
         "calls": args.calls,
+        "passes": args.passes,
     }
     done = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(plan)], capture_output=True, text=True
@@ -137,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--passes", type=int, default=2, help="passes over all images per budget child")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.child:
-        model_alone(json.loads(args.child))
+        plan = json.loads(args.child)
+        (budget if plan["variant"] == "budget" else model_alone)(plan)
         return 0
     records = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs += [
                 (b, v)
                 for b in args.backends
-                for v in (("plain", "shipped") if b.endswith("_bf16") else ("plain",))
+                for v in (("plain", "shipped", "budget") if b.endswith("_bf16") else ("plain", "budget"))
             ]
             for job in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:
                 if isinstance(job[1], int):
@@ -195,7 +259,35 @@ def report(records: list[dict], args) -> str:
                 f"| {backend} | {workers} | {whole:.1f} | {loop:.1f} | {plain:.1f} | {loop / plain:.0%} | "
                 f"{whole / plain:.0%} | {shipped} |"
             )
+    lines += [
+        "",
+        f"Where the loop's time goes (s per {args.images} images; budget: every image preprocessed in memory first, "
+        f"decoding timed in one thread, {cores()} cores; bound = what the loop would take if decoding shared the "
+        "cores with the model perfectly):",
+        "",
+        "| backend | model alone, all images (plain) | + rechecks (rows) | + first call | + decoding ÷ cores | "
+        f"= bound img/s | eval loop img/s ({max(args.workers)} threads) | loop / bound |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for backend in args.backends:
+        parts = [r for r in records if r["backend"] == backend and r.get("variant") == "budget"]
+        if not parts:
+            continue
+        b = {k: med([r[k] for r in parts]) for k in parts[0] if k not in ("backend", "variant")}
+        recheck_s = b["shipped_pass_s"] - b["plain_pass_s"]
+        decode_s = b["decode_s"] / cores()
+        bound = b["images"] / (b["shipped_pass_s"] + b["first_extra_s"] + decode_s)
+        runs = [r for r in records if r["backend"] == backend and r.get("workers") == max(args.workers)]
+        loop = med([r["loop_img_s"] for r in runs] or [0])
+        lines.append(
+            f"| {backend} | {b['plain_pass_s']:.2f} | {recheck_s:+.2f} ({b['rechecked_per_pass']:.0f}) | "
+            f"{b['first_extra_s']:+.2f} | {decode_s:+.2f} | {bound:.1f} | {loop:.1f} | {loop / bound:.0%} |"
+        )
     return "\n".join(lines)
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

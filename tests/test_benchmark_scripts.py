@@ -101,3 +101,25 @@ def test_serve_load_quick_reports_every_level(repo_root, tmp_path):
     assert set(levels[3]["errors"]) == {"503"} and levels[3]["ok"] > 0  # over the queue: 503s only
     assert record["offline_batch8_img_per_s"] > 0 and "| 4 + slow + bad |" in done.stdout
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow  # several `shunted eval` processes and in-process loops: the marked stage
+def test_eval_speed_budget_and_decode_workers_quick(repo_root, shared_dir):
+    """Issue 22's two measuring scripts in their quick modes: eval_speed prints the goal table and the budget
+    (bound) table; decode_workers runs threads, processes and serial decoding to equal top-1 counts (it stops
+    when they differ) and prints its table."""
+    pytest.importorskip("openvino")
+    data = shared_dir / "data" / "cifar10" / "test"
+    if not data.is_dir():
+        pytest.skip("../shared/data/cifar10 (the real CIFAR-10 test split) is not present")
+    common = ["--data", str(data), "--images", "24", "--img-size", "64", "--batch-size", "8"]
+    done = _run(
+        repo_root, "benchmarks/eval_speed.py", *common, "--backends", "openvino", "--workers", "2",
+        "--rounds", "1", "--calls", "2", "--passes", "1",
+    )  # fmt: skip
+    assert "| openvino | 2 |" in done.stdout
+    budget = [line for line in done.stdout.splitlines() if line.startswith("| openvino | ") and "+" in line]
+    assert len(budget) == 1 and budget[0].rstrip().endswith("% |")  # the bound row: ... | loop / bound |
+    done = _run(repo_root, "benchmarks/decode_workers.py", *common, "--backend", "openvino", "--rounds", "1")
+    for variant in ("threads (2)", "processes (2)", "serial (0)"):
+        assert f"| {variant} |" in done.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exporters import needs_onnx_exporter
 
 # pytest's default "prepend" import mode puts this folder on sys.path
 from test_backends import _cpu_has_bf16
@@ -22,7 +23,7 @@ from shunted.factory import create_model
 from shunted.runtime.dygraph import dygraph_outputs
 
 pytest.importorskip("openvino")
-pytest.importorskip("paddle2onnx")
+needs_onnx_exporter(module=True)
 
 
 def count_compiles(monkeypatch) -> list:

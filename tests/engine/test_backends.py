@@ -6,6 +6,7 @@ import runpy
 
 import numpy as np
 import pytest
+from exporters import needs_onnx_exporter
 
 from shunted.engine.export import load_batch
 from shunted.engine.session import RuntimeConfig, model_predictor, open_model
@@ -38,7 +39,7 @@ def test_inference_backend_matches_dygraph(model_t, batch, relative_error):
 @pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_onnxruntime_backend_matches_dygraph(model_t, batch, relative_error):
     pytest.importorskip("onnxruntime")
-    pytest.importorskip("paddle2onnx")
+    needs_onnx_exporter()
     (expected,) = dygraph_outputs(model_t, batch)
     got = model_predictor("onnxruntime", model_t, threads=2)(batch)
     assert relative_error(got, expected) <= 1e-5

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from exporters import needs_onnx_exporter
 
 from shunted.engine.export import (
     META_FILE,
@@ -20,7 +21,7 @@ from shunted.engine.export import (
 from shunted.factory import create_model
 from shunted.runtime import make_predictor
 
-pytest.importorskip("paddle2onnx")
+needs_onnx_exporter(module=True)
 pytest.importorskip("onnxruntime")
 
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+from exporters import needs_onnx_exporter
 from mounts import tmpfs_factory
 
 import shunted.engine.export as export
@@ -166,7 +167,7 @@ def test_without_weights_it_warns_that_the_weights_are_random(tmp_path, capsys):
 @pytest.mark.slow
 def test_an_export_replaces_a_previous_export(tmp_path, capsys):
     """Two real exports into one folder: the second (ONNX) replaces the first (Paddle) and nothing else."""
-    pytest.importorskip("paddle2onnx")
+    needs_onnx_exporter()
     out = tmp_path / "exp"
     assert main(EXPORT + [str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [META_FILE, "model.json", "model.pdiparams"]

@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from exporters import needs_onnx_exporter
 
 
 @pytest.mark.slow  # integration (subprocess, export or full run): the marked stage, make test-slow
 def test_openvino_backends_in_their_own_process(repo_root):
     pytest.importorskip("openvino")
-    pytest.importorskip("paddle2onnx")
+    needs_onnx_exporter()
     cases = repo_root / "tests" / "engine" / "openvino_cases.py"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(cases)],

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exporters import needs_onnx_exporter
 
 from shunted.engine.session import SHORTCUT_FILE, RuntimeConfig, open_model
 from shunted.errors import WeightsError
 from shunted.runtime.cache import ENTRY_FILE
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("paddle2onnx")
+needs_onnx_exporter(module=True)
 
 RUNTIME = RuntimeConfig("onnxruntime", threads=2, img_size=64)
 
