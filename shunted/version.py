@@ -2,6 +2,7 @@
 installed versions of the libraries the records and the start-up cache's keys name."""
 
 __version__ = "0.1.0"
+PADDLE_DISTRIBUTIONS = ("paddlepaddle", "paddlepaddle-gpu")  # Paddle's CPU and GPU wheels: one is installed
 
 
 def installed_version(*distributions: str) -> str | None:

@@ -270,9 +270,9 @@ def versions() -> dict[str, str]:
 def _paddle_version() -> str:
     """Paddle's version from its installed metadata (the CPU or GPU wheel) without importing it; another
     packaging is imported for its ``__version__``."""
-    from ..version import installed_version
+    from ..version import PADDLE_DISTRIBUTIONS, installed_version
 
-    found = installed_version("paddlepaddle", "paddlepaddle-gpu")
+    found = installed_version(*PADDLE_DISTRIBUTIONS)
     if found is not None:
         return found
     import paddle

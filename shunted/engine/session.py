@@ -110,14 +110,12 @@ def _digest_files(paths) -> str:
 
 def _software(fmt: str, code: list[Path]) -> dict:
     """The parts of a cache key that name the software: exporter, library versions, a digest of ``code``."""
-    from ..version import __version__, installed_version
+    from ..version import PADDLE_DISTRIBUTIONS, __version__, installed_version
 
     return {
         "exporter": onnx_exporter() if fmt == "onnx" else "paddle.jit",
-        "versions": {
-            p: installed_version(p)
-            for p in ("paddlepaddle", "paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")
-        }
+        "versions": {"paddlepaddle": installed_version(*PADDLE_DISTRIBUTIONS)}
+        | {p: installed_version(p) for p in ("paddle2onnx", "p2o", "onnx", "onnxruntime", "openvino")}
         | {"shunted": __version__, "python": sys.version.split()[0]},
         "code_sha256": _digest_files(code),
     }

@@ -157,3 +157,23 @@ def test_only_cache_folders_are_removed(tmp_path):
     assert keep.read_text() == "user file"
     assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == sorted([folder.name, keep.name])
     assert cache.OPENVINO_DIR not in {p.name for p in folder.iterdir()}
+
+
+def test_a_cache_key_names_paddles_version_from_the_cpu_or_the_gpu_wheel(monkeypatch):
+    """The keys name Paddle's version whichever of its wheels is installed, so a new Paddle retires the entries
+    of a GPU install too. Mutation: reading only ``paddlepaddle`` (as before) records None here."""
+    from importlib import metadata
+
+    from shunted.engine.session import shortcut_key
+
+    installed = {"paddlepaddle-gpu": "9.9.9", "openvino": "1.0"}
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    key = shortcut_key("shunted_t", "ab" * 32, ".pth", "paddle", 224, False)
+    assert key["versions"]["paddlepaddle"] == "9.9.9" and key["versions"]["openvino"] == "1.0"
+    assert key["versions"]["onnx"] is None
