@@ -40,12 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
-    import openvino as ov
-
     from shunted.engine.export import save_onnx
     from shunted.factory import create_model
     from shunted.runtime.cpu_peak import cpu_info
-    from shunted.runtime.openvino import fold_depthwise_residuals
+    from shunted.runtime.openvino import cpu_core, fold_depthwise_residuals, static_requests
 
     x = (
         np.random.default_rng(0)
@@ -55,26 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     whole = -(-args.batch // args.threads)
     with tempfile.TemporaryDirectory() as folder:
         path = save_onnx(create_model(args.model), folder, args.img_size)
-        core = ov.Core()
-        core.set_property("CPU", {"ENABLE_CPU_PINNING": args.threads >= (os.cpu_count() or 1)})
+        core = cpu_core(args.threads, None)  # the runtime's Core and static models (streams × 1 thread)
         runners = {}
         for precision in args.precisions:
             model = core.read_model(str(path))
             if precision == "bf16":
                 fold_depthwise_residuals(model)  # what openvino_bf16 runs
             for part in sorted(set(args.parts) | {whole}):
-                static = model.clone()
-                shape = static.inputs[0].get_partial_shape()
-                shape[0] = part
-                static.reshape({static.inputs[0].get_any_name(): shape})
-                config = {
-                    "INFERENCE_PRECISION_HINT": precision,
-                    "NUM_STREAMS": args.threads,
-                    "INFERENCE_NUM_THREADS": args.threads,
-                    "PERFORMANCE_HINT": "THROUGHPUT",
-                }
-                compiled = core.compile_model(static, "CPU", config)
-                runners[precision, part] = [compiled.create_infer_request() for _ in range(args.threads)]
+                runners[precision, part] = static_requests(
+                    core, model, part, args.threads, args.threads, precision
+                )
 
     def run(requests, part):
         padded = np.concatenate([x, np.zeros(((-len(x)) % part, *x.shape[1:]), np.float32)])

@@ -87,9 +87,14 @@ def _write_entry_file(folder: Path, key: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _entry_folder(key: dict, root: Path | None) -> Path:
+    """Where the entry of ``key`` lives (whether or not it is there)."""
+    return (root or cache_root()) / "exports" / key_digest(key)
+
+
 def found_folder(key: dict, root: Path | None = None) -> Path | None:
     """The entry folder of ``key`` when it is there and good (never built here), else None."""
-    folder = (root or cache_root()) / "exports" / key_digest(key)
+    folder = _entry_folder(key, root)
     return folder if entry_problem(folder, key) is None else None
 
 
@@ -104,8 +109,8 @@ def cached_folder(
     ``build`` writes the entry's files into the (empty, temporary) folder it is given; any exception it raises
     propagates and nothing is kept. ``log`` hears why an existing entry was rebuilt.
     """
-    exports = (root or cache_root()) / "exports"
-    folder = exports / key_digest(key)
+    folder = _entry_folder(key, root)
+    exports = folder.parent
     problem = entry_problem(folder, key)
     if problem is None:
         return folder, True

@@ -6,13 +6,15 @@ parts of at most ``PART`` images (fewer when the batch is small: every stream ge
 ``threads`` at a time, one single-threaded stream each; a smaller batch (one image: a lone request) runs on one
 stream with every thread. A last part that is short is padded with zeros and its extra rows dropped; so is a
 batch whose parts would be smaller than a part size already compiled for, when that at most doubles its work
-(the last partial batch of a run reuses the full batch's model instead of compiling another). With ``compile_cache`` (``shunted/runtime/cache.py``) OpenVINO keeps the compiled models on
-disk (``CACHE_DIR``), so a second process loads them instead of compiling.
+(the last partial batch of a run reuses the full batch's model instead of compiling another). With
+``compile_cache`` (``shunted/runtime/cache.py``) OpenVINO keeps the compiled models on disk (``CACHE_DIR``), so a
+second process loads them instead of compiling.
 
-The bf16 one recomputes near-ties in fp32 (``recheck.py``) on one dynamic-batch fp32 model, and runs a graph in which every depthwise residual
-``x + dwconv(x)`` of the feed-forward is folded into the depthwise kernel (centre tap + 1: the same function, one
-op and one pass over the tensor fewer), done here on the model OpenVINO read, so the export and its parity check
-are untouched; the fp32 model is never folded (OpenVINO is a dependency of the package).
+The bf16 one recomputes near-ties in fp32 (``recheck.py``) on one dynamic-batch fp32 model, and runs a graph in
+which every depthwise residual ``x + dwconv(x)`` of the feed-forward is folded into the depthwise kernel (centre
+tap + 1: the same function, one op and one pass over the tensor fewer), done here on the model OpenVINO read, so
+the export and its parity check are untouched; the fp32 model is never folded (OpenVINO is a dependency of the
+package).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def fold_depthwise_residuals(model) -> int:
     return folded
 
 
-def _core(threads: int, cache_dir: str | os.PathLike | None):
+def cpu_core(threads: int, cache_dir: str | os.PathLike | None):
     """OpenVINO's ``Core`` for a runtime of ``threads`` threads, compiled blobs kept in ``cache_dir``."""
     import openvino as ov
 
@@ -114,33 +116,37 @@ def _core(threads: int, cache_dir: str | os.PathLike | None):
     return core
 
 
+def static_requests(core, model, part: int, streams: int, threads: int, precision: str) -> list:
+    """The infer requests of ``model`` compiled for ``part`` images at ``precision``: ``streams`` single-thread
+    streams (one request each), or (``streams`` 1) one stream with ``threads`` threads (module docstring)."""
+    static = model.clone()
+    shape = static.inputs[0].get_partial_shape()
+    shape[0] = part
+    static.reshape({static.inputs[0].get_any_name(): shape})
+    config = {
+        "INFERENCE_PRECISION_HINT": precision,
+        "NUM_STREAMS": streams,
+        "INFERENCE_NUM_THREADS": streams if streams > 1 else threads,
+        "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
+    }
+    network = core.compile_model(static, "CPU", config)
+    return [network.create_infer_request() for _ in range(streams)]
+
+
 def _openvino_runner(core, model, threads: int, precision: str) -> tuple[Predictor, int]:
     """(predict, number of outputs) of OpenVINO's CPU plugin (``core``) on ``model`` (an ``openvino.Model``) at
     ``precision`` ("f32"/"bf16"). See the module docstring for the shapes, streams and threads.
     """
-    input_name = model.inputs[0].get_any_name()
     n_outputs = len(model.outputs)
     compiled: dict[tuple[int, int], list] = {}  # (part size, streams) → one infer request per stream
 
     def requests(part: int, streams: int) -> list:
-        """The infer requests of a model compiled for ``part`` images: ``streams`` single-thread streams, or
-        (``streams`` 1) one stream with every thread."""
+        """``static_requests`` for ``part`` images on ``streams`` streams, compiled once (``MAX_COMPILED``)."""
         key = (part, streams)
         if key not in compiled:
             if len(compiled) >= MAX_COMPILED:
                 compiled.clear()
-            static = model.clone()
-            shape = static.inputs[0].get_partial_shape()
-            shape[0] = part
-            static.reshape({input_name: shape})
-            config = {
-                "INFERENCE_PRECISION_HINT": precision,
-                "NUM_STREAMS": streams,
-                "INFERENCE_NUM_THREADS": streams if streams > 1 else threads,
-                "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
-            }
-            network = core.compile_model(static, "CPU", config)
-            compiled[key] = [network.create_infer_request() for _ in range(streams)]
+            compiled[key] = static_requests(core, model, part, streams, threads, precision)
         return compiled[key]
 
     def plan(n: int) -> tuple[int, int]:
@@ -221,7 +227,7 @@ def openvino_predictor(
         raise ShuntedError(
             "--backend openvino needs OpenVINO, a dependency of shunted-paddle: pip install openvino"
         ) from exc
-    core = _core(threads, compile_cache)
+    core = cpu_core(threads, compile_cache)
     model = core.read_model(str(onnx_file(export_dir)))  # read once: the bf16 runner folds a copy
     if not bf16:
         return _openvino_runner(core, model, threads, "f32")[0]
